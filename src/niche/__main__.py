@@ -1,0 +1,3 @@
+from niche.cli import main
+
+main()

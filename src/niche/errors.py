@@ -1,0 +1,133 @@
+"""One exception tree for niche.
+
+Every error niche raises on purpose is a :class:`NicheError`. Subclasses carry the context a
+user needs to act (file, line, column, field, task, version) and the HTTP status the gateway
+answers with. Foreign errors are mapped at the boundary with ``raise ... from exc``.
+
+This module imports nothing from niche.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "ArtifactError",
+    "ChecksumMismatchError",
+    "ConfigurationError",
+    "DataValidationError",
+    "DatasetNotFoundError",
+    "DownloadError",
+    "EncoderError",
+    "NicheError",
+    "NotFittedError",
+    "NotFoundError",
+]
+
+
+class NicheError(Exception):
+    """Root of every error niche raises on purpose.
+
+    ``exit_code`` is what the CLI exits with; ``http_status`` is what the gateway answers.
+    """
+
+    exit_code: int = 1
+    http_status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigurationError(NicheError):
+    """A setting or option has a value niche cannot use."""
+
+    exit_code = 2
+    http_status = 500
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
+class DataValidationError(NicheError):
+    """Input data is malformed. The message names the file, line and column.
+
+    ``line`` is 1-based and counts physical lines of the file (the header is line 1 of a
+    CSV); ``column`` is the column name or field the problem is in.
+    """
+
+    exit_code = 2
+    http_status = 422
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        path: str | Path | None = None,
+        line: int | None = None,
+        column: str | None = None,
+    ) -> None:
+        self.problem = problem
+        self.path = str(path) if path is not None else None
+        self.line = line
+        self.column = column
+        where = []
+        if self.path is not None:
+            where.append(self.path)
+        if line is not None:
+            where.append(f"line {line}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        prefix = ", ".join(where)
+        super().__init__(f"{prefix}: {problem}" if prefix else problem)
+
+
+class NotFoundError(NicheError):
+    """Something named by the user does not exist."""
+
+    exit_code = 2
+    http_status = 404
+
+
+class DatasetNotFoundError(NotFoundError):
+    """A dataset name is not in the catalog, or its files cannot be found."""
+
+
+class DownloadError(NicheError):
+    """A dataset or artifact could not be fetched."""
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class ChecksumMismatchError(NicheError):
+    """Bytes on disk or on the wire do not match the digest they were recorded with."""
+
+    def __init__(self, what: str, *, expected: str, actual: str) -> None:
+        super().__init__(
+            f"{what}: sha256 mismatch (expected {expected}, got {actual}); "
+            "the file is corrupt or was tampered with"
+        )
+        self.expected = expected
+        self.actual = actual
+
+
+class ArtifactError(NicheError):
+    """A model artifact is missing, malformed or of a refused format (e.g. pickle)."""
+
+    def __init__(self, message: str, *, path: str | Path | None = None) -> None:
+        super().__init__(message)
+        self.path = str(path) if path is not None else None
+
+
+class EncoderError(NicheError):
+    """The text encoder could not be built, exported or loaded."""
+
+
+class NotFittedError(NicheError):
+    """A predictor was used before ``fit`` or ``load``."""

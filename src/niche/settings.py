@@ -1,0 +1,169 @@
+"""One declarative table of ``NICHE_*`` settings.
+
+Every knob niche reads from the environment is a row of :data:`SETTINGS`, with its default,
+its type and a help text; units are part of the name (``_usd``, ``_s``, ``_ms``, ``_watts``).
+A test checks that each one is documented in the README.
+
+    >>> from niche.settings import Settings
+    >>> Settings().home
+    PosixPath('.niche')
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from niche.errors import ConfigurationError
+
+__all__ = ["SETTINGS", "Setting", "Settings"]
+
+Default = str | int | float | None | Callable[["Settings"], Any]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment setting: ``name`` (``NICHE_…``), default, type and help text.
+
+    A callable default is computed from the other settings (e.g. paths under ``NICHE_HOME``).
+    """
+
+    name: str
+    default: Default
+    help: str
+    type: type = str
+
+    def parse(self, raw: str) -> Any:
+        if self.type is str:
+            return raw
+        try:
+            return self.type(raw)
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"{self.name}={raw!r} is not a valid {self.type.__name__}", setting=self.name
+            ) from exc
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("NICHE_HOME", ".niche", "Directory for niche's state: datasets, models, caches."),
+    Setting(
+        "NICHE_DATASETS",
+        None,
+        "Directory with local copies of catalog datasets (one folder per dataset, e.g. "
+        "banking77/). When unset or missing a file, the catalog downloads it instead.",
+    ),
+    Setting(
+        "NICHE_DATASET_MIRROR",
+        None,
+        "Base URL that replaces https://raw.githubusercontent.com in catalog download URLs "
+        "(for a mirror or an air-gapped copy).",
+    ),
+    Setting(
+        "NICHE_DATABASE_URL",
+        lambda s: f"sqlite:///{s.home / 'niche.db'}",
+        "SQLAlchemy URL of the registry database (SQLite under NICHE_HOME by default).",
+    ),
+    Setting(
+        "NICHE_CACHE_DIR",
+        lambda s: str(s.home / "cache"),
+        "Directory for the exported encoder and the embedding cache.",
+    ),
+    Setting(
+        "NICHE_CPU_HOUR_USD",
+        0.045,
+        "Price of one CPU core for one hour, in USD (cost per 1M predictions).",
+        float,
+    ),
+    Setting(
+        "NICHE_CPU_WATTS_PER_CORE",
+        10.0,
+        "Power drawn by one busy CPU core, in watts (energy per query, CodeCarbon's "
+        "TDP fallback method).",
+        float,
+    ),
+    Setting(
+        "NICHE_ENCODER_PRECISION",
+        "int8",
+        "Precision of the ONNX text encoder: int8 (dynamic quantisation) or fp32.",
+    ),
+    Setting(
+        "NICHE_ENCODER_THREADS",
+        0,
+        "onnxruntime intra-op threads for the encoder; 0 means one per CPU core.",
+        int,
+    ),
+    Setting("NICHE_ENCODER_BATCH_SIZE", 64, "Texts per encoder batch.", int),
+    Setting(
+        "NICHE_ENCODER_MAX_TOKENS", 256, "Texts are truncated to this many tokens.", int
+    ),
+    Setting("NICHE_SEED", 0, "Seed for splits, bootstrap resampling and training.", int),
+    Setting(
+        "NICHE_BOOTSTRAP_RESAMPLES",
+        1000,
+        "Bootstrap resamples for confidence intervals and paired tests.",
+        int,
+    ),
+)
+
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+class Settings:
+    """Values of :data:`SETTINGS`, read from ``environ`` (default ``os.environ``).
+
+    ``overrides`` (keyword names without the ``NICHE_`` prefix, lower case) win over the
+    environment: ``Settings(home="/tmp/x")``.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None, **overrides: Any) -> None:
+        self._environ = dict(os.environ if environ is None else environ)
+        self._overrides: dict[str, Any] = {}
+        for key, value in overrides.items():
+            name = "NICHE_" + key.upper()
+            if name not in _BY_NAME:
+                raise ConfigurationError(f"unknown setting {key!r}", setting=name)
+            self._overrides[name] = value
+
+    def get(self, name: str) -> Any:
+        """The value of setting ``name`` (``NICHE_…``), parsed to its type."""
+        setting = _BY_NAME.get(name)
+        if setting is None:
+            raise ConfigurationError(f"unknown setting {name!r}", setting=name)
+        if name in self._overrides:
+            return self._overrides[name]
+        raw = self._environ.get(name)
+        if raw is not None and raw != "":
+            return setting.parse(raw)
+        default = setting.default
+        return default(self) if callable(default) else default
+
+    def source(self, name: str) -> str:
+        """Where the value of ``name`` comes from: ``override``, ``env`` or ``default``."""
+        if name in self._overrides:
+            return "override"
+        if self._environ.get(name):
+            return "env"
+        return "default"
+
+    def table(self) -> list[dict[str, Any]]:
+        """Every setting with its value, source and help, for ``niche settings``."""
+        return [
+            {"name": s.name, "value": self.get(s.name), "source": self.source(s.name), "help": s.help}
+            for s in SETTINGS
+        ]
+
+    @property
+    def home(self) -> Path:
+        return Path(self.get("NICHE_HOME"))
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.get("NICHE_CACHE_DIR"))
+
+    @property
+    def datasets_dir(self) -> Path | None:
+        value = self.get("NICHE_DATASETS")
+        return Path(value) if value else None
