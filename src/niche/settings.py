@@ -96,9 +96,7 @@ SETTINGS: tuple[Setting, ...] = (
         int,
     ),
     Setting("NICHE_ENCODER_BATCH_SIZE", 64, "Texts per encoder batch.", int),
-    Setting(
-        "NICHE_ENCODER_MAX_TOKENS", 256, "Texts are truncated to this many tokens.", int
-    ),
+    Setting("NICHE_ENCODER_MAX_TOKENS", 256, "Texts are truncated to this many tokens.", int),
     Setting("NICHE_SEED", 0, "Seed for splits, bootstrap resampling and training.", int),
     Setting(
         "NICHE_BOOTSTRAP_RESAMPLES",
@@ -151,7 +149,12 @@ class Settings:
     def table(self) -> list[dict[str, Any]]:
         """Every setting with its value, source and help, for ``niche settings``."""
         return [
-            {"name": s.name, "value": self.get(s.name), "source": self.source(s.name), "help": s.help}
+            {
+                "name": s.name,
+                "value": self.get(s.name),
+                "source": self.source(s.name),
+                "help": s.help,
+            }
             for s in SETTINGS
         ]
 

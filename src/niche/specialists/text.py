@@ -1,0 +1,297 @@
+"""Text specialist: frozen sentence encoder + calibrated multinomial logistic-regression head.
+
+    >>> spec = TextSpecialist(encoder).fit(texts, labels)
+    >>> spec.predict(["I lost my card"]).labels
+    ['lost_or_stolen_card']
+    >>> spec.save("models/banking77")   # head.safetensors + config.json, never pickle
+
+Confidences are calibrated by temperature scaling on a held-out slice of the training rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from niche.encoders import Encoder
+from niche.errors import ArtifactError, ConfigurationError, NotFittedError
+from niche.progress import NO_PROGRESS, Progress
+from niche.specialists.base import Predictions
+
+__all__ = ["TextSpecialist", "fit_temperature", "softmax"]
+
+HEAD_FILE = "head.safetensors"
+CONFIG_FILE = "config.json"
+FORMAT_VERSION = 1
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, stable for large logits."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    np.exp(shifted, out=shifted)
+    shifted /= shifted.sum(axis=1, keepdims=True)
+    return shifted
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature T minimising the negative log-likelihood of ``softmax(logits / T)``.
+
+    Temperature scaling (Guo et al. 2017) keeps the argmax, so accuracy is unchanged while the
+    confidences become honest enough for a cascade threshold.
+    """
+    from scipy.optimize import minimize_scalar
+
+    rows = np.arange(len(targets))
+
+    def nll(log_t: float) -> float:
+        scaled = logits / np.exp(log_t)
+        scaled = scaled - scaled.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(scaled).sum(axis=1))
+        return float(np.mean(log_norm - scaled[rows, targets]))
+
+    result = minimize_scalar(nll, bounds=(np.log(0.01), np.log(100.0)), method="bounded")
+    return float(np.exp(result.x))
+
+
+class TextSpecialist:
+    """A text classifier: ``encoder`` embeddings → logistic regression → calibrated softmax.
+
+    Parameters are stored as given; :meth:`fit` or :meth:`load` does the work. Learned state
+    ends in ``_``: ``coef_`` (n_labels, dim), ``intercept_``, ``label_set_``, ``temperature_``.
+    """
+
+    kind = "text"
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        *,
+        c: float = 10.0,
+        max_iter: int = 2000,
+        calibration_size: float = 0.1,
+        seed: int = 0,
+    ) -> None:
+        self.encoder = encoder
+        self.c = c
+        self.max_iter = max_iter
+        self.calibration_size = calibration_size
+        self.seed = seed
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor parameters (without the encoder), as recorded in lineage."""
+        return {
+            "c": self.c,
+            "max_iter": self.max_iter,
+            "calibration_size": self.calibration_size,
+            "seed": self.seed,
+        }
+
+    # -- fitting -------------------------------------------------------------------------
+
+    def fit(
+        self,
+        texts: Sequence[str],
+        labels: Sequence[str],
+        *,
+        embeddings: np.ndarray | None = None,
+        progress: Progress = NO_PROGRESS,
+    ) -> TextSpecialist:
+        """Embed ``texts`` and fit the head; calibrate the temperature on a held-out slice.
+
+        The head is fitted on the rows outside the calibration slice, the temperature on the
+        slice, then the head is refitted on every row (the temperature carries over).
+        """
+        if len(texts) != len(labels):
+            raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+        label_set = sorted(set(labels))
+        if len(label_set) < 2:
+            raise ConfigurationError(
+                f"a text specialist needs at least 2 labels, got {label_set!r}"
+            )
+        if embeddings is None:
+            with progress.task("embedding training texts", total=len(texts)) as advance:
+                embeddings = self.encoder.encode(texts, progress=advance)
+        index = {label: i for i, label in enumerate(label_set)}
+        targets = np.fromiter((index[label] for label in labels), dtype=np.int64, count=len(labels))
+
+        with progress.task("fitting the head", total=2) as advance:
+            head = self._new_head()
+            fit_rows, calib_rows = self._calibration_split(targets)
+            temperature = 1.0
+            if len(calib_rows) and len(set(targets[fit_rows].tolist())) == len(label_set):
+                head.fit(embeddings[fit_rows], targets[fit_rows])
+                coef, intercept = self._expand_binary(head.coef_, head.intercept_)
+                logits = embeddings[calib_rows] @ coef.T + intercept
+                temperature = fit_temperature(logits, targets[calib_rows])
+            advance(1)
+            # Warm-started from the fit above, the refit on every row takes few iterations.
+            head.fit(embeddings, targets)
+            coef, intercept = self._expand_binary(head.coef_, head.intercept_)
+            advance(1)
+
+        # C order: sklearn's coef_ can be Fortran-ordered, and safetensors writes raw bytes.
+        self.coef_ = np.ascontiguousarray(coef, dtype=np.float32)
+        self.intercept_ = np.ascontiguousarray(intercept, dtype=np.float32)
+        self.label_set_ = label_set
+        self.temperature_ = temperature
+        self.encoder_id_ = self.encoder.id
+        return self
+
+    def _calibration_split(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Stratified hold-out: a ``calibration_size`` share of each label with ≥ 3 rows."""
+        rng = np.random.default_rng(self.seed)
+        fit_rows: list[np.ndarray] = []
+        calib_rows: list[np.ndarray] = []
+        for label in np.unique(targets):
+            rows = np.flatnonzero(targets == label)
+            rng.shuffle(rows)
+            n_calib = round(len(rows) * self.calibration_size) if len(rows) >= 3 else 0
+            calib_rows.append(rows[:n_calib])
+            fit_rows.append(rows[n_calib:])
+        return np.sort(np.concatenate(fit_rows)), np.sort(np.concatenate(calib_rows))
+
+    def _new_head(self) -> Any:
+        from sklearn.linear_model import LogisticRegression
+
+        return LogisticRegression(
+            C=self.c, max_iter=self.max_iter, random_state=self.seed, warm_start=True
+        )
+
+    @staticmethod
+    def _expand_binary(coef: np.ndarray, intercept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        coef = np.asarray(coef, dtype=np.float64)
+        intercept = np.asarray(intercept, dtype=np.float64)
+        if coef.shape[0] == 1:
+            # sklearn stores one row for two classes: expand so softmax sees both.
+            coef = np.vstack([-coef / 2, coef / 2])
+            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+        return coef, intercept
+
+    # -- predicting ----------------------------------------------------------------------
+
+    @property
+    def label_set(self) -> list[str]:
+        self._check_fitted()
+        return list(self.label_set_)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "coef_"):
+            raise NotFittedError(
+                "this TextSpecialist is not fitted yet: call fit(texts, labels) or "
+                "TextSpecialist.load(directory) first"
+            )
+
+    def predict_proba_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (n, n_labels) for precomputed embeddings."""
+        self._check_fitted()
+        logits = embeddings @ self.coef_.T + self.intercept_
+        return softmax(logits.astype(np.float64) / self.temperature_)
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Calibrated probabilities (n, n_labels) over :attr:`label_set`."""
+        self._check_fitted()
+        return self.predict_proba_embeddings(self.encoder.encode(texts))
+
+    def predict(self, texts: Sequence[str]) -> Predictions:
+        """Labels and calibrated confidences for ``texts``."""
+        probabilities = self.predict_proba(texts)
+        best = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, np.int64)
+        return Predictions(
+            labels=[self.label_set_[i] for i in best],
+            confidences=probabilities[np.arange(len(best)), best],
+            label_set=list(self.label_set_),
+            probabilities=probabilities,
+        )
+
+    # -- artifacts -----------------------------------------------------------------------
+
+    def config(self) -> dict[str, Any]:
+        """The JSON config saved next to the weights."""
+        self._check_fitted()
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "encoder_id": self.encoder_id_,
+            "labels": list(self.label_set_),
+            "temperature": self.temperature_,
+            "params": self.get_params(),
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``head.safetensors`` + ``config.json`` into ``directory`` atomically."""
+        from safetensors.numpy import save_file
+
+        self._check_fitted()
+        target = Path(directory)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        try:
+            # No safetensors metadata: its header order is not stable, and the bytes must be,
+            # since model ids are digests of them. config.json carries kind and format.
+            save_file({"coef": self.coef_, "intercept": self.intercept_}, str(staging / HEAD_FILE))
+            (staging / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2) + "\n")
+            if target.exists():
+                _remove_tree(target)
+            os.replace(staging, target)
+        except BaseException:
+            _remove_tree(staging)
+            raise
+        return target
+
+    @classmethod
+    def load(cls, directory: str | Path, encoder: Encoder) -> TextSpecialist:
+        """Load a saved specialist; ``encoder`` must be the one it was trained with."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        directory = Path(directory)
+        config_path = directory / CONFIG_FILE
+        head_path = directory / HEAD_FILE
+        for path in (config_path, head_path):
+            if not path.is_file():
+                raise ArtifactError(f"{path}: missing; not a saved text specialist", path=path)
+        try:
+            config = json.loads(config_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ArtifactError(f"{config_path}: invalid JSON ({exc})", path=config_path) from exc
+        if config.get("kind") != cls.kind or config.get("format_version") != FORMAT_VERSION:
+            raise ArtifactError(
+                f"{config_path}: kind {config.get('kind')!r} format "
+                f"{config.get('format_version')!r} is not a text specialist v{FORMAT_VERSION}",
+                path=config_path,
+            )
+        if config["encoder_id"] != encoder.id:
+            raise ArtifactError(
+                f"{directory}: trained with encoder {config['encoder_id']!r} but "
+                f"{encoder.id!r} was given",
+                path=directory,
+            )
+        try:
+            tensors = load_file(str(head_path))
+        except (SafetensorError, OSError) as exc:
+            raise ArtifactError(f"{head_path}: unreadable weights ({exc})", path=head_path) from exc
+        spec = cls(encoder, **config["params"])
+        spec.coef_ = tensors["coef"]
+        spec.intercept_ = tensors["intercept"]
+        spec.label_set_ = list(config["labels"])
+        spec.temperature_ = float(config["temperature"])
+        spec.encoder_id_ = config["encoder_id"]
+        if spec.coef_.shape != (len(spec.label_set_), encoder.dim):
+            raise ArtifactError(
+                f"{head_path}: weights of shape {spec.coef_.shape} do not match "
+                f"{len(spec.label_set_)} labels x {encoder.dim} dimensions",
+                path=head_path,
+            )
+        return spec
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

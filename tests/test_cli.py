@@ -1,0 +1,181 @@
+"""The CLI end to end: real files, the real encoder, a real NICHE_HOME in a temp dir."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from niche.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cli_env(niche_home: Path, encoder_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # Share the encoder exported once per test run; everything else lives in this test's home.
+    monkeypatch.setenv("NICHE_CACHE_DIR", str(encoder_cache_dir))
+    monkeypatch.setenv("NICHE_BOOTSTRAP_RESAMPLES", "200")
+    return niche_home
+
+
+@pytest.fixture
+def tickets_csv(tmp_path: Path, datasets_dir: Path) -> Path:
+    """A labelled CSV with other column names: 6 BANKING77 intents, 50 rows each."""
+    wanted = {
+        "card_arrival": 0,
+        "lost_or_stolen_card": 0,
+        "exchange_rate": 0,
+        "top_up_failed": 0,
+        "balance_not_updated_after_bank_transfer": 0,
+        "pin_blocked": 0,
+    }
+    path = tmp_path / "tickets.csv"
+    with (
+        open(datasets_dir / "banking77" / "train.csv", newline="", encoding="utf-8") as src,
+        open(path, "w", newline="", encoding="utf-8") as dst,
+    ):
+        writer = csv.writer(dst)
+        writer.writerow(["id", "body", "queue"])
+        for i, row in enumerate(csv.DictReader(src)):
+            if row["category"] in wanted and wanted[row["category"]] < 50:
+                wanted[row["category"]] += 1
+                writer.writerow([i, row["text"], row["category"]])
+    return path
+
+
+def _json(result) -> dict:
+    assert result.exit_code == 0, result.output + (result.stderr or "")
+    return json.loads(result.stdout)
+
+
+def test_help_starts_without_importing_heavy_libraries():
+    code = (
+        "import sys\n"
+        "from niche.cli import app\n"
+        "heavy = {'torch', 'transformers', 'sentence_transformers', 'onnxruntime', 'sklearn'}\n"
+        "print(sorted(heavy & set(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    help_run = subprocess.run(
+        [sys.executable, "-m", "niche", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "quickstart" in help_run.stdout
+
+
+def test_settings_json_lists_values_and_sources(cli_env):
+    table = _json(runner.invoke(app, ["settings", "--json"]))
+    by_name = {row["name"]: row for row in table}
+    assert by_name["NICHE_HOME"]["value"] == str(cli_env)
+    assert by_name["NICHE_HOME"]["source"] == "env"
+    assert by_name["NICHE_CPU_HOUR_USD"]["source"] == "default"
+
+
+def test_quickstart_on_any_labelled_csv(cli_env, tickets_csv):
+    result = runner.invoke(
+        app,
+        [
+            "quickstart",
+            "--data",
+            str(tickets_csv),
+            "--text-col",
+            "body",
+            "--label-col",
+            "queue",
+            "--json",
+        ],
+    )
+    out = _json(result)
+    assert (
+        out["dataset"]["rows"]
+        == 300
+        - out["curation"]["exact_duplicates"]
+        - out["curation"]["near_duplicates"]
+        - out["curation"]["conflicting_duplicates"]
+        - out["curation"]["near_duplicate_conflicts"]
+    )
+    assert len(out["dataset"]["fingerprint"]) == 64
+    assert out["dataset"]["labels"] == 6
+    spec, general = out["specialist"], out["general"]
+    assert spec["accuracy"] >= 0.85
+    low, high = spec["accuracy_ci"]
+    assert low <= spec["accuracy"] <= high
+    assert general["kind"] == "zero-shot"
+    assert 0.0 <= general["accuracy"] <= 1.0
+    for key in ("macro_f1", "latency_p50_ms", "cost_per_1m_usd", "wh_per_query"):
+        assert spec[key] > 0
+    assert 0.0 <= out["paired_test"]["p_value"] <= 1.0
+    thresholds = [point["threshold"] for point in out["cascade"]]
+    assert thresholds == sorted(thresholds)
+    assert out["cascade"][0]["coverage"] == 1.0
+    assert Path(spec["path"], "head.safetensors").is_file()
+
+
+def test_quickstart_prints_the_comparison(cli_env, tickets_csv):
+    result = runner.invoke(
+        app,
+        ["quickstart", "--data", str(tickets_csv), "--text-col", "body", "--label-col", "queue"],
+    )
+    assert result.exit_code == 0, result.output
+    for expected in ("accuracy (95% CI)", "McNemar", "cascade", "cost per 1M", "specialist model"):
+        assert expected in result.stdout
+
+
+def test_curate_train_evaluate_as_separate_steps(cli_env, tickets_csv):
+    columns = ["--data", str(tickets_csv), "--text-col", "body", "--label-col", "queue"]
+    inspected = _json(runner.invoke(app, ["data", "inspect", *columns, "--json"]))
+    assert inspected["splits"]["train"]["rows"] == 300
+    assert not (cli_env / "datasets").exists()
+
+    curated = _json(runner.invoke(app, ["data", "curate", *columns, "--seed", "3", "--json"]))
+    fingerprint = curated["fingerprint"]
+    assert curated["curation"]["rows_out"]["test"] > 0
+
+    trained = _json(runner.invoke(app, ["train", fingerprint[:10], "--json"]))
+    assert trained["lineage"]["dataset_fingerprint"] == fingerprint
+    assert trained["lineage"]["encoder_id"]
+
+    report = _json(runner.invoke(app, ["evaluate", trained["model_id"][:8], "--json"]))
+    assert report["rows"] == curated["curation"]["rows_out"]["test"]
+    assert report["specialist"]["accuracy"] >= report["general"]["accuracy"] - 0.05
+
+
+def test_unknown_references_exit_2_with_one_line(cli_env):
+    result = runner.invoke(app, ["train", "deadbeef"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "no dataset version 'deadbeef'" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("content", "line", "column"),
+    [
+        ("id,body\n1,hello\n", "line 1", "'queue'"),
+        ("id,body,queue\n1,hello,a\n2,world,\n3,again,b\n", "line 3", "'queue'"),
+        ('id,body,queue\n1,hello,a\n2,"broken,b\n3,again,b\n', "line 3", None),
+    ],
+    ids=["missing column", "empty label", "broken quote"],
+)
+def test_bad_files_exit_2_naming_file_line_and_column_and_write_nothing(
+    cli_env, tmp_path, content, line, column
+):
+    bad = tmp_path / "bad.csv"
+    bad.write_text(content, encoding="utf-8")
+    for command in (["quickstart"], ["data", "curate"], ["data", "inspect"]):
+        result = runner.invoke(
+            app, [*command, "--data", str(bad), "--text-col", "body", "--label-col", "queue"]
+        )
+        assert result.exit_code == 2, result.output
+        message = result.stderr.strip()
+        assert message.count("\n") == 0, message
+        assert str(bad) in message and line in message
+        if column:
+            assert column in message
+    assert os.listdir(cli_env) == []
