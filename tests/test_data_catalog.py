@@ -42,6 +42,9 @@ def test_sms_spam_has_no_canonical_test_split(datasets_dir: Path, tmp_path: Path
     assert len(dataset.train) == 5574
     assert dataset.test is None
     assert (dataset.train.labels.count("ham"), dataset.train.labels.count("spam")) == (4827, 747)
+    # "ham" alone means meat to a general model: the catalog describes both labels.
+    assert dataset.label_descriptions is not None
+    assert sorted(dataset.label_descriptions) == ["ham", "spam"]
 
 
 def test_clinc150_and_one_domain(datasets_dir: Path, tmp_path: Path) -> None:

@@ -84,8 +84,16 @@ def load_data(
         )
         return LoadedData(name=Path(spec.data).stem, source=str(spec.data), train=rows, test=None)
     name = spec.dataset or DEFAULT_DATASET
-    with progress.task(f"resolving {name}", total=None) as advance:
-        catalog = resolve_dataset(name, settings, progress=lambda done, total: advance(0))
+    with progress.task(f"resolving {name} (bytes downloaded)", total=None) as advance:
+        seen = 0
+
+        def on_bytes(done: int, total: int | None) -> None:
+            nonlocal seen
+            # Byte counts restart with each file of the dataset.
+            advance(done - seen if done >= seen else done)
+            seen = done
+
+        catalog = resolve_dataset(name, settings, progress=on_bytes)
     return LoadedData(
         name=catalog.name,
         source=f"catalog:{catalog.name}",
@@ -305,6 +313,10 @@ def quickstart(
 
     started = time.perf_counter()
     encoder = default_encoder(settings)
+    load = getattr(_measurement_encoder(encoder), "load", None)
+    if callable(load):
+        with progress.task("loading the encoder (exported to ONNX on first use)", total=None):
+            load()
     record = train_model(version, settings, encoder=encoder, seed=seed, progress=progress)
     timings["train"] = round(time.perf_counter() - started, 3)
 

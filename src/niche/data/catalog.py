@@ -115,6 +115,9 @@ class CatalogEntry:
     reader: Reader
     subsets: tuple[str, ...] = ()
     subset_kind: str = "subset"
+    # What the zero-shot general model compares texts with, where a label's name alone is a
+    # poor description ("ham").
+    label_descriptions: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,14 @@ def resolve_dataset(
             f"{description} Restricted to the {subset!r} {entry.subset_kind} "
             f"({len(train.label_set())} labels)."
         )
-    return CatalogDataset(name=name, train=train, test=test, description=description)
+    descriptions = dict(entry.label_descriptions) if entry.label_descriptions else None
+    return CatalogDataset(
+        name=name,
+        train=train,
+        test=test,
+        description=description,
+        label_descriptions=descriptions,
+    )
 
 
 def _unknown_name_message(name: str, entry: CatalogEntry | None) -> str:
@@ -391,5 +401,9 @@ CATALOG: dict[str, CatalogEntry] = {
             ),
         ),
         reader=_read_sms_spam,
+        label_descriptions={
+            "ham": "an ordinary personal text message",
+            "spam": "spam: advertising, a prize or a scam",
+        },
     ),
 }

@@ -196,7 +196,12 @@ def _export_fp32(torch: Any, transformers: Any, source: Path, path: Path) -> Non
             pooled = summed / mask.sum(dim=1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
 
-    model = transformers.AutoModel.from_pretrained(str(source), attn_implementation="eager")
+    # Our own progress bars report the export; transformers' "Loading weights" bar would not.
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        model = transformers.AutoModel.from_pretrained(str(source), attn_implementation="eager")
+    finally:
+        transformers.utils.logging.enable_progress_bar()
     wrapped = MeanPooled(model).eval()
     # A padded example: with an all-ones mask transformers may trace "no mask needed" into
     # the graph, which would then ignore padding.
