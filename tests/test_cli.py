@@ -159,7 +159,7 @@ def test_unknown_references_exit_2_with_one_line(cli_env):
     [
         ("id,body\n1,hello\n", "line 1", "'queue'"),
         ("id,body,queue\n1,hello,a\n2,world,\n3,again,b\n", "line 3", "'queue'"),
-        ('id,body,queue\n1,hello,a\n2,"broken,b\n3,again,b\n', "line 3", None),
+        ('id,body,queue\n1,hello,a\n2,"broken,b\n3,again,b\n', "line 3", "'body'"),
     ],
     ids=["missing column", "empty label", "broken quote"],
 )

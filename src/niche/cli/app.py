@@ -111,15 +111,21 @@ class RichProgress:
             disable=not enabled,
         )
 
+        self._started = False
+
     def __enter__(self) -> RichProgress:
-        self._progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._progress.stop()
+        if self._started:
+            self._progress.stop()
 
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[Advance]:
+        # Started on the first task, so a command failing on bad input prints only its error.
+        if not self._started:
+            self._progress.start()
+            self._started = True
         task_id = self._progress.add_task(description, total=total)
 
         def advance(k: int) -> None:

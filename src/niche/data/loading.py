@@ -214,17 +214,18 @@ def _load_delimited(
         reader = csv.reader(
             io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE, strict=True
         )
-    records = _records(reader, path, text)
+    # Filled once the header is read, so a quoting error can name its column.
+    columns: list[str] = []
+    records = _records(reader, path, text, columns)
     first = next(records, None)
     if first is None:
         raise DataValidationError("no rows: the file is empty", path=path)
     start, _end, record = first
+    header_line = start
     if header:
-        columns = record
-        header_line = start
+        columns.extend(record)
     else:
-        columns = [str(i) for i in range(len(record))]
-        header_line = start
+        columns.extend(str(i) for i in range(len(record)))
         records = _chain_first(first, records)
     positions = {}
     for column in (text_col, label_col):
@@ -258,7 +259,9 @@ def _load_delimited(
     )
 
 
-def _records(reader: Any, path: Path, text: str) -> Iterator[tuple[int, int, list[str]]]:
+def _records(
+    reader: Any, path: Path, text: str, columns: list[str]
+) -> Iterator[tuple[int, int, list[str]]]:
     """Yield (first line, last line, fields) of each non-blank record."""
     while True:
         start = reader.line_num + 1
@@ -268,11 +271,34 @@ def _records(reader: Any, path: Path, text: str) -> Iterator[tuple[int, int, lis
             return
         except csv.Error as exc:
             problem = f"malformed record starting on this line: {exc}"
-            if '"' in text.split("\n", start)[start - 1]:
+            line = text.split("\n", start)[start - 1]
+            field = _quoted_field(line, reader.dialect.delimiter)
+            column = None
+            if field is not None:
                 problem += " (broken quoting: an unclosed quote, or text after a closing quote)"
-            raise DataValidationError(problem, path=path, line=start) from None
+                column = columns[field] if field < len(columns) else str(field)
+            raise DataValidationError(problem, path=path, line=start, column=column) from None
         if record:
             yield start, reader.line_num, record
+
+
+def _quoted_field(line: str, delimiter: str) -> int | None:
+    """Index of the field holding the last quote opened on ``line`` (None: no quote)."""
+    field, in_quotes, opened, i = 0, False, None, 0
+    while i < len(line):
+        char = line[i]
+        if in_quotes:
+            if char == '"':
+                if line[i + 1 : i + 2] == '"':
+                    i += 1  # an escaped quote inside a quoted field
+                else:
+                    in_quotes = False
+        elif char == '"':
+            in_quotes, opened = True, field
+        elif char == delimiter:
+            field += 1
+        i += 1
+    return opened
 
 
 def _chain_first(
