@@ -1,0 +1,173 @@
+"""A task as data: what it takes and gives, its general model, its SLA.
+
+    >>> spec = TaskSpec(name="banking77", labels=["card_arrival", "lost_or_stolen_card"],
+    ...                 sla=SLA(latency_p95_ms=50, min_quality=0.9))
+    >>> TaskSpec.from_dict(spec.to_dict()) == spec
+    True
+
+Specs are strict: an unknown field is refused at once (a misspelt SLA field must not be
+silently ignored), and numbers are checked for range. API keys are never stored: a general
+model names the environment variable that holds its key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from niche.errors import ConfigurationError
+
+__all__ = ["INPUT_KINDS", "OUTPUT_KINDS", "SLA", "GeneralModelSpec", "TaskSpec"]
+
+INPUT_KINDS = ("text", "tabular", "chat")
+OUTPUT_KINDS = ("label", "text")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _strict(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigurationError(
+            f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return data
+
+
+def _non_negative(value: float | None, name: str) -> None:
+    if value is not None and (not isinstance(value, int | float) or value < 0):
+        raise ConfigurationError(f"{name} must be a non-negative number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SLA:
+    """Service levels a specialist must meet to be promoted and, later, to keep serving.
+
+    ``min_quality``: absolute accuracy floor. ``min_quality_vs_general``: accuracy minus the
+    general model's accuracy must be at least this (0.0 = at least as good; -0.02 = within two
+    points). ``None`` leaves a level unchecked.
+    """
+
+    latency_p95_ms: float | None = None
+    min_quality: float | None = None
+    min_quality_vs_general: float | None = 0.0
+    max_cost_per_1k_usd: float | None = None
+
+    def __post_init__(self) -> None:
+        _non_negative(self.latency_p95_ms, "sla.latency_p95_ms")
+        _non_negative(self.max_cost_per_1k_usd, "sla.max_cost_per_1k_usd")
+        if self.min_quality is not None and not 0 <= self.min_quality <= 1:
+            raise ConfigurationError(f"sla.min_quality must be in [0, 1], got {self.min_quality}")
+        if self.min_quality_vs_general is not None and not -1 <= self.min_quality_vs_general <= 1:
+            raise ConfigurationError(
+                f"sla.min_quality_vs_general must be in [-1, 1], got {self.min_quality_vs_general}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SLA:
+        return cls(**_strict(cls, data, "sla"))
+
+
+@dataclass(frozen=True)
+class GeneralModelSpec:
+    """The general model a task is compared with and falls back to.
+
+    ``kind="zero-shot"``: the built-in offline model. ``kind="openai"``: any OpenAI-compatible
+    endpoint at ``base_url`` serving ``model``; ``api_key_env`` names the environment variable
+    holding the key (the key itself is never stored).
+    """
+
+    kind: str = "zero-shot"
+    base_url: str | None = None
+    model: str | None = None
+    prompt_template: str | None = None
+    price_input_per_1m_tokens_usd: float = 0.0
+    price_output_per_1m_tokens_usd: float = 0.0
+    api_key_env: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("zero-shot", "openai"):
+            raise ConfigurationError(
+                f"general.kind must be 'zero-shot' or 'openai', got {self.kind!r}"
+            )
+        if self.kind == "openai" and not (self.base_url and self.model):
+            raise ConfigurationError("an 'openai' general model needs base_url and model")
+        if self.api_key_env is not None and not _ENV_NAME.match(self.api_key_env):
+            raise ConfigurationError(
+                f"general.api_key_env must name an environment variable, got {self.api_key_env!r}"
+                " (store the variable's name, never the key)"
+            )
+        _non_negative(self.price_input_per_1m_tokens_usd, "general.price_input_per_1m_tokens_usd")
+        _non_negative(self.price_output_per_1m_tokens_usd, "general.price_output_per_1m_tokens_usd")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GeneralModelSpec:
+        return cls(**_strict(cls, data, "general"))
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One narrow job: its input and output kinds, labels, general model, SLA and weights."""
+
+    name: str
+    labels: list[str] = field(default_factory=list)
+    domain: str | None = None
+    description: str | None = None
+    input_kind: str = "text"
+    output_kind: str = "label"
+    general: GeneralModelSpec = field(default_factory=GeneralModelSpec)
+    sla: SLA = field(default_factory=SLA)
+    cascade_threshold: float = 0.5
+    leaderboard_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigurationError(
+                f"task name {self.name!r} must be 1-64 lower-case letters, digits, '_', '-' "
+                "or '.', starting with a letter or digit"
+            )
+        if self.input_kind not in INPUT_KINDS:
+            raise ConfigurationError(
+                f"task {self.name}: input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}"
+            )
+        if self.output_kind not in OUTPUT_KINDS:
+            raise ConfigurationError(
+                f"task {self.name}: output_kind must be one of {OUTPUT_KINDS}, "
+                f"got {self.output_kind!r}"
+            )
+        if len(set(self.labels)) != len(self.labels):
+            raise ConfigurationError(f"task {self.name}: labels must be unique")
+        if not 0 <= self.cascade_threshold <= 1:
+            raise ConfigurationError(
+                f"task {self.name}: cascade_threshold must be in [0, 1], "
+                f"got {self.cascade_threshold}"
+            )
+        _non_negative(self.leaderboard_weight, "leaderboard_weight")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict; :meth:`from_dict` reads it back."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
+        data = dict(_strict(cls, data, "task"))
+        if isinstance(data.get("general"), dict):
+            data["general"] = GeneralModelSpec.from_dict(data["general"])
+        if isinstance(data.get("sla"), dict):
+            data["sla"] = SLA.from_dict(data["sla"])
+        if "labels" in data:
+            data["labels"] = list(data["labels"])
+        return cls(**data)
+
+    def with_changes(self, **changes: Any) -> TaskSpec:
+        """A copy with ``changes`` applied (``sla``/``general`` accept partial dicts)."""
+        data = dict(_strict(type(self), changes, f"task {self.name}"))
+        if isinstance(data.get("sla"), dict):
+            data["sla"] = SLA.from_dict({**asdict(self.sla), **data["sla"]})
+        if isinstance(data.get("general"), dict):
+            data["general"] = GeneralModelSpec.from_dict(
+                {**asdict(self.general), **data["general"]}
+            )
+        return replace(self, **data)
