@@ -1,0 +1,180 @@
+"""Promotion gates: may this model version take an alias? Every check with its numbers.
+
+    >>> decision = decide(task, candidate, general, champion=current, overlap=0)
+    >>> decision.passed, [c.name for c in decision.checks if not c.passed]
+    (False, ['non_inferior_to_champion'])
+
+A gate is a pure function of evaluations on the same rows; storing the decision (passed or
+not) and moving the alias is the registry's job. Comparisons use the paired bootstrap of the
+accuracy difference: a bound holds when the one-sided 95 % lower confidence limit (the lower
+end of the two-sided 90 % interval) clears it, so luck on a small test split does not promote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from niche.evaluation import Evaluation
+from niche.evaluation.stats import mcnemar, paired_bootstrap
+from niche.registry.tasks import TaskSpec
+
+__all__ = ["DEFAULT_MARGIN", "GateCheck", "GateResult", "decide"]
+
+DEFAULT_MARGIN = 0.01
+"""How much accuracy a challenger may lose against the champion and still be promoted."""
+
+_ONE_SIDED_95 = 0.90
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One check of a gate: its name, verdict, measured value and the threshold it met or not."""
+
+    name: str
+    passed: bool
+    value: float | None
+    threshold: float | None
+    detail: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The verdict of a gate and every check behind it."""
+
+    passed: bool
+    checks: list[GateCheck] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[GateCheck]:
+        return [check for check in self.checks if not check.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "checks": [check.to_dict() for check in self.checks]}
+
+
+def decide(
+    task: TaskSpec,
+    candidate: Evaluation,
+    general: Evaluation,
+    *,
+    champion: Evaluation | None = None,
+    overlap: int = 0,
+    margin: float = DEFAULT_MARGIN,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> GateResult:
+    """Check ``candidate`` against the task's SLA, the general model and the champion.
+
+    All three evaluations must be on the same rows, in the same order. ``overlap`` is the
+    number of evaluation rows whose text fingerprint is also in the candidate's training
+    rows: anything but 0 fails the gate (the candidate would be graded on what it learnt).
+    """
+    if general.n != candidate.n or (champion is not None and champion.n != candidate.n):
+        raise ValueError("gate evaluations must be on the same rows")
+    sla = task.sla
+    checks = [
+        GateCheck(
+            "held_out",
+            overlap == 0,
+            float(overlap),
+            0.0,
+            f"{overlap} of {candidate.n} evaluation rows were seen in training"
+            if overlap
+            else f"none of the {candidate.n} evaluation rows were seen in training",
+        )
+    ]
+    if sla.latency_p95_ms is not None:
+        p95 = candidate.latency_p95_ms
+        checks.append(
+            GateCheck(
+                "sla.latency_p95_ms",
+                p95 is not None and p95 <= sla.latency_p95_ms,
+                p95,
+                sla.latency_p95_ms,
+                "single-request p95 latency (ms) at most the SLA"
+                if p95 is not None
+                else "latency was not measured",
+            )
+        )
+    if sla.min_quality is not None:
+        checks.append(
+            GateCheck(
+                "sla.min_quality",
+                candidate.accuracy >= sla.min_quality,
+                candidate.accuracy,
+                sla.min_quality,
+                f"accuracy {candidate.accuracy:.4f} (95% CI {candidate.accuracy_ci[0]:.4f}-"
+                f"{candidate.accuracy_ci[1]:.4f}) at least the SLA's minimum",
+            )
+        )
+    if sla.max_cost_per_1k_usd is not None:
+        cost = candidate.cost_per_1m_usd / 1000
+        checks.append(
+            GateCheck(
+                "sla.max_cost_per_1k_usd",
+                cost <= sla.max_cost_per_1k_usd,
+                cost,
+                sla.max_cost_per_1k_usd,
+                "compute cost per 1k requests (USD) at most the SLA",
+            )
+        )
+    bound = sla.min_quality_vs_general if sla.min_quality_vs_general is not None else 0.0
+    checks.append(
+        _paired_check(
+            "quality_vs_general",
+            candidate,
+            general,
+            bound=bound,
+            what=f"accuracy minus the general model's ({general.kind})",
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+    )
+    if champion is None:
+        checks.append(GateCheck("non_inferior_to_champion", True, None, None, "no champion yet"))
+    else:
+        checks.append(
+            _paired_check(
+                "non_inferior_to_champion",
+                candidate,
+                champion,
+                bound=-margin,
+                what="accuracy minus the champion's",
+                n_resamples=n_resamples,
+                seed=seed,
+            )
+        )
+    return GateResult(passed=all(check.passed for check in checks), checks=checks)
+
+
+def _paired_check(
+    name: str,
+    candidate: Evaluation,
+    other: Evaluation,
+    *,
+    bound: float,
+    what: str,
+    n_resamples: int,
+    seed: int,
+) -> GateCheck:
+    boot = paired_bootstrap(
+        candidate.correct,
+        other.correct,
+        n_resamples=n_resamples,
+        confidence=_ONE_SIDED_95,
+        seed=seed,
+    )
+    exact = mcnemar(candidate.correct, other.correct)
+    return GateCheck(
+        name,
+        boot.ci_low >= bound,
+        boot.ci_low,
+        bound,
+        f"{what}: {boot.diff:+.4f}, one-sided 95% lower bound {boot.ci_low:+.4f} must be "
+        f">= {bound:+.4f} (McNemar p = {exact.p_value:.2g}, paired bootstrap, "
+        f"{candidate.n} rows)",
+    )
