@@ -153,13 +153,16 @@ def train_model(
     *,
     encoder: Encoder | None = None,
     seed: int | None = None,
+    fraction: float = 1.0,
     progress: Progress = NO_PROGRESS,
 ) -> ModelRecord:
     """Train a text specialist on ``version`` and save it; returns the saved record."""
     settings = settings or Settings()
     seed = settings.get("NICHE_SEED") if seed is None else seed
     encoder = encoder or default_encoder(settings)
-    trained = train_text_specialist(version, encoder, seed=seed, progress=progress)
+    trained = train_text_specialist(
+        version, encoder, seed=seed, fraction=fraction, progress=progress
+    )
     return LocalStore(settings).save_model(trained)
 
 

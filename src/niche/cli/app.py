@@ -279,6 +279,10 @@ def train(
         str, typer.Argument(help="Dataset version fingerprint (or a unique prefix).")
     ],
     seed: SeedOpt = None,
+    fraction: Annotated[
+        float,
+        typer.Option(help="Train on this share of each label's rows (e.g. 0.05 for a baseline)."),
+    ] = 1.0,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a text specialist on a curated dataset version and save it."""
@@ -288,7 +292,9 @@ def train(
     settings = Settings()
     version = _run(lambda: LocalStore(settings).load_dataset(dataset_version))
     with RichProgress(enabled=not json_out) as progress:
-        record = _run(lambda: train_model(version, settings, seed=seed, progress=progress))
+        record = _run(
+            lambda: train_model(version, settings, seed=seed, fraction=fraction, progress=progress)
+        )
     payload = {"model_id": record.id, "path": str(record.path), "lineage": record.lineage}
     if json_out:
         _print_json(payload)

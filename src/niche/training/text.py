@@ -10,12 +10,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from niche.data import DatasetVersion
 from niche.encoders import Encoder
+from niche.errors import ConfigurationError
 from niche.progress import NO_PROGRESS, Progress
 from niche.specialists.text import TextSpecialist
 
-__all__ = ["TrainedModel", "code_version", "train_text_specialist"]
+__all__ = ["TrainedModel", "code_version", "stratified_sample", "train_text_specialist"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,28 @@ class TrainedModel:
 
     specialist: TextSpecialist
     lineage: dict[str, Any] = field(default_factory=dict)
+
+
+def stratified_sample(
+    texts: list[str], labels: list[str], fraction: float, *, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """A ``fraction`` of the rows of each label (at least 2 per label), in original order.
+
+    >>> stratified_sample(texts, labels, 0.05, seed=0)  # a deliberately weak model
+    """
+    if not 0 < fraction <= 1:
+        raise ConfigurationError(f"fraction must be in (0, 1], got {fraction}")
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    keep: list[int] = []
+    for label in sorted(by_label):
+        rows = by_label[label]
+        n = min(len(rows), max(2, round(len(rows) * fraction)))
+        keep.extend(rng.choice(rows, size=n, replace=False).tolist())
+    keep.sort()
+    return [texts[i] for i in keep], [labels[i] for i in keep]
 
 
 @lru_cache(maxsize=1)
@@ -54,6 +79,7 @@ def train_text_specialist(
     *,
     c: float = 10.0,
     seed: int = 0,
+    fraction: float = 1.0,
     progress: Progress = NO_PROGRESS,
 ) -> TrainedModel:
     """Fit a text specialist on ``version``'s train split.
@@ -63,15 +89,17 @@ def train_text_specialist(
     True
     """
     train = version.splits["train"]
+    texts, labels = list(train.texts), list(train.labels)
+    if fraction != 1.0:
+        texts, labels = stratified_sample(texts, labels, fraction, seed=seed)
     started = time.perf_counter()
-    specialist = TextSpecialist(encoder, c=c, seed=seed).fit(
-        train.texts, train.labels, progress=progress
-    )
+    specialist = TextSpecialist(encoder, c=c, seed=seed).fit(texts, labels, progress=progress)
     lineage = {
         "kind": specialist.kind,
         "dataset_fingerprint": version.fingerprint,
         "dataset_source": version.source,
-        "train_rows": len(train),
+        "train_rows": len(texts),
+        "train_fraction": fraction,
         "labels": len(specialist.label_set_),
         "encoder_id": encoder.id,
         "params": specialist.get_params(),
