@@ -34,6 +34,7 @@ __all__ = [
     "QuickstartResult",
     "curate_data",
     "evaluate_model",
+    "evaluate_predictor",
     "inspect_data",
     "load_data",
     "quickstart",
@@ -193,6 +194,49 @@ def _measurement_encoder(encoder: Encoder) -> Encoder:
     return getattr(encoder, "encoder", encoder)
 
 
+def _split_rows(version: DatasetVersion, split: str) -> Rows:
+    if split not in version.splits:
+        raise ConfigurationError(
+            f"dataset version {version.fingerprint[:16]} has no split {split!r} "
+            f"(splits: {', '.join(version.splits)})"
+        )
+    return version.splits[split]
+
+
+def _measured(specialist: TextSpecialist) -> TextSpecialist:
+    """A copy of ``specialist`` running on the uncached encoder."""
+    measured = copy.copy(specialist)
+    measured.encoder = _measurement_encoder(specialist.encoder)
+    return measured
+
+
+def evaluate_predictor(
+    predictor: Predictor,
+    version: DatasetVersion,
+    settings: Settings | None = None,
+    *,
+    split: str = "test",
+    seed: int | None = None,
+) -> Evaluation:
+    """Quality, latency, cost and energy of one predictor on ``version``'s ``split``.
+
+    A :class:`TextSpecialist` runs on its uncached encoder, so the numbers are of real work.
+    """
+    settings = settings or Settings()
+    rows = _split_rows(version, split)
+    if isinstance(predictor, TextSpecialist):
+        predictor = _measured(predictor)
+    return evaluate(
+        predictor,
+        rows.texts,
+        rows.labels,
+        n_resamples=settings.get("NICHE_BOOTSTRAP_RESAMPLES"),
+        seed=settings.get("NICHE_SEED") if seed is None else seed,
+        cpu_hour_usd=settings.get("NICHE_CPU_HOUR_USD"),
+        watts_per_core=settings.get("NICHE_CPU_WATTS_PER_CORE"),
+    )
+
+
 def evaluate_model(
     specialist: TextSpecialist,
     version: DatasetVersion,
@@ -211,33 +255,21 @@ def evaluate_model(
     """
     settings = settings or Settings()
     seed = settings.get("NICHE_SEED") if seed is None else seed
-    if split not in version.splits:
-        raise ConfigurationError(
-            f"dataset version {version.fingerprint[:16]} has no split {split!r} "
-            f"(splits: {', '.join(version.splits)})"
-        )
-    rows = version.splits[split]
-    raw_encoder = _measurement_encoder(specialist.encoder)
-    measured = copy.copy(specialist)
-    measured.encoder = raw_encoder
+    rows = _split_rows(version, split)
     general = general or ZeroShot(
-        specialist.label_set, raw_encoder, descriptions=label_descriptions
+        specialist.label_set,
+        _measurement_encoder(specialist.encoder),
+        descriptions=label_descriptions,
     )
-    options: dict[str, Any] = {
-        "n_resamples": settings.get("NICHE_BOOTSTRAP_RESAMPLES"),
-        "seed": seed,
-        "cpu_hour_usd": settings.get("NICHE_CPU_HOUR_USD"),
-        "watts_per_core": settings.get("NICHE_CPU_WATTS_PER_CORE"),
-    }
     with progress.task("evaluating the specialist", total=None):
-        specialist_eval = evaluate(measured, rows.texts, rows.labels, **options)
+        specialist_eval = evaluate_predictor(specialist, version, settings, split=split, seed=seed)
     with progress.task("evaluating the general model", total=None):
-        general_eval = evaluate(general, rows.texts, rows.labels, **options)
+        general_eval = evaluate_predictor(general, version, settings, split=split, seed=seed)
     comparison = compare(
         specialist_eval,
         general_eval,
         rows.labels,
-        n_resamples=options["n_resamples"],
+        n_resamples=settings.get("NICHE_BOOTSTRAP_RESAMPLES"),
         seed=seed,
     )
     return EvaluationReport(
