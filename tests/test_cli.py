@@ -59,7 +59,7 @@ def test_help_starts_without_importing_heavy_libraries():
     code = (
         "import sys\n"
         "from niche.cli import app\n"
-        "heavy = {'torch', 'transformers', 'sentence_transformers', 'onnxruntime', 'sklearn'}\n"
+        "heavy = {'torch', 'transformers', 'sentence_transformers', 'onnxruntime', 'sklearn', 'sqlalchemy', 'numpy'}\n"
         "print(sorted(heavy & set(sys.modules)))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -115,7 +115,10 @@ def test_quickstart_on_any_labelled_csv(cli_env, tickets_csv):
     thresholds = [point["threshold"] for point in out["cascade"]]
     assert thresholds == sorted(thresholds)
     assert out["cascade"][0]["coverage"] == 1.0
-    assert Path(spec["path"], "head.safetensors").is_file()
+    assert out["registry"] == {"task": "tickets", "model_version": 1, "alias": "champion"}
+    assert out["gate"]["passed"] is True
+    assert {c["name"] for c in out["gate"]["checks"]} >= {"held_out", "quality_vs_general"}
+    assert spec["artifact_digest"] in spec["artifact_uri"]
 
 
 def test_quickstart_prints_the_comparison(cli_env, tickets_csv):
@@ -124,7 +127,13 @@ def test_quickstart_prints_the_comparison(cli_env, tickets_csv):
         ["quickstart", "--data", str(tickets_csv), "--text-col", "body", "--label-col", "queue"],
     )
     assert result.exit_code == 0, result.output
-    for expected in ("accuracy (95% CI)", "McNemar", "cascade", "cost per 1M", "specialist model"):
+    for expected in (
+        "accuracy (95% CI)",
+        "McNemar",
+        "cascade",
+        "cost per 1M",
+        "promoted to champion",
+    ):
         assert expected in result.stdout
 
 
@@ -138,13 +147,84 @@ def test_curate_train_evaluate_as_separate_steps(cli_env, tickets_csv):
     fingerprint = curated["fingerprint"]
     assert curated["curation"]["rows_out"]["test"] > 0
 
-    trained = _json(runner.invoke(app, ["train", fingerprint[:10], "--json"]))
-    assert trained["lineage"]["dataset_fingerprint"] == fingerprint
+    trained = _json(runner.invoke(app, ["train", fingerprint[:10], "--task", "queues", "--json"]))
+    assert (trained["task"], trained["version"]) == ("queues", 1)
+    assert trained["dataset_fingerprint"] == fingerprint
     assert trained["lineage"]["encoder_id"]
 
-    report = _json(runner.invoke(app, ["evaluate", trained["model_id"][:8], "--json"]))
+    report = _json(runner.invoke(app, ["evaluate", "queues", "1", "--json"]))
     assert report["rows"] == curated["curation"]["rows_out"]["test"]
     assert report["specialist"]["accuracy"] >= report["general"]["accuracy"] - 0.05
+    shown = _json(runner.invoke(app, ["models", "show", "queues", "1", "--json"]))
+    assert len(shown["evaluations"]) == 1
+
+
+def test_registry_round_trip_promotion_history_lineage_refusal_and_gc(cli_env, tickets_csv):
+    columns = ["--data", str(tickets_csv), "--text-col", "body", "--label-col", "queue"]
+    out = _json(runner.invoke(app, ["quickstart", *columns, "--json"]))
+    task, fingerprint = out["registry"]["task"], out["dataset"]["fingerprint"]
+
+    history = _json(runner.invoke(app, ["aliases", "history", task, "--json"]))
+    assert [(e["alias"], e["from_version"], e["to_version"]) for e in history] == [
+        ("champion", None, 1)
+    ]
+    assert history[0]["actor"].startswith("cli:")
+    assert history[0]["reason"]
+
+    lineage = _json(runner.invoke(app, ["models", "lineage", task, "1", "--json"]))
+    assert lineage["dataset"]["fingerprint"] == fingerprint
+    text = runner.invoke(app, ["models", "lineage", task, "champion"]).stdout
+    assert fingerprint in text
+
+    # A deliberately worse model: 5 % of the rows (2 per label).
+    worse = _json(
+        runner.invoke(app, ["train", fingerprint, "--task", task, "--fraction", "0.05", "--json"])
+    )
+    assert worse["version"] == 2
+    refused = runner.invoke(app, ["promote", task, "2", "--json"])
+    assert refused.exit_code == 3, refused.output
+    verdict = json.loads(refused.stdout)
+    failed = [c["name"] for c in verdict["checks"] if not c["passed"]]
+    assert "non_inferior_to_champion" in failed
+    assert verdict["moved"] is False
+    gates = _json(runner.invoke(app, ["gates", task, "--json"]))
+    assert [(g["version"], g["passed"]) for g in gates] == [(1, True), (2, False)]
+    assert _json(runner.invoke(app, ["tasks", "show", task, "--json"]))["aliases"] == {
+        "champion": 1
+    }
+
+    # Forced, with a reason: recorded as such.
+    forced = runner.invoke(app, ["promote", task, "2", "--force", "--why", "demo", "--json"])
+    assert forced.exit_code == 0, forced.output
+    history = _json(runner.invoke(app, ["aliases", "history", task, "--json"]))
+    assert (history[-1]["from_version"], history[-1]["to_version"]) == (1, 2)
+    assert "demo" in history[-1]["reason"]
+
+    # gc keeps referenced artifacts, removes an orphan.
+    orphan = cli_env / "orphan"
+    orphan.mkdir()
+    (orphan / "config.json").write_text("{}")
+    from niche.registry.artifacts import ArtifactStore
+    from niche.settings import Settings
+
+    store = ArtifactStore.from_settings(Settings())
+    digest = store.put_dir(orphan).digest
+    removed = _json(runner.invoke(app, ["gc", "--json"]))["removed"]
+    assert removed == [digest]
+    assert _json(runner.invoke(app, ["evaluate", task, "champion", "--json"]))["rows"] > 0
+
+
+def test_a_tampered_artifact_is_refused_naming_the_digest(cli_env, tickets_csv):
+    columns = ["--data", str(tickets_csv), "--text-col", "body", "--label-col", "queue"]
+    out = _json(runner.invoke(app, ["quickstart", *columns, "--json"]))
+    digest = out["specialist"]["artifact_digest"]
+    head = next(Path(cli_env, "artifacts").rglob("head.safetensors"))
+    data = bytearray(head.read_bytes())
+    data[-1] ^= 0xFF
+    head.write_bytes(bytes(data))
+    result = runner.invoke(app, ["evaluate", out["registry"]["task"], "1"])
+    assert result.exit_code != 0
+    assert "mismatch" in result.stderr and digest in result.stderr
 
 
 def test_unknown_references_exit_2_with_one_line(cli_env):

@@ -12,16 +12,21 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = [
+    "AlreadyExistsError",
     "ArtifactError",
     "ChecksumMismatchError",
     "ConfigurationError",
+    "ConflictError",
     "DataValidationError",
+    "DatabaseError",
     "DatasetNotFoundError",
     "DownloadError",
     "EncoderError",
+    "ModelNotFoundError",
     "NicheError",
     "NotFittedError",
     "NotFoundError",
+    "TaskNotFoundError",
 ]
 
 
@@ -95,6 +100,65 @@ class NotFoundError(NicheError):
 
 class DatasetNotFoundError(NotFoundError):
     """A dataset name is not in the catalog, or its files cannot be found."""
+
+
+class TaskNotFoundError(NotFoundError):
+    """A task name is not in the registry. The message lists the known tasks."""
+
+    def __init__(self, message: str, *, task: str) -> None:
+        super().__init__(message)
+        self.task = task
+
+
+class ModelNotFoundError(NotFoundError):
+    """A task has no model version (or alias) of that name. The message lists what exists."""
+
+    def __init__(self, message: str, *, task: str, ref: int | str) -> None:
+        super().__init__(message)
+        self.task = task
+        self.ref = ref
+
+
+class AlreadyExistsError(NicheError):
+    """Something the user asked to create exists already (e.g. a task of that name)."""
+
+    exit_code = 2
+    http_status = 409
+
+
+class ConflictError(NicheError):
+    """The registry changed under a compare-and-set: an alias no longer points where expected.
+
+    Read the current state and decide again; retrying blindly would undo the other writer.
+    """
+
+    exit_code = 3
+    http_status = 409
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task: str | None = None,
+        alias: str | None = None,
+        expected: int | None = None,
+        actual: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.task = task
+        self.alias = alias
+        self.expected = expected
+        self.actual = actual
+
+
+class DatabaseError(NicheError):
+    """The registry database cannot be reached or used. ``url`` has its password masked."""
+
+    http_status = 503
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class DownloadError(NicheError):

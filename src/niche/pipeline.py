@@ -1,44 +1,40 @@
 """The steps from labelled data to a proven specialist, each one library call.
 
-    >>> result = quickstart(DataSpec(dataset="banking77"))
-    >>> result.specialist.accuracy > result.general.accuracy
+    >>> version, path, loaded = curate_data(DataSpec(dataset="banking77"))
+    >>> report = evaluate_model(specialist, version)
+    >>> report.specialist.accuracy > report.general.accuracy
     True
 
-The CLI's ``niche data inspect|curate``, ``niche train``, ``niche evaluate`` and
-``niche quickstart`` each call one function here and only format what it returns.
+Registering and promoting live in :mod:`niche.lifecycle`; ``niche quickstart`` strings all
+the steps together in :mod:`niche.quickstart`.
 """
 
 from __future__ import annotations
 
 import copy
-import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from niche.data import CurationReport, DatasetVersion, Rows, curate, load_file, resolve_dataset
-from niche.encoders import Encoder, default_encoder
+from niche.data import DatasetVersion, Rows, curate, load_file, resolve_dataset
+from niche.encoders import Encoder
 from niche.errors import ConfigurationError
 from niche.evaluation import Comparison, Evaluation, compare, evaluate
 from niche.progress import NO_PROGRESS, Progress
-from niche.registry import LocalStore, ModelRecord
+from niche.registry import LocalStore
 from niche.settings import Settings
 from niche.specialists import Predictor, TextSpecialist, ZeroShot
-from niche.training import train_text_specialist
 
 __all__ = [
     "DataSpec",
     "EvaluationReport",
     "LoadedData",
-    "QuickstartResult",
     "curate_data",
     "evaluate_model",
     "evaluate_predictor",
     "inspect_data",
     "load_data",
-    "quickstart",
-    "train_model",
 ]
 
 DEFAULT_DATASET = "banking77"
@@ -146,25 +142,6 @@ def curate_data(
         )
     path = LocalStore(settings).save_dataset(version)
     return version, path, loaded
-
-
-def train_model(
-    version: DatasetVersion,
-    settings: Settings | None = None,
-    *,
-    encoder: Encoder | None = None,
-    seed: int | None = None,
-    fraction: float = 1.0,
-    progress: Progress = NO_PROGRESS,
-) -> ModelRecord:
-    """Train a text specialist on ``version`` and save it; returns the saved record."""
-    settings = settings or Settings()
-    seed = settings.get("NICHE_SEED") if seed is None else seed
-    encoder = encoder or default_encoder(settings)
-    trained = train_text_specialist(
-        version, encoder, seed=seed, fraction=fraction, progress=progress
-    )
-    return LocalStore(settings).save_model(trained)
 
 
 @dataclass
@@ -278,99 +255,4 @@ def evaluate_model(
         specialist=specialist_eval,
         general=general_eval,
         comparison=comparison,
-    )
-
-
-@dataclass
-class QuickstartResult:
-    """Everything ``niche quickstart`` did: the data, the model, the proof, where it all went."""
-
-    name: str
-    version: DatasetVersion
-    dataset_path: Path
-    model: ModelRecord
-    evaluation: EvaluationReport
-    timings_s: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def specialist(self) -> Evaluation:
-        return self.evaluation.specialist
-
-    @property
-    def general(self) -> Evaluation:
-        return self.evaluation.general
-
-    @property
-    def report(self) -> CurationReport:
-        return self.version.report
-
-    def to_dict(self) -> dict[str, Any]:
-        evaluation = self.evaluation.to_dict()
-        return {
-            "dataset": {
-                "name": self.name,
-                "source": self.version.source,
-                "fingerprint": self.version.fingerprint,
-                "rows": sum(len(rows) for rows in self.version.splits.values()),
-                "splits": {name: len(rows) for name, rows in self.version.splits.items()},
-                "labels": len(self.version.label_set),
-                "path": str(self.dataset_path),
-            },
-            "curation": self.report.to_dict(),
-            "specialist": {
-                "model_id": self.model.id,
-                "path": str(self.model.path),
-                **evaluation["specialist"],
-            },
-            "general": evaluation["general"],
-            "paired_test": evaluation["paired_test"],
-            "cascade": evaluation["cascade"],
-            "evaluated_on": {"split": evaluation["split"], "rows": evaluation["rows"]},
-            "timings_s": self.timings_s,
-        }
-
-
-def quickstart(
-    spec: DataSpec | None = None,
-    settings: Settings | None = None,
-    *,
-    seed: int | None = None,
-    progress: Progress = NO_PROGRESS,
-) -> QuickstartResult:
-    """Curate → train → evaluate the specialist and the general model on the test split."""
-    spec = spec or DataSpec(dataset=DEFAULT_DATASET)
-    settings = settings or Settings()
-    timings: dict[str, float] = {}
-
-    started = time.perf_counter()
-    version, dataset_path, loaded = curate_data(spec, settings, seed=seed, progress=progress)
-    timings["curate"] = round(time.perf_counter() - started, 3)
-
-    started = time.perf_counter()
-    encoder = default_encoder(settings)
-    load = getattr(_measurement_encoder(encoder), "load", None)
-    if callable(load):
-        with progress.task("loading the encoder (exported to ONNX on first use)", total=None):
-            load()
-    record = train_model(version, settings, encoder=encoder, seed=seed, progress=progress)
-    timings["train"] = round(time.perf_counter() - started, 3)
-
-    started = time.perf_counter()
-    specialist, record = LocalStore(settings).load_model(record.id, encoder)
-    report = evaluate_model(
-        specialist,
-        version,
-        settings,
-        label_descriptions=loaded.label_descriptions,
-        seed=seed,
-        progress=progress,
-    )
-    timings["evaluate"] = round(time.perf_counter() - started, 3)
-    return QuickstartResult(
-        name=loaded.name,
-        version=version,
-        dataset_path=dataset_path,
-        model=record,
-        evaluation=report,
-        timings_s=timings,
     )

@@ -67,6 +67,12 @@ SETTINGS: tuple[Setting, ...] = (
         "SQLAlchemy URL of the registry database (SQLite under NICHE_HOME by default).",
     ),
     Setting(
+        "NICHE_ARTIFACTS_URL",
+        lambda s: str(s.home / "artifacts"),
+        "Where model artifacts are stored, content-addressed: a local directory or any fsspec "
+        "URL (s3://bucket/prefix, gs://…, memory://… for tests).",
+    ),
+    Setting(
         "NICHE_CACHE_DIR",
         lambda s: str(s.home / "cache"),
         "Directory for the exported encoder and the embedding cache.",

@@ -19,8 +19,9 @@ from niche.errors import NicheError
 from niche.settings import Settings
 
 if TYPE_CHECKING:
-    from niche.pipeline import DataSpec, EvaluationReport, QuickstartResult
+    from niche.pipeline import DataSpec
     from niche.progress import Advance
+    from niche.quickstart import QuickstartResult
 
 app = typer.Typer(
     name="niche",
@@ -156,7 +157,7 @@ def quickstart(
 
     Defaults to the banking77 catalog dataset. What `make demo` runs.
     """
-    from niche.pipeline import quickstart as run_quickstart
+    from niche.quickstart import quickstart as run_quickstart
 
     spec = _spec(dataset, data, text_col, label_col, no_header)
     settings = Settings()
@@ -278,6 +279,10 @@ def train(
     dataset_version: Annotated[
         str, typer.Argument(help="Dataset version fingerprint (or a unique prefix).")
     ],
+    task: Annotated[
+        str | None,
+        typer.Option(help="Register under this task (default: named after the dataset)."),
+    ] = None,
     seed: SeedOpt = None,
     fraction: Annotated[
         float,
@@ -285,27 +290,31 @@ def train(
     ] = 1.0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Train a text specialist on a curated dataset version and save it."""
-    from niche.pipeline import train_model
+    """Train a text specialist on a curated dataset version and register it."""
+    from niche.lifecycle import train_and_register
     from niche.registry import LocalStore
 
     settings = Settings()
     version = _run(lambda: LocalStore(settings).load_dataset(dataset_version))
     with RichProgress(enabled=not json_out) as progress:
         record = _run(
-            lambda: train_model(version, settings, seed=seed, fraction=fraction, progress=progress)
+            lambda: train_and_register(
+                version, settings, task=task, seed=seed, fraction=fraction, progress=progress
+            )
         )
-    payload = {"model_id": record.id, "path": str(record.path), "lineage": record.lineage}
     if json_out:
-        _print_json(payload)
+        _print_json(record.to_dict())
         return
-    typer.echo(f"model {record.id} saved to {record.path}")
-    typer.echo(f"next: niche evaluate {record.id}")
+    typer.echo(
+        f"{record.task} v{record.version} registered (artifact {record.artifact_digest[:16]})"
+    )
+    typer.echo(f"next: niche evaluate {record.task} {record.version}")
 
 
 @app.command("evaluate")
 def evaluate_command(
-    model: Annotated[str, typer.Argument(help="Model id (or a unique prefix).")],
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    version: Annotated[str, typer.Argument(help="Model version number, or an alias.")],
     dataset_version: Annotated[
         str | None,
         typer.Option("--dataset-version", help="Defaults to the one the model was trained on."),
@@ -314,23 +323,22 @@ def evaluate_command(
     seed: SeedOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Evaluate a saved specialist and the general model on the same rows."""
-    from niche.encoders import default_encoder
-    from niche.pipeline import evaluate_model
-    from niche.registry import LocalStore
+    """Evaluate a model version and the general model on the same rows, and record it."""
+    from niche.lifecycle import evaluate_registered
 
     settings = Settings()
-    store = LocalStore(settings)
-
-    def run() -> EvaluationReport:
-        specialist, record = store.load_model(model, default_encoder(settings))
-        version = store.load_dataset(dataset_version or record.lineage["dataset_fingerprint"])
-        return evaluate_model(
-            specialist, version, settings, split=split, seed=seed, progress=progress
-        )
-
     with RichProgress(enabled=not json_out) as progress:
-        report = _run(run)
+        report = _run(
+            lambda: evaluate_registered(
+                task,
+                version,
+                settings,
+                dataset=dataset_version,
+                split=split,
+                seed=seed,
+                progress=progress,
+            )
+        )
     if json_out:
         _print_json(report.to_dict())
         return
@@ -450,8 +458,18 @@ def _print_quickstart(result: QuickstartResult) -> None:
         )
     )
     console.print(_cascade_table(payload["cascade"]))
-    console.print(f"dataset version: {result.dataset_path}")
-    console.print(f"specialist model {result.model.id}: {result.model.path}")
+    gate = payload["gate"]
+    failed = [c["name"] for c in gate["checks"] if not c["passed"]]
+    verdict = (
+        f"promoted to {result.promotion.alias}"
+        if gate["moved"]
+        else f"not promoted (failed: {', '.join(failed)})"
+    )
+    console.print(f"dataset version {result.version.fingerprint[:16]}: {result.dataset_path}")
+    console.print(
+        f"task {result.task} v{result.model.version}: {verdict}; "
+        f"artifact {result.model.artifact_uri}"
+    )
 
 
 def main() -> None:

@@ -1,12 +1,56 @@
-"""Where dataset versions and model versions are kept and found again.
+"""Where tasks, dataset versions and model versions are kept, with aliases and gates.
 
-For now a file store under ``NICHE_HOME`` (``datasets/<fingerprint>``, ``models/<id>``); the
-SQLAlchemy registry with aliases and gates builds on the same artifacts.
+    >>> from niche.registry import LocalStore, Registry
+    >>> path = LocalStore(Settings()).save_dataset(version)
+    >>> Registry().get_model("banking77", "champion").version
+    3
 
-    >>> store = LocalStore(Settings())
-    >>> record = store.save_model(trained)
+The database half (:class:`Registry` and its records) loads SQLAlchemy on first access, so
+importing this package stays cheap for code that only needs task specs or files.
 """
 
-from niche.registry.files import LocalStore, ModelRecord
+from __future__ import annotations
 
-__all__ = ["LocalStore", "ModelRecord"]
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+from niche.registry.files import LocalStore
+
+if TYPE_CHECKING:
+    from niche.registry.store import (
+        UNSET,
+        AliasEventRecord,
+        DatasetRecord,
+        EvaluationRecord,
+        GateRecord,
+        ModelVersionRecord,
+        Registry,
+        TaskRecord,
+    )
+
+__all__ = [
+    "UNSET",
+    "AliasEventRecord",
+    "DatasetRecord",
+    "EvaluationRecord",
+    "GateRecord",
+    "LocalStore",
+    "ModelVersionRecord",
+    "Registry",
+    "TaskRecord",
+]
+
+_LAZY = {name: "niche.registry.store" for name in __all__ if name != "LocalStore"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

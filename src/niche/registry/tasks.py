@@ -113,6 +113,8 @@ class TaskSpec:
 
     name: str
     labels: list[str] = field(default_factory=list)
+    # What the zero-shot general model compares texts with, for labels whose name says little.
+    label_descriptions: dict[str, str] = field(default_factory=dict)
     domain: str | None = None
     description: str | None = None
     input_kind: str = "text"
@@ -139,6 +141,12 @@ class TaskSpec:
             )
         if len(set(self.labels)) != len(self.labels):
             raise ConfigurationError(f"task {self.name}: labels must be unique")
+        unknown = sorted(set(self.label_descriptions) - set(self.labels))
+        if self.labels and unknown:
+            raise ConfigurationError(
+                f"task {self.name}: label_descriptions for labels not in the label set: "
+                f"{', '.join(unknown)}"
+            )
         if not 0 <= self.cascade_threshold <= 1:
             raise ConfigurationError(
                 f"task {self.name}: cascade_threshold must be in [0, 1], "
@@ -159,6 +167,8 @@ class TaskSpec:
             data["sla"] = SLA.from_dict(data["sla"])
         if "labels" in data:
             data["labels"] = list(data["labels"])
+        if data.get("label_descriptions") is None:
+            data.pop("label_descriptions", None)
         return cls(**data)
 
     def with_changes(self, **changes: Any) -> TaskSpec:
