@@ -20,6 +20,7 @@ from typing import Any
 
 from niche.errors import ConflictError
 from niche.registry import Registry
+from niche.registry.artifacts import ArtifactStore
 from niche.registry.db import create_engine_for, head_revision
 from niche.registry.tasks import TaskSpec
 
@@ -113,13 +114,14 @@ def _promote_racing(url: str, writer: int, rounds: int, barrier: Any, results: A
     results.put((moved, conflicts))
 
 
-def _register_and_hang(url: str, artifact: str, flushed: Any) -> None:
+def _register_and_hang(url: str, store_root: str, model_dir: str, flushed: Any) -> None:
     from sqlalchemy import event
     from sqlalchemy.orm import Session
 
     with Registry(url) as registry:
         registry.get_task(TASK)
-        Path(artifact).write_bytes(b"weights")  # the artifact is stored first, as in niche
+        # The artifact is stored first, as niche.lifecycle.register_trained does.
+        artifact = ArtifactStore(store_root).put_dir(model_dir)
 
         @event.listens_for(Session, "after_flush")
         def _hang(session: Session, flush_context: Any) -> None:
@@ -127,7 +129,11 @@ def _register_and_hang(url: str, artifact: str, flushed: Any) -> None:
             flushed.set()
             time.sleep(120)
 
-        registry.register_model(TASK, **_model_values("doomed"))
+        values = _model_values("doomed") | {
+            "artifact_digest": artifact.digest,
+            "artifact_uri": artifact.uri,
+        }
+        registry.register_model(TASK, **values)
 
 
 # -- tests -----------------------------------------------------------------------------------
@@ -178,18 +184,26 @@ def test_a_process_killed_mid_registration_leaves_no_half_version(
 ) -> None:
     with Registry(database_url) as registry:
         registry.create_task(TaskSpec(name=TASK))
-    artifact = tmp_path / "artifact.bin"
+    store_root, model_dir = tmp_path / "artifacts", tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text('{"kind": "text"}')
     flushed = SPAWN.Event()
-    with _processes(_register_and_hang, [(database_url, str(artifact), flushed)]) as (proc,):
+    args = [(database_url, str(store_root), str(model_dir), flushed)]
+    with _processes(_register_and_hang, args) as (proc,):
         assert flushed.wait(JOIN_TIMEOUT_S), "the worker never reached its flush"
         assert proc.pid is not None
         os.kill(proc.pid, signal.SIGKILL)
         proc.join(JOIN_TIMEOUT_S)
         assert proc.exitcode == -signal.SIGKILL
-    assert artifact.read_bytes() == b"weights"  # an orphan for `niche gc`, nothing more
+    store = ArtifactStore(str(store_root))
+    orphans = store.digests()
+    assert len(orphans) == 1  # the artifact was written, the version never committed
     with Registry(database_url) as registry:
         assert registry.list_models(TASK) == []
         assert registry.referenced_digests() == set()
+        # `niche gc` removes the orphan.
+        assert store.gc(registry.referenced_digests()) == sorted(orphans)
+        assert store.digests() == set()
         # The dead writer's lock is gone and its version number was never taken.
         assert registry.register_model(TASK, **_model_values("next")).version == 1
     engine = create_engine_for(database_url)
