@@ -23,7 +23,12 @@ from typing import Any
 from niche.data import DatasetVersion, normalise_text
 from niche.encoders import Encoder, default_encoder
 from niche.errors import ConfigurationError, NotFoundError
-from niche.pipeline import EvaluationReport, evaluate_model, evaluate_predictor
+from niche.pipeline import (
+    EvaluationReport,
+    evaluate_model,
+    evaluate_predictor,
+    uncached_encoder,
+)
 from niche.progress import NO_PROGRESS, Progress
 from niche.registry import LocalStore
 from niche.registry.artifacts import ArtifactStore
@@ -109,18 +114,25 @@ def train_and_register(
     seed: int | None = None,
     fraction: float = 1.0,
     registry: Registry | None = None,
+    label_descriptions: dict[str, str] | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> ModelVersionRecord:
     """Train a text specialist on ``version`` and register it as ``task``'s next version.
 
-    ``task`` defaults to a name derived from the dataset's source, created when missing.
+    ``task`` defaults to a name derived from the dataset's source, created when missing
+    (with ``label_descriptions`` for its zero-shot general model).
     """
     settings = settings or Settings()
     registry = registry or Registry(settings=settings)
     seed = settings.get("NICHE_SEED") if seed is None else seed
     task = task or task_name_for(_source_name(version.source))
     register_dataset(version, settings, registry=registry)
-    ensure_task_for(version, task, registry)
+    ensure_task_for(version, task, registry, label_descriptions=label_descriptions)
+    encoder = encoder or default_encoder(settings)
+    load = getattr(uncached_encoder(encoder), "load", None)
+    if callable(load):
+        with progress.task("loading the encoder (exported to ONNX on first use)", total=None):
+            load()
     trained = train_text_specialist(
         version,
         encoder or default_encoder(settings),

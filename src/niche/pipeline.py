@@ -35,6 +35,7 @@ __all__ = [
     "evaluate_predictor",
     "inspect_data",
     "load_data",
+    "uncached_encoder",
 ]
 
 DEFAULT_DATASET = "banking77"
@@ -166,7 +167,7 @@ class EvaluationReport:
         }
 
 
-def _measurement_encoder(encoder: Encoder) -> Encoder:
+def uncached_encoder(encoder: Encoder) -> Encoder:
     """The encoder without its embedding cache: latency and cost must be of real work."""
     return getattr(encoder, "encoder", encoder)
 
@@ -183,7 +184,7 @@ def _split_rows(version: DatasetVersion, split: str) -> Rows:
 def _measured(specialist: TextSpecialist) -> TextSpecialist:
     """A copy of ``specialist`` running on the uncached encoder."""
     measured = copy.copy(specialist)
-    measured.encoder = _measurement_encoder(specialist.encoder)
+    measured.encoder = uncached_encoder(specialist.encoder)
     return measured
 
 
@@ -235,7 +236,7 @@ def evaluate_model(
     rows = _split_rows(version, split)
     general = general or ZeroShot(
         specialist.label_set,
-        _measurement_encoder(specialist.encoder),
+        uncached_encoder(specialist.encoder),
         descriptions=label_descriptions,
     )
     with progress.task("evaluating the specialist", total=None):

@@ -18,25 +18,21 @@ from niche.data import DatasetVersion
 from niche.encoders import default_encoder
 from niche.lifecycle import (
     PromotionOutcome,
-    ensure_task_for,
     load_specialist,
     promote,
-    register_dataset,
-    register_trained,
     task_name_for,
+    train_and_register,
 )
 from niche.pipeline import (
     DEFAULT_DATASET,
     DataSpec,
     EvaluationReport,
-    _measurement_encoder,
     curate_data,
     evaluate_model,
 )
 from niche.progress import NO_PROGRESS, Progress
 from niche.registry.store import ModelVersionRecord, Registry
 from niche.settings import Settings
-from niche.training import train_text_specialist
 
 __all__ = ["QuickstartResult", "quickstart"]
 
@@ -108,19 +104,21 @@ def quickstart(
 
     started = time.perf_counter()
     version, _, loaded = curate_data(spec, settings, seed=seed, progress=progress)
-    dataset_record = register_dataset(version, settings, registry=registry)
-    task = task or task_name_for(loaded.name)
-    ensure_task_for(version, task, registry, label_descriptions=loaded.label_descriptions)
     timings["curate"] = round(time.perf_counter() - started, 3)
 
     started = time.perf_counter()
+    task = task or task_name_for(loaded.name)
     encoder = default_encoder(settings)
-    load = getattr(_measurement_encoder(encoder), "load", None)
-    if callable(load):
-        with progress.task("loading the encoder (exported to ONNX on first use)", total=None):
-            load()
-    trained = train_text_specialist(version, encoder, seed=seed, progress=progress)
-    model = register_trained(trained, task, settings, registry=registry)
+    model = train_and_register(
+        version,
+        settings,
+        task=task,
+        encoder=encoder,
+        seed=seed,
+        registry=registry,
+        label_descriptions=loaded.label_descriptions,
+        progress=progress,
+    )
     timings["train"] = round(time.perf_counter() - started, 3)
 
     started = time.perf_counter()
@@ -151,7 +149,7 @@ def quickstart(
         name=loaded.name,
         task=task,
         version=version,
-        dataset_path=Path(dataset_record.uri or ""),
+        dataset_path=Path(registry.get_dataset(version.fingerprint).uri or ""),
         model=model,
         evaluation=report,
         promotion=outcome,

@@ -33,6 +33,17 @@ class Predictions:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @classmethod
+    def from_probabilities(cls, probabilities: np.ndarray, label_set: list[str]) -> Predictions:
+        """The most probable label of each row of ``probabilities`` (n, len(label_set))."""
+        best = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, np.int64)
+        return cls(
+            labels=[label_set[i] for i in best],
+            confidences=probabilities[np.arange(len(best)), best],
+            label_set=list(label_set),
+            probabilities=probabilities,
+        )
+
 
 @runtime_checkable
 class Predictor(Protocol):

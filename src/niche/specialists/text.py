@@ -200,14 +200,7 @@ class TextSpecialist:
 
     def predict(self, texts: Sequence[str]) -> Predictions:
         """Labels and calibrated confidences for ``texts``."""
-        probabilities = self.predict_proba(texts)
-        best = probabilities.argmax(axis=1) if len(probabilities) else np.zeros(0, np.int64)
-        return Predictions(
-            labels=[self.label_set_[i] for i in best],
-            confidences=probabilities[np.arange(len(best)), best],
-            label_set=list(self.label_set_),
-            probabilities=probabilities,
-        )
+        return Predictions.from_probabilities(self.predict_proba(texts), self.label_set_)
 
     # -- artifacts -----------------------------------------------------------------------
 

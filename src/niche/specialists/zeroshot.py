@@ -85,10 +85,4 @@ class ZeroShot:
             if len(texts)
             else np.zeros((0, len(label_matrix)))
         )
-        best = probabilities.argmax(axis=1) if len(texts) else np.zeros(0, np.int64)
-        return Predictions(
-            labels=[self.labels[i] for i in best],
-            confidences=probabilities[np.arange(len(best)), best],
-            label_set=list(self.labels),
-            probabilities=probabilities,
-        )
+        return Predictions.from_probabilities(probabilities, self.labels)
