@@ -47,7 +47,7 @@ else
 endif
 
 test: venv postgres
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -v
 
 bench: venv
 	$(BIN)/python benchmarks/encoder.py

@@ -259,3 +259,21 @@ def test_bad_files_exit_2_naming_file_line_and_column_and_write_nothing(
         if column:
             assert column in message
     assert os.listdir(cli_env) == []
+
+
+def test_a_second_quickstart_on_the_same_data_keeps_one_version_and_one_alias_move(
+    cli_env, tickets_csv
+):
+    columns = ["--data", str(tickets_csv), "--text-col", "body", "--label-col", "queue"]
+    first = _json(runner.invoke(app, ["quickstart", *columns, "--json"]))
+    second = _json(runner.invoke(app, ["quickstart", *columns, "--json"]))
+    assert first["specialist"]["artifact_digest"] == second["specialist"]["artifact_digest"]
+    assert second["registry"]["model_version"] == 1
+    assert (second["gate"]["passed"], second["gate"]["moved"], second["gate"]["already"]) == (
+        True,
+        False,
+        True,
+    )
+    history = _json(runner.invoke(app, ["aliases", "history", "tickets", "--json"]))
+    assert len(history) == 1
+    assert runner.invoke(app, ["promote", "tickets", "1"]).exit_code == 0

@@ -167,6 +167,10 @@ def register_trained(
     with tempfile.TemporaryDirectory(prefix="niche-model-") as tmp:
         model_dir = trained.specialist.save(Path(tmp) / "model")
         artifact = artifacts.put_dir(model_dir)
+    # Retraining the same data with the same code gives the same bytes: keep one version.
+    for existing in registry.list_models(task):
+        if existing.artifact_digest == artifact.digest:
+            return existing
     return registry.register_model(
         task,
         kind=trained.specialist.kind,
@@ -259,6 +263,8 @@ class PromotionOutcome:
     decision: GateResult
     moved: bool
     forced: bool
+    # The candidate already held the alias (e.g. quickstart re-run on the same data).
+    already: bool
     evaluation: EvaluationReport
 
     def to_dict(self) -> dict[str, Any]:
@@ -269,6 +275,7 @@ class PromotionOutcome:
             "previous_version": self.previous.version if self.previous else None,
             "passed": self.decision.passed,
             "moved": self.moved,
+            "already": self.already,
             "forced": self.forced,
             "checks": [check.to_dict() for check in self.decision.checks],
         }
@@ -338,7 +345,8 @@ def promote(
         seed=seed,
     )
     moved = False
-    if decision.passed or force:
+    already = previous is not None and previous.version == candidate.version
+    if (decision.passed or force) and not already:
         reason = why or f"gate passed ({len(decision.checks)} checks)"
         registry.set_alias(
             task,
@@ -367,5 +375,6 @@ def promote(
         decision=decision,
         moved=moved,
         forced=force and not decision.passed,
+        already=already,
         evaluation=evaluation,
     )

@@ -81,6 +81,7 @@ class QuickstartResult:
             "gate": {
                 "passed": self.promotion.decision.passed,
                 "moved": self.promotion.moved,
+                "already": self.promotion.already,
                 "checks": [check.to_dict() for check in self.promotion.decision.checks],
             },
             "timings_s": self.timings_s,

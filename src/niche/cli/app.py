@@ -460,11 +460,12 @@ def _print_quickstart(result: QuickstartResult) -> None:
     console.print(_cascade_table(payload["cascade"]))
     gate = payload["gate"]
     failed = [c["name"] for c in gate["checks"] if not c["passed"]]
-    verdict = (
-        f"promoted to {result.promotion.alias}"
-        if gate["moved"]
-        else f"not promoted (failed: {', '.join(failed)})"
-    )
+    if result.promotion.already:
+        verdict = f"already {result.promotion.alias} (same model as before)"
+    elif gate["moved"]:
+        verdict = f"promoted to {result.promotion.alias}"
+    else:
+        verdict = f"not promoted (failed: {', '.join(failed)})"
     console.print(f"dataset version {result.version.fingerprint[:16]}: {result.dataset_path}")
     console.print(
         f"task {result.task} v{result.model.version}: {verdict}; "

@@ -348,14 +348,16 @@ def promote_command(
                 for c in outcome.decision.checks
             ],
         )
-        if outcome.moved:
+        if outcome.already:
+            typer.echo(f"v{outcome.candidate.version} already holds {alias}")
+        elif outcome.moved:
             typer.echo(
                 f"{alias} → v{outcome.candidate.version}" + (" (forced)" if outcome.forced else "")
             )
         else:
             failed = ", ".join(c.name for c in outcome.decision.failed)
             typer.echo(f"refused: {failed}", err=True)
-    if not outcome.moved:
+    if not (outcome.moved or outcome.already):
         raise typer.Exit(PROMOTION_REFUSED)
 
 
