@@ -507,10 +507,13 @@ def test_the_registry_package_exports_its_public_names() -> None:
         "DatasetRecord",
         "EvaluationRecord",
         "GateRecord",
+        "KeyRecord",
         "LocalStore",
         "ModelVersionRecord",
         "Registry",
         "TaskRecord",
+        "TrafficRecord",
+        "StoredTrafficRecord",
     }
     for name in niche.registry.__all__:
         assert getattr(niche.registry, name) is not None

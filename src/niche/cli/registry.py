@@ -1,4 +1,4 @@
-"""Registry commands: tasks, datasets, models, promote, aliases, gates, gc, db.
+"""Registry commands: tasks, datasets, models, promote, aliases, gates, gc, db, keys, traffic.
 
 Each command parses options, calls one library function and prints (rich or ``--json``).
 """
@@ -23,11 +23,13 @@ aliases_app = typer.Typer(
     help="Aliases (champion, challenger, …) and their history.", no_args_is_help=True
 )
 db_app = typer.Typer(help="The registry database.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke gateway API keys.", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(aliases_app, name="aliases")
 app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
 
 PROMOTION_REFUSED = 3
 
@@ -429,3 +431,124 @@ def gc_command(
     typer.echo(f"{verb} {len(removed)} unreferenced artifact(s)")
     for digest in removed:
         typer.echo(f"  {digest}")
+
+
+# -- keys --------------------------------------------------------------------------------
+
+SECRET_WARNING = "store this secret now: it is not kept and cannot be shown again"
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option(help="inference (call models) or admin.")],
+    budget_usd: Annotated[
+        float | None, typer.Option("--budget-usd", help="Spend limit in US dollars.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="A name to recognise the key by.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create an API key and print its secret, once."""
+    record, secret = _run(
+        lambda: _registry().create_key(scope=scope, budget_usd=budget_usd, name=name)
+    )
+    if json_out:
+        _print_json(record.to_dict() | {"secret": secret})
+    else:
+        typer.echo(f"key {record.id} ({record.prefix}…, {record.scope}) created")
+        typer.echo(secret)
+    typer.echo(f"warning: {SECRET_WARNING}", err=True)
+
+
+@keys_app.command("list")
+def keys_list(json_out: JsonOpt = False) -> None:
+    """Every API key (prefix only, never the secret), with its budget and spend."""
+    payload = [record.to_dict() for record in _run(_registry().list_keys)]
+    if json_out:
+        _print_json(payload)
+        return
+    _table(
+        "API keys",
+        ["id", "prefix", "name", "scope", "budget $", "spent $", "created", "revoked"],
+        [
+            [
+                k["id"],
+                k["prefix"],
+                k["name"],
+                k["scope"],
+                k["budget_usd"],
+                f"{k['spent_usd']:.4f}",
+                k["created_at"],
+                k["revoked_at"],
+            ]
+            for k in payload
+        ],
+    )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    ref: Annotated[str, typer.Argument(metavar="ID_OR_PREFIX", help="Key id or unique prefix.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Revoke an API key: it stops verifying at once."""
+    record = _run(lambda: _registry().revoke_key(ref))
+    if json_out:
+        _print_json(record.to_dict())
+    else:
+        typer.echo(
+            f"key {record.id} ({record.prefix}…) revoked at {record.to_dict()['revoked_at']}"
+        )
+
+
+# -- traffic -----------------------------------------------------------------------------
+
+
+@app.command("traffic")
+def traffic_command(
+    task: Annotated[str | None, typer.Argument(help="Only this task's requests.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="ISO-8601 time, or a duration back from now: 30m, 1h, 2d.")
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=0, help="Only the most recent N requests.")
+    ] = None,
+    count: Annotated[bool, typer.Option("--count", help="Print only how many.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Requests the gateway captured, oldest first."""
+    from datetime import UTC, datetime
+
+    from niche.registry.store import parse_since
+
+    start = _run(lambda: parse_since(since, datetime.now(UTC))) if since is not None else None
+    if count:
+        total = _run(lambda: _registry().count_traffic(task, since=start))
+        if json_out:
+            _print_json({"count": total})
+        else:
+            typer.echo(str(total))
+        return
+    payload = [
+        r.to_dict() for r in _run(lambda: _registry().list_traffic(task, since=start, limit=limit))
+    ]
+    if json_out:
+        _print_json(payload)
+        return
+    _table(
+        "traffic",
+        ["at", "task", "model", "route", "label", "confidence", "ms", "cost $", "status"],
+        [
+            [
+                r["at"],
+                r["task"],
+                r["model"],
+                r["route"],
+                r["specialist_label"] or r["general_label"],
+                r["specialist_confidence"],
+                f"{r['latency_ms']:.1f}",
+                f"{r['cost_usd']:.6f}",
+                r["status"],
+            ]
+            for r in payload
+        ],
+    )

@@ -23,9 +23,12 @@ if TYPE_CHECKING:
         DatasetRecord,
         EvaluationRecord,
         GateRecord,
+        KeyRecord,
         ModelVersionRecord,
         Registry,
+        StoredTrafficRecord,
         TaskRecord,
+        TrafficRecord,
     )
 
 __all__ = [
@@ -34,10 +37,13 @@ __all__ = [
     "DatasetRecord",
     "EvaluationRecord",
     "GateRecord",
+    "KeyRecord",
     "LocalStore",
     "ModelVersionRecord",
     "Registry",
+    "StoredTrafficRecord",
     "TaskRecord",
+    "TrafficRecord",
 ]
 
 _LAZY = {name: "niche.registry.store" for name in __all__ if name != "LocalStore"}

@@ -16,9 +16,11 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -27,18 +29,21 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "AliasEventRow",
     "AliasRow",
+    "ApiKeyRow",
     "Base",
     "DatasetVersionRow",
     "EvaluationRow",
     "GateDecisionRow",
     "ModelVersionRow",
     "TaskRow",
+    "TrafficRow",
     "UTCDateTime",
 ]
 
@@ -165,3 +170,46 @@ class GateDecisionRow(Base):
     checks: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     actor: Mapped[str] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class ApiKeyRow(Base):
+    """A gateway API key: only the secret's sha256 is stored, and its first 8 characters."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    prefix: Mapped[str] = mapped_column(String(8))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    budget_usd: Mapped[float | None] = mapped_column(Float)
+    spent_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class TrafficRow(Base):
+    """One request the gateway answered: how it was routed, what each model said, its cost."""
+
+    __tablename__ = "traffic_records"
+    __table_args__ = (Index("ix_traffic_records_task_at", "task", "at"),)
+
+    # 64-bit on PostgreSQL (traffic grows without bound); SQLite's rowid is 64-bit already.
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    # A task name, not a foreign key: pass-through requests have none, and records outlive tasks.
+    task: Mapped[str | None] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(200))
+    route: Mapped[str] = mapped_column(String(32))
+    input: Mapped[Any] = mapped_column(JSON)
+    specialist_label: Mapped[str | None] = mapped_column(Text)
+    specialist_confidence: Mapped[float | None] = mapped_column(Float)
+    model_version: Mapped[int | None] = mapped_column(Integer)
+    general_answer: Mapped[str | None] = mapped_column(Text)
+    general_label: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    input_tokens: Mapped[int | None] = mapped_column(Integer)
+    output_tokens: Mapped[int | None] = mapped_column(Integer)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    status: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

@@ -1,4 +1,4 @@
-"""The registry: tasks, dataset versions, model versions, evaluations, aliases and gates.
+"""The registry: tasks, datasets, models, evaluations, aliases, gates, API keys and traffic.
 
     >>> registry = Registry()  # NICHE_DATABASE_URL; migrated on first use
     >>> registry.ensure_task(TaskSpec(name="banking77"))
@@ -16,18 +16,21 @@ and alias history is a chain, whatever the number of processes writing at once.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import re
+import secrets
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import orjson
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,18 +41,21 @@ from niche.errors import (
     DatasetNotFoundError,
     DataValidationError,
     ModelNotFoundError,
+    NotFoundError,
     TaskNotFoundError,
 )
 from niche.registry import db
 from niche.registry.models import (
     AliasEventRow,
     AliasRow,
+    ApiKeyRow,
     Base,
     DatasetVersionRow,
     EvaluationRow,
     GateDecisionRow,
     ModelVersionRow,
     TaskRow,
+    TrafficRow,
 )
 from niche.registry.tasks import TaskSpec
 from niche.settings import Settings
@@ -58,20 +64,32 @@ if TYPE_CHECKING:
     from niche.data.version import DatasetVersion
 
 __all__ = [
+    "KEY_SCOPES",
     "UNSET",
     "AliasEventRecord",
     "DatasetRecord",
     "EvaluationRecord",
     "GateRecord",
+    "KeyRecord",
     "ModelVersionRecord",
     "Registry",
+    "StoredTrafficRecord",
     "TaskRecord",
+    "TrafficRecord",
+    "parse_since",
 ]
 
 _ALIAS = re.compile(r"^[a-z][a-z0-9_\-]{0,63}$")
 _HEX_PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
 MIN_PREFIX = 6
 _LISTED = 10
+_RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+KEY_SCOPES: Final = ("inference", "admin")
+"""Scopes of an API key: ``inference`` calls models, ``admin`` also manages the registry."""
+SECRET_PREFIX: Final = "nk-"
+KEY_PREFIX_CHARS: Final = 8
 
 
 class _Unset:
@@ -246,6 +264,140 @@ class GateRecord:
         }
 
 
+@dataclass(frozen=True)
+class KeyRecord:
+    """A gateway API key as stored: never its secret, only the secret's first 8 characters.
+
+    >>> record, secret = registry.create_key(scope="inference", budget_usd=5.0)
+    >>> record.remaining_usd
+    5.0
+    """
+
+    id: int
+    name: str | None
+    prefix: str
+    scope: str
+    budget_usd: float | None
+    spent_usd: float
+    created_at: datetime
+    revoked_at: datetime | None
+
+    @property
+    def revoked(self) -> bool:
+        """Whether the key was revoked (it no longer verifies)."""
+        return self.revoked_at is not None
+
+    @property
+    def remaining_usd(self) -> float | None:
+        """Budget left (never below 0), or None for a key without a budget."""
+        if self.budget_usd is None:
+            return None
+        return max(0.0, self.budget_usd - self.spent_usd)
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the key has spent its whole budget (never, without one)."""
+        return self.budget_usd is not None and self.spent_usd >= self.budget_usd
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "prefix": self.prefix,
+            "scope": self.scope,
+            "budget_usd": self.budget_usd,
+            "spent_usd": self.spent_usd,
+            "remaining_usd": self.remaining_usd,
+            "exhausted": self.exhausted,
+            "created_at": _iso(self.created_at),
+            "revoked_at": _iso(self.revoked_at) if self.revoked_at is not None else None,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrafficRecord:
+    """One gateway request to capture, built by the caller; ``at`` None: the registry's now.
+
+    ``route`` is free text (``specialist``, ``general``, ``specialist-fallback``,
+    ``passthrough`` …); ``input`` is the text or the chat messages, as JSON.
+
+        >>> registry.record_traffic([TrafficRecord(task="banking77", model="banking77",
+        ...     route="specialist", input="card not arrived", specialist_label="card_arrival",
+        ...     specialist_confidence=0.93, model_version=3, latency_ms=4.1, status=200)])
+        1
+    """
+
+    model: str
+    route: str
+    input: Any
+    latency_ms: float
+    status: int
+    task: str | None = None
+    specialist_label: str | None = None
+    specialist_confidence: float | None = None
+    model_version: int | None = None
+    general_answer: str | None = None
+    general_label: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: float = 0.0
+    key_id: int | None = None
+    at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _traffic_dict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredTrafficRecord:
+    """A stored :class:`TrafficRecord`: the same fields with its ``id`` and a set ``at``."""
+
+    id: int
+    model: str
+    route: str
+    input: Any
+    latency_ms: float
+    status: int
+    task: str | None
+    specialist_label: str | None
+    specialist_confidence: float | None
+    model_version: int | None
+    general_answer: str | None
+    general_label: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    cost_usd: float
+    key_id: int | None
+    at: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, **_traffic_dict(self)}
+
+
+_TRAFFIC_FIELDS: Final = (
+    "task",
+    "model",
+    "route",
+    "input",
+    "specialist_label",
+    "specialist_confidence",
+    "model_version",
+    "general_answer",
+    "general_label",
+    "latency_ms",
+    "input_tokens",
+    "output_tokens",
+    "cost_usd",
+    "key_id",
+    "status",
+)
+
+
+def _traffic_dict(record: TrafficRecord | StoredTrafficRecord) -> dict[str, Any]:
+    values = {name: getattr(record, name) for name in _TRAFFIC_FIELDS}
+    return values | {"at": _iso(record.at) if record.at is not None else None}
+
+
 def _task_record(row: TaskRow) -> TaskRecord:
     return TaskRecord(
         name=row.name,
@@ -321,6 +473,25 @@ def _gate_record(row: GateDecisionRow, task: str, version: int) -> GateRecord:
     )
 
 
+def _key_record(row: ApiKeyRow) -> KeyRecord:
+    return KeyRecord(
+        id=row.id,
+        name=row.name,
+        prefix=row.prefix,
+        scope=row.scope,
+        budget_usd=row.budget_usd,
+        spent_usd=row.spent_usd,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _traffic_record(row: TrafficRow) -> StoredTrafficRecord:
+    return StoredTrafficRecord(
+        id=row.id, at=row.at, **{name: getattr(row, name) for name in _TRAFFIC_FIELDS}
+    )
+
+
 # -- input checks ----------------------------------------------------------------------------
 
 
@@ -363,6 +534,65 @@ def _version_ref(ref: int | str) -> int | str:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _secret_sha256(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def _amount(value: float | None, what: str) -> float | None:
+    """``value`` as a finite, non-negative float (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigurationError(f"{what} must be a finite number of US dollars, got {value!r}")
+    if value < 0:
+        raise ConfigurationError(f"{what} must not be negative, got {value!r}")
+    return float(value)
+
+
+def _aware(value: datetime, what: str) -> datetime:
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise ConfigurationError(f"{what} must be a timezone-aware datetime, got {value!r}")
+    return value.astimezone(UTC)
+
+
+def _traffic_values(record: TrafficRecord, now: datetime) -> dict[str, Any]:
+    """The row to insert for ``record``, checked; errors name the offending field."""
+    if not isinstance(record, TrafficRecord):
+        raise ConfigurationError(f"record_traffic takes TrafficRecord objects, got {record!r}")
+    values = {name: getattr(record, name) for name in _TRAFFIC_FIELDS}
+    values["model"] = _text(record.model, "model")
+    values["route"] = _text(record.route, "route")
+    values["input"] = _plain(record.input, "input")
+    values["latency_ms"] = _amount(record.latency_ms, "latency_ms")
+    values["cost_usd"] = _amount(record.cost_usd, "cost_usd")
+    if isinstance(record.status, bool) or not isinstance(record.status, int):
+        raise ConfigurationError(f"status must be an HTTP status code, got {record.status!r}")
+    values["at"] = _aware(record.at, "at") if record.at is not None else now
+    return values
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """A point in time from ISO-8601 or a duration before ``now`` (``30s``, ``15m``, ``1h``,
+    ``2d``, ``1w``); an ISO time without an offset is read as UTC.
+
+        >>> parse_since("1h", datetime(2026, 3, 1, 12, tzinfo=UTC)).isoformat()
+        '2026-03-01T11:00:00+00:00'
+    """
+    raw = text.strip() if isinstance(text, str) else ""
+    relative = _RELATIVE.match(raw.lower())
+    if relative:
+        amount, unit = relative.groups()
+        return _aware(now, "now") - timedelta(seconds=int(amount) * _UNITS_S[unit])
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"--since {text!r} is neither ISO-8601 (2026-03-01T12:00:00Z) nor a duration "
+            "like 30m, 1h or 2d"
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _listing(items: Sequence[str], empty: str) -> str:
@@ -448,7 +678,7 @@ class Registry:
         """Apply pending migrations (a no-op when up to date); return the head revision.
 
         >>> Registry().upgrade()
-        '0001'
+        '0002'
         """
         if self.engine_ is None:
             self._engine()
@@ -575,8 +805,7 @@ class Registry:
                 session.flush()
             except IntegrityError as exc:
                 raise AlreadyExistsError(
-                    f"task {spec.name!r} exists already; change it with update_task "
-                    "(`niche task update`)"
+                    f"task {spec.name!r} exists already; change it with `niche tasks edit`"
                 ) from exc
             return _task_record(row)
 
@@ -1029,3 +1258,188 @@ class Registry:
                 .order_by(GateDecisionRow.id)
             )
             return [_gate_record(row, task_row.name, version) for row, version in rows]
+
+    # -- API keys --------------------------------------------------------------------------
+
+    def create_key(
+        self, *, scope: str, budget_usd: float | None = None, name: str | None = None
+    ) -> tuple[KeyRecord, str]:
+        """Create an API key; return its record and its secret, which is not kept anywhere.
+
+        Only the secret's sha256 (to verify it) and its first 8 characters (to recognise it)
+        are stored: show the secret to the user now, it cannot be recovered later.
+
+            >>> record, secret = registry.create_key(scope="inference", budget_usd=10.0)
+            >>> secret[:3]
+            'nk-'
+        """
+        if scope not in KEY_SCOPES:
+            raise ConfigurationError(
+                f"key scope must be one of {', '.join(KEY_SCOPES)}, got {scope!r}"
+            )
+        budget = _amount(budget_usd, "budget_usd")
+        if name is not None:
+            _text(name, "key name")
+        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        now = self._now()
+        with self._session(write=True) as session:
+            row = ApiKeyRow(
+                name=name,
+                prefix=secret[:KEY_PREFIX_CHARS],
+                secret_sha256=_secret_sha256(secret),
+                scope=scope,
+                budget_usd=budget,
+                spent_usd=0.0,
+                created_at=now,
+                revoked_at=None,
+            )
+            session.add(row)
+            session.flush()
+            return _key_record(row), secret
+
+    def verify_key(self, secret: str) -> KeyRecord | None:
+        """The key whose secret this is, or None when it is unknown or revoked.
+
+        A budget is not checked here: see :attr:`KeyRecord.exhausted`.
+
+            >>> registry.verify_key(request_bearer_token)
+        """
+        if not isinstance(secret, str) or not secret:
+            return None
+        with self._session() as session:
+            row = session.scalars(
+                select(ApiKeyRow).where(
+                    ApiKeyRow.secret_sha256 == _secret_sha256(secret),
+                    ApiKeyRow.revoked_at.is_(None),
+                )
+            ).one_or_none()
+            return _key_record(row) if row is not None else None
+
+    def list_keys(self) -> list[KeyRecord]:
+        """Every API key, revoked ones included, oldest first.
+
+        >>> [key.prefix for key in registry.list_keys()]
+        """
+        with self._session() as session:
+            rows = session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id))
+            return [_key_record(row) for row in rows]
+
+    def revoke_key(self, key_id_or_prefix: int | str) -> KeyRecord:
+        """Revoke a key by id (``3``, ``"3"``) or by its unique prefix (``"nk-AbCde"``).
+
+        Revoking a revoked key changes nothing and returns it as it is.
+
+            >>> registry.revoke_key("nk-AbCde").revoked
+            True
+        """
+        now = self._now()
+        with self._session(write=True) as session:
+            row = self._key_row(session, key_id_or_prefix)
+            if row.revoked_at is None:
+                row.revoked_at = now
+                session.flush()
+            return _key_record(row)
+
+    def add_spend(self, key_id: int, usd: float) -> KeyRecord:
+        """Add ``usd`` to a key's spend atomically (concurrent calls all count); return the key.
+
+        >>> registry.add_spend(record.id, 0.0021).spent_usd
+        """
+        amount = _amount(usd, "usd")
+        with self._session(write=True) as session:
+            result = session.execute(
+                update(ApiKeyRow)
+                .where(ApiKeyRow.id == key_id)
+                .values(spent_usd=ApiKeyRow.spent_usd + amount),
+                execution_options={"synchronize_session": False},
+            )
+            if getattr(result, "rowcount", 0) != 1:
+                raise NotFoundError(f"no API key with id {key_id!r}")
+            row = session.scalars(
+                select(ApiKeyRow)
+                .where(ApiKeyRow.id == key_id)
+                .execution_options(populate_existing=True)
+            ).one()
+            return _key_record(row)
+
+    def _key_row(self, session: Session, ref: int | str) -> ApiKeyRow:
+        text = str(ref).strip()
+        if isinstance(ref, bool) or not text:
+            raise ConfigurationError(f"give a key's id or prefix, got {ref!r}")
+        if isinstance(ref, int) or text.isdecimal():
+            query = select(ApiKeyRow).where(ApiKeyRow.id == int(text))
+        else:
+            query = select(ApiKeyRow).where(ApiKeyRow.prefix.startswith(text, autoescape=True))
+        rows = list(session.scalars(query.order_by(ApiKeyRow.id).with_for_update()))
+        if len(rows) > 1:
+            matches = ", ".join(f"{row.id} ({row.prefix})" for row in rows[:_LISTED])
+            raise ConfigurationError(f"key prefix {text!r} is ambiguous ({matches}); give the id")
+        if not rows:
+            raise NotFoundError(f"no API key with id or prefix {text!r} (see `niche keys list`)")
+        return rows[0]
+
+    # -- traffic ---------------------------------------------------------------------------
+
+    def record_traffic(self, records: Sequence[TrafficRecord]) -> int:
+        """Store captured requests in one batched INSERT; return how many were stored.
+
+        Every record is checked first, so a bad one stores none. Records without ``at`` get
+        the registry clock's now.
+
+            >>> registry.record_traffic(batch)
+            250
+        """
+        if not records:
+            return 0
+        now = self._now()
+        rows = [_traffic_values(record, now) for record in records]
+        with self._session(write=True) as session:
+            try:
+                # Core, not ORM, bulk insert: the ORM splits a batch wherever None fields differ.
+                table = Base.metadata.tables[TrafficRow.__tablename__]
+                session.connection().execute(insert(table), rows)
+            except IntegrityError as exc:
+                # The only constraint a valid record can break is its key_id.
+                raise NotFoundError(
+                    "a traffic record names an API key id that does not exist"
+                ) from exc
+        return len(rows)
+
+    def list_traffic(
+        self, task: str | None = None, *, since: datetime | None = None, limit: int | None = None
+    ) -> list[StoredTrafficRecord]:
+        """Captured requests for ``task`` (or all) at or after ``since``, oldest first.
+
+        With ``limit``, the most recent ``limit`` of them (still oldest first).
+
+            >>> registry.list_traffic("banking77", since=parse_since("1h", now), limit=100)
+        """
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise ConfigurationError(f"limit must be a non-negative integer, got {limit!r}")
+        with self._session() as session:
+            query = self._traffic_filter(select(TrafficRow), task, since)
+            if limit is not None:
+                newest = query.order_by(TrafficRow.at.desc(), TrafficRow.id.desc()).limit(limit)
+                rows = list(session.scalars(newest))[::-1]
+            else:
+                rows = list(session.scalars(query.order_by(TrafficRow.at, TrafficRow.id)))
+            return [_traffic_record(row) for row in rows]
+
+    def count_traffic(self, task: str | None = None, *, since: datetime | None = None) -> int:
+        """How many requests were captured for ``task`` (or all) at or after ``since``.
+
+        >>> registry.count_traffic("banking77")
+        """
+        with self._session() as session:
+            query = self._traffic_filter(select(func.count(TrafficRow.id)), task, since)
+            return int(session.scalar(query) or 0)
+
+    @staticmethod
+    def _traffic_filter(query: Any, task: str | None, since: datetime | None) -> Any:
+        if task is not None:
+            query = query.where(TrafficRow.task == task)
+        if since is not None:
+            query = query.where(TrafficRow.at >= _aware(since, "since"))
+        return query
