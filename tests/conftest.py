@@ -47,3 +47,14 @@ def encoder(encoder_cache_dir: Path):
 
     onnx = OnnxEncoder(precision="int8", cache_dir=encoder_cache_dir).load()
     return CachedEncoder(onnx, EmbeddingCache(encoder_cache_dir / "embeddings.sqlite"))
+
+
+@pytest.fixture
+def registry(database_url: str):
+    """A registry on each backend (``database_url`` is ``[sqlite]`` or ``[postgresql]``),
+    with a clock that steps one second per reading."""
+    from niche.registry import Registry
+    from tests.clocks import StepClock
+
+    with Registry(database_url, clock=StepClock()) as registry:
+        yield registry

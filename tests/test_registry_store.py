@@ -6,7 +6,6 @@ import pickle
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -33,26 +32,9 @@ from niche.registry.db import create_engine_for, current_revision, head_revision
 from niche.registry.models import Base
 from niche.registry.tasks import SLA, TaskSpec
 from niche.settings import Settings
+from tests.clocks import START
 
-START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 FINGERPRINT = "f" * 64
-
-
-class StepClock:
-    """A clock that advances one second per reading, so timestamps are exact and ordered."""
-
-    def __init__(self, start: datetime = START) -> None:
-        self.now = start - timedelta(seconds=1)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
-
-
-@pytest.fixture
-def registry(database_url: str) -> Iterator[Registry]:
-    with Registry(database_url, clock=StepClock()) as registry:
-        yield registry
 
 
 def _spec(name: str = "tickets", **fields) -> TaskSpec:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,26 +16,9 @@ from niche.errors import ConfigurationError, NotFoundError
 from niche.registry import KeyRecord, Registry, TrafficRecord
 from niche.registry.models import Base
 from niche.registry.store import parse_since
+from tests.clocks import START
 
-START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 runner = CliRunner()
-
-
-class StepClock:
-    """A clock that advances one second per reading, so timestamps are exact and ordered."""
-
-    def __init__(self, start: datetime = START) -> None:
-        self.now = start - timedelta(seconds=1)
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(seconds=1)
-        return self.now
-
-
-@pytest.fixture
-def registry(database_url: str) -> Iterator[Registry]:
-    with Registry(database_url, clock=StepClock()) as registry:
-        yield registry
 
 
 def _all_rows_as_text(registry: Registry) -> str:
