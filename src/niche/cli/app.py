@@ -176,16 +176,11 @@ def settings_command(json_out: JsonOpt = False) -> None:
     if json_out:
         _print_json(table)
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    out = Table(title="niche settings")
-    for column in ("name", "value", "source", "help"):
-        out.add_column(column, overflow="fold")
-    for row in table:
-        value = "" if row["value"] is None else str(row["value"])
-        out.add_row(row["name"], value, row["source"], row["help"])
-    Console().print(out)
+    _table(
+        "niche settings",
+        ["name", "value", "source", "help"],
+        [[row["name"], row["value"], row["source"], row["help"]] for row in table],
+    )
 
 
 @data_app.command("inspect")
@@ -351,6 +346,27 @@ def evaluate_command(
 
 
 # -- formatting --------------------------------------------------------------------------
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    """Print ``rows`` under ``columns`` as one rich table (None prints empty)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*["" if value is None else str(value) for value in row])
+    Console().print(table)
+
+
+def _pretty(payload: Any) -> None:
+    """Print a nested record readably (the ``show`` commands without ``--json``)."""
+    from rich.console import Console
+    from rich.pretty import Pretty
+
+    Console().print(Pretty(payload))
 
 
 def _ci(value: float, interval: list[float]) -> str:

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from niche.cli.app import JsonOpt, RichProgress, SeedOpt, _print_json, _run, app
+from niche.cli.app import (
+    JsonOpt,
+    RichProgress,
+    SeedOpt,
+    _pretty,
+    _print_json,
+    _run,
+    _table,
+    app,
+)
 from niche.settings import Settings
 
 if TYPE_CHECKING:
@@ -41,18 +50,6 @@ def _registry() -> Registry:
     from niche.registry.store import Registry
 
     return Registry(settings=Settings())
-
-
-def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*["" if value is None else str(value) for value in row])
-    Console().print(table)
 
 
 def _parse_value(raw: str) -> Any:
@@ -165,10 +162,7 @@ def tasks_show(name: TaskArg, json_out: JsonOpt = False) -> None:
     if json_out:
         _print_json(payload)
         return
-    from rich.console import Console
-    from rich.pretty import Pretty
-
-    Console().print(Pretty(payload))
+    _pretty(payload)
 
 
 @tasks_app.command("edit")
@@ -215,10 +209,7 @@ def datasets_show(
     if json_out:
         _print_json(payload)
         return
-    from rich.console import Console
-    from rich.pretty import Pretty
-
-    Console().print(Pretty(payload))
+    _pretty(payload)
 
 
 # -- models ------------------------------------------------------------------------------
@@ -264,10 +255,7 @@ def models_show(task: TaskArg, version: VersionArg, json_out: JsonOpt = False) -
     if json_out:
         _print_json(payload)
         return
-    from rich.console import Console
-    from rich.pretty import Pretty
-
-    Console().print(Pretty(payload))
+    _pretty(payload)
 
 
 @models_app.command("lineage")
