@@ -135,7 +135,7 @@ def train_and_register(
             load()
     trained = train_text_specialist(
         version,
-        encoder or default_encoder(settings),
+        encoder,
         seed=seed,
         fraction=fraction,
         progress=progress,
