@@ -51,6 +51,7 @@ test: venv postgres
 
 bench: venv
 	$(BIN)/python benchmarks/encoder.py
+	$(BIN)/python benchmarks/gateway.py
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

@@ -222,6 +222,8 @@ def test_records_without_a_time_take_the_registry_clock(registry: Registry) -> N
         "model_version": None,
         "general_answer": None,
         "general_label": None,
+        "alias": None,
+        "shadow": False,
         "latency_ms": 3.5,
         "input_tokens": None,
         "output_tokens": None,

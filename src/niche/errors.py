@@ -14,6 +14,8 @@ from pathlib import Path
 __all__ = [
     "AlreadyExistsError",
     "ArtifactError",
+    "AuthenticationError",
+    "BudgetExceededError",
     "ChecksumMismatchError",
     "ConfigurationError",
     "ConflictError",
@@ -26,7 +28,14 @@ __all__ = [
     "NicheError",
     "NotFittedError",
     "NotFoundError",
+    "OverloadedError",
+    "PayloadTooLargeError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RequestError",
     "TaskNotFoundError",
+    "UpstreamError",
+    "UpstreamTimeoutError",
 ]
 
 
@@ -195,3 +204,73 @@ class EncoderError(NicheError):
 
 class NotFittedError(NicheError):
     """A predictor was used before ``fit`` or ``load``."""
+
+
+class RequestError(NicheError):
+    """An HTTP request to the gateway is malformed. ``param`` names the offending field."""
+
+    exit_code = 2
+    http_status = 400
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+class PayloadTooLargeError(RequestError):
+    """A request body is larger than the gateway accepts."""
+
+    http_status = 413
+
+
+class AuthenticationError(NicheError):
+    """No API key, or one that is unknown or revoked."""
+
+    exit_code = 2
+    http_status = 401
+
+
+class PermissionDeniedError(NicheError):
+    """The API key is valid but its scope does not allow this route."""
+
+    exit_code = 2
+    http_status = 403
+
+
+class RateLimitError(NicheError):
+    """Too many requests right now; retry after ``retry_after_s`` seconds."""
+
+    http_status = 429
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class OverloadedError(RateLimitError):
+    """The gateway (or a task) is at its concurrency limit."""
+
+
+class BudgetExceededError(RateLimitError):
+    """An API key has spent its whole budget. Retrying does not help; raise the budget."""
+
+    def __init__(self, message: str, *, key_id: int) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+
+
+class UpstreamError(NicheError):
+    """The general model's API failed, refused, or its circuit breaker is open."""
+
+    http_status = 502
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class UpstreamTimeoutError(UpstreamError):
+    """The general model did not answer within the task's timeout."""
+
+    http_status = 504

@@ -22,6 +22,8 @@ from niche.errors import ConfigurationError
 __all__ = ["SETTINGS", "Setting", "Settings"]
 
 Default = str | int | float | None | Callable[["Settings"], Any]
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,14 @@ class Setting:
     def parse(self, raw: str) -> Any:
         if self.type is str:
             return raw
+        if self.type is bool:
+            lowered = raw.strip().lower()
+            if lowered in _TRUE or lowered in _FALSE:
+                return lowered in _TRUE
+            raise ConfigurationError(
+                f"{self.name}={raw!r} is not a boolean (use 1/0, true/false, on/off)",
+                setting=self.name,
+            )
         try:
             return self.type(raw)
         except ValueError as exc:
@@ -109,6 +119,114 @@ SETTINGS: tuple[Setting, ...] = (
         1000,
         "Bootstrap resamples for confidence intervals and paired tests.",
         int,
+    ),
+    # -- the general model (per task in its spec, or these for every task and pass-through) --
+    Setting(
+        "NICHE_GENERAL_BASE_URL",
+        None,
+        "Base URL of the OpenAI-compatible general model (e.g. https://api.openai.com/v1). The "
+        "gateway passes unknown models through to it and cascades tasks without their own.",
+    ),
+    Setting("NICHE_GENERAL_MODEL", None, "Model name the gateway asks the general model for."),
+    Setting(
+        "NICHE_GENERAL_API_KEY_ENV",
+        None,
+        "Name of the environment variable holding the general model's API key (never the key).",
+    ),
+    Setting(
+        "NICHE_GENERAL_PRICE_INPUT_PER_1M_TOKENS_USD",
+        0.0,
+        "Price of 1M input tokens of the global general model, in USD (cost and budgets).",
+        float,
+    ),
+    Setting(
+        "NICHE_GENERAL_PRICE_OUTPUT_PER_1M_TOKENS_USD",
+        0.0,
+        "Price of 1M output tokens of the global general model, in USD.",
+        float,
+    ),
+    # -- the gateway (`niche serve`) --
+    Setting(
+        "NICHE_GATEWAY_TIMEOUT_S",
+        30.0,
+        "Upstream timeout in seconds for tasks that set none (serving.timeout_s) and for "
+        "pass-through requests.",
+        float,
+    ),
+    Setting(
+        "NICHE_GATEWAY_MAX_CONCURRENCY",
+        256,
+        "Requests the gateway serves at once; more get 429 with Retry-After.",
+        int,
+    ),
+    Setting(
+        "NICHE_GATEWAY_MAX_BODY_BYTES",
+        1_048_576,
+        "Largest request body accepted, in bytes (larger: 413).",
+        int,
+    ),
+    Setting(
+        "NICHE_GATEWAY_BATCH_MAX",
+        32,
+        "Concurrent specialist requests micro-batched into one encoder call, at most.",
+        int,
+    ),
+    Setting(
+        "NICHE_GATEWAY_BATCH_WAIT_MS",
+        2.0,
+        "How long a micro-batch waits for more requests after its first, in milliseconds.",
+        float,
+    ),
+    Setting(
+        "NICHE_GATEWAY_SHADOW_FRACTION",
+        0.0,
+        "Fraction of specialist answers also sent to the general model in the background to "
+        "measure agreement (tasks may set serving.shadow_fraction).",
+        float,
+    ),
+    Setting(
+        "NICHE_GATEWAY_CANARY_FRACTION",
+        0.0,
+        "Fraction of a task's requests answered by its `challenger` alias, when it has one "
+        "(tasks may set serving.canary_fraction).",
+        float,
+    ),
+    Setting(
+        "NICHE_GATEWAY_CAPTURE",
+        True,
+        "Whether the gateway records every request as traffic (tasks may turn it off).",
+        bool,
+    ),
+    Setting(
+        "NICHE_GATEWAY_REDACT",
+        None,
+        "A `module:function` called on each traffic record before it is stored; it returns "
+        "the record to store (e.g. with emails masked) or None to drop it.",
+    ),
+    Setting(
+        "NICHE_GATEWAY_CAPTURE_FLUSH_MS",
+        200.0,
+        "How often the capture writer flushes traffic records to the database, in ms.",
+        float,
+    ),
+    Setting(
+        "NICHE_GATEWAY_REFRESH_S",
+        2.0,
+        "How often the gateway re-reads tasks, aliases and keys (promotions take effect "
+        "within this many seconds, without a restart).",
+        float,
+    ),
+    Setting(
+        "NICHE_GATEWAY_BREAKER_FAILURES",
+        5,
+        "Consecutive upstream failures that open the circuit breaker.",
+        int,
+    ),
+    Setting(
+        "NICHE_GATEWAY_BREAKER_RESET_S",
+        30.0,
+        "Seconds an open circuit breaker waits before letting one trial request through.",
+        float,
     ),
 )
 

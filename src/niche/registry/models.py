@@ -29,6 +29,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -206,6 +207,10 @@ class TrafficRow(Base):
     model_version: Mapped[int | None] = mapped_column(Integer)
     general_answer: Mapped[str | None] = mapped_column(Text)
     general_label: Mapped[str | None] = mapped_column(Text)
+    # Which alias answered (champion, challenger) and whether the general model was also
+    # asked in the background to measure live agreement.
+    alias: Mapped[str | None] = mapped_column(String(32))
+    shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     latency_ms: Mapped[float] = mapped_column(Float)
     input_tokens: Mapped[int | None] = mapped_column(Integer)
     output_tokens: Mapped[int | None] = mapped_column(Integer)

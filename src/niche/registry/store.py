@@ -338,6 +338,8 @@ class TrafficRecord:
     model_version: int | None = None
     general_answer: str | None = None
     general_label: str | None = None
+    alias: str | None = None
+    shadow: bool = False
     input_tokens: int | None = None
     output_tokens: int | None = None
     cost_usd: float = 0.0
@@ -364,6 +366,8 @@ class StoredTrafficRecord:
     model_version: int | None
     general_answer: str | None
     general_label: str | None
+    alias: str | None
+    shadow: bool
     input_tokens: int | None
     output_tokens: int | None
     cost_usd: float
@@ -384,6 +388,8 @@ _TRAFFIC_FIELDS: Final = (
     "model_version",
     "general_answer",
     "general_label",
+    "alias",
+    "shadow",
     "latency_ms",
     "input_tokens",
     "output_tokens",
@@ -564,6 +570,7 @@ def _traffic_values(record: TrafficRecord, now: datetime) -> dict[str, Any]:
     values = {name: getattr(record, name) for name in _TRAFFIC_FIELDS}
     values["model"] = _text(record.model, "model")
     values["route"] = _text(record.route, "route")
+    values["shadow"] = bool(record.shadow)
     values["input"] = _plain(record.input, "input")
     values["latency_ms"] = _amount(record.latency_ms, "latency_ms")
     values["cost_usd"] = _amount(record.cost_usd, "cost_usd")
@@ -678,7 +685,7 @@ class Registry:
         """Apply pending migrations (a no-op when up to date); return the head revision.
 
         >>> Registry().upgrade()
-        '0002'
+        '0003'
         """
         if self.engine_ is None:
             self._engine()

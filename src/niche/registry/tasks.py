@@ -18,7 +18,7 @@ from typing import Any
 
 from niche.errors import ConfigurationError
 
-__all__ = ["INPUT_KINDS", "OUTPUT_KINDS", "SLA", "GeneralModelSpec", "TaskSpec"]
+__all__ = ["INPUT_KINDS", "OUTPUT_KINDS", "SLA", "GeneralModelSpec", "ServingSpec", "TaskSpec"]
 
 INPUT_KINDS = ("text", "tabular", "chat")
 OUTPUT_KINDS = ("label", "text")
@@ -107,6 +107,47 @@ class GeneralModelSpec:
         return cls(**_strict(cls, data, "general"))
 
 
+def _fraction(value: float | None, name: str) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1
+    ):
+        raise ConfigurationError(f"{name} must be a number in [0, 1], got {value!r}")
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """How the gateway serves a task; ``None`` takes the ``NICHE_GATEWAY_*`` setting.
+
+    ``timeout_s``: how long the general model may take before the specialist's answer is
+    used (``specialist-fallback``). ``shadow_fraction``: specialist answers also sent to the
+    general model in the background. ``canary_fraction``: requests answered by the
+    ``challenger`` alias. ``capture``: whether requests are recorded as traffic.
+    """
+
+    timeout_s: float | None = None
+    shadow_fraction: float | None = None
+    canary_fraction: float | None = None
+    capture: bool = True
+
+    def __post_init__(self) -> None:
+        if self.timeout_s is not None and (
+            isinstance(self.timeout_s, bool)
+            or not isinstance(self.timeout_s, int | float)
+            or self.timeout_s <= 0
+        ):
+            raise ConfigurationError(
+                f"serving.timeout_s must be a positive number of seconds, got {self.timeout_s!r}"
+            )
+        _fraction(self.shadow_fraction, "serving.shadow_fraction")
+        _fraction(self.canary_fraction, "serving.canary_fraction")
+        if not isinstance(self.capture, bool):
+            raise ConfigurationError(f"serving.capture must be true or false, got {self.capture!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ServingSpec:
+        return cls(**_strict(cls, data, "serving"))
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One narrow job: its input and output kinds, labels, general model, SLA and weights."""
@@ -121,6 +162,7 @@ class TaskSpec:
     output_kind: str = "label"
     general: GeneralModelSpec = field(default_factory=GeneralModelSpec)
     sla: SLA = field(default_factory=SLA)
+    serving: ServingSpec = field(default_factory=ServingSpec)
     cascade_threshold: float = 0.5
     leaderboard_weight: float = 1.0
 
@@ -165,6 +207,8 @@ class TaskSpec:
             data["general"] = GeneralModelSpec.from_dict(data["general"])
         if isinstance(data.get("sla"), dict):
             data["sla"] = SLA.from_dict(data["sla"])
+        if isinstance(data.get("serving"), dict):
+            data["serving"] = ServingSpec.from_dict(data["serving"])
         if "labels" in data:
             data["labels"] = list(data["labels"])
         if data.get("label_descriptions") is None:
@@ -172,8 +216,10 @@ class TaskSpec:
         return cls(**data)
 
     def with_changes(self, **changes: Any) -> TaskSpec:
-        """A copy with ``changes`` applied (``sla``/``general`` accept partial dicts)."""
+        """A copy with ``changes`` applied (``sla``/``general``/``serving`` accept partial dicts)."""
         data = dict(_strict(type(self), changes, f"task {self.name}"))
+        if isinstance(data.get("serving"), dict):
+            data["serving"] = ServingSpec.from_dict({**asdict(self.serving), **data["serving"]})
         if isinstance(data.get("sla"), dict):
             data["sla"] = SLA.from_dict({**asdict(self.sla), **data["sla"]})
         if isinstance(data.get("general"), dict):

@@ -1,0 +1,110 @@
+"""Micro-batching: concurrent requests for one model share one encoder call.
+
+The first request of a batch waits at most ``max_wait_s`` for company, a batch holds at most
+``max_batch`` texts, and the model runs on ``executor`` (one thread: onnxruntime uses the
+cores itself, and the event loop stays free to accept the next batch meanwhile).
+
+    >>> batcher = MicroBatcher(specialist.predict, max_batch=32, max_wait_s=0.002,
+    ...                        executor=executor)
+    >>> label, confidence, seconds = await batcher.submit("where is my card?")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from niche.specialists.base import Predictions
+
+__all__ = ["BatchAnswer", "MicroBatcher"]
+
+
+@dataclass(frozen=True)
+class BatchAnswer:
+    """One text's prediction and its share of the batch's compute time."""
+
+    label: str
+    confidence: float
+    compute_s: float
+    batch_size: int
+
+
+class MicroBatcher:
+    """Collects texts submitted concurrently and predicts them in batches."""
+
+    def __init__(
+        self,
+        predict: Callable[[Sequence[str]], Predictions],
+        *,
+        max_batch: int,
+        max_wait_s: float,
+        executor: Executor | None = None,
+    ) -> None:
+        self.predict = predict
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.executor = executor
+        self._queue: asyncio.Queue[tuple[str, asyncio.Future[BatchAnswer]]] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    async def submit(self, text: str) -> BatchAnswer:
+        """The prediction for ``text``; the model's exception if the batch failed."""
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._run(), name="niche-microbatcher")
+        future: asyncio.Future[BatchAnswer] = asyncio.get_running_loop().create_future()
+        await self._queue.put((text, future))
+        return await future
+
+    async def _run(self) -> None:
+        queue = self._queue
+        if queue is None:  # pragma: no cover - submit creates it first
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await queue.get()]
+            deadline = loop.time() + self.max_wait_s
+            while len(batch) < self.max_batch:
+                if not queue.empty():
+                    batch.append(queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(queue.get(), remaining))
+                except TimeoutError:
+                    break
+            live = [(text, future) for text, future in batch if not future.done()]
+            if not live:
+                continue
+            texts = [text for text, _ in live]
+            started = time.perf_counter()
+            try:
+                predictions = await loop.run_in_executor(self.executor, self.predict, texts)
+            except Exception as exc:  # the model's failure goes to every waiting request
+                for _, future in live:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            seconds = time.perf_counter() - started
+            self.batches += 1
+            share = seconds / len(live)
+            for (_, future), label, confidence in zip(
+                live, predictions.labels, predictions.confidences, strict=True
+            ):
+                if not future.done():
+                    future.set_result(BatchAnswer(label, float(confidence), share, len(live)))
+
+    async def aclose(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None

@@ -1,0 +1,98 @@
+"""Prometheus metrics of one gateway process, per task and route.
+
+``task`` is empty for pass-through requests (their model names are the client's to choose,
+and would make the label set unbounded). The cascade rate is
+``niche_cascaded_total / niche_requests_total`` per task.
+
+    >>> metrics = GatewayMetrics()
+    >>> metrics.observe("banking77", "specialist", 200, 0.004)
+    >>> metrics.render()[:6]
+    b'# HELP'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["CONTENT_TYPE", "GatewayMetrics"]
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class GatewayMetrics:
+    """The gateway's counters and histograms in their own collector registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "niche_requests", "Requests answered.", ["task", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "niche_request_duration_seconds",
+            "Time to answer a request.",
+            ["task", "route"],
+            buckets=_BUCKETS,
+            registry=r,
+        )
+        self.cascaded = Counter(
+            "niche_cascaded", "Task requests the general model was asked for.", ["task"], registry=r
+        )
+        self.invalid = Counter(
+            "niche_general_invalid",
+            "General-model answers that map to no label of the task.",
+            ["task"],
+            registry=r,
+        )
+        self.tokens = Counter(
+            "niche_tokens",
+            "Tokens sent to and received from the general model.",
+            ["task", "direction"],
+            registry=r,
+        )
+        self.cost = Counter(
+            "niche_cost_usd", "Cost of answering, in USD.", ["task", "route"], registry=r
+        )
+        self.shadow = Counter(
+            "niche_shadow",
+            "Shadow comparisons of specialist and general answers.",
+            ["task", "outcome"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "niche_batch_size",
+            "Texts per micro-batch of a specialist.",
+            ["task"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.inflight = Gauge("niche_inflight_requests", "Requests being answered.", registry=r)
+        self.capture_pending = Gauge(
+            "niche_capture_pending", "Traffic records waiting to be written.", registry=r
+        )
+        self.capture_dropped = Gauge(
+            "niche_capture_dropped",
+            "Traffic records dropped (buffer full or redaction failed).",
+            registry=r,
+        )
+        self.circuit_open = Gauge(
+            "niche_upstream_circuit_open",
+            "1 when an upstream's circuit breaker is open.",
+            ["upstream"],
+            registry=r,
+        )
+
+    def observe(self, task: str | None, route: str, status: int, seconds: float) -> None:
+        task = task or ""
+        self.requests.labels(task, route, str(status)).inc()
+        self.latency.labels(task, route).observe(seconds)
+
+    def bind_capture(self, pending: Callable[[], float], dropped: Callable[[], float]) -> None:
+        self.capture_pending.set_function(pending)
+        self.capture_dropped.set_function(dropped)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,210 @@
+"""The OpenAI wire format: request checks, chat completions, SSE chunks and error bodies.
+
+Only what the gateway needs is checked (the model, the messages, ``stream``); every other
+field passes through to the general model untouched.
+
+    >>> request = parse_chat_request(b'{"model": "banking77", "messages": '
+    ...                              b'[{"role": "user", "content": "card?"}]}')
+    >>> last_user_text(request["messages"])
+    'card?'
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import orjson
+
+from niche.errors import (
+    AuthenticationError,
+    BudgetExceededError,
+    NicheError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestError,
+    UpstreamError,
+)
+
+__all__ = [
+    "chat_completion",
+    "completion_chunks",
+    "error_response",
+    "last_user_text",
+    "new_completion_id",
+    "parse_chat_request",
+    "parse_json_object",
+]
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """``body`` parsed as a JSON object, or a 400 naming what is wrong."""
+    if not body:
+        raise RequestError("the request body is empty; send a JSON object")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RequestError(f"the request body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def parse_chat_request(body: bytes) -> dict[str, Any]:
+    """A chat-completion request, checked as far as routing needs."""
+    data = parse_json_object(body)
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError("'model' must be a non-empty string", param="model")
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("'messages' must be a non-empty array", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise RequestError(f"messages[{i}] must be an object", param=f"messages[{i}]")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise RequestError(
+                f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}, got {role!r}",
+                param=f"messages[{i}].role",
+            )
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise RequestError(
+                f"messages[{i}].content must be a string or an array of parts",
+                param=f"messages[{i}].content",
+            )
+    stream = data.get("stream", False)
+    if not isinstance(stream, bool):
+        raise RequestError("'stream' must be true or false", param="stream")
+    return data
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict)
+            and part.get("type") == "text"
+            and isinstance(part.get("text"), str)
+        )
+    return ""
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    """The text a task classifies: the last user message (its text parts, joined)."""
+    for i in range(len(messages) - 1, -1, -1):
+        if messages[i].get("role") == "user":
+            text = _content_text(messages[i].get("content")).strip()
+            if not text:
+                raise RequestError(
+                    f"messages[{i}] (the last user message) has no text to classify",
+                    param=f"messages[{i}].content",
+                )
+            return text
+    raise RequestError("a task request needs a user message to classify", param="messages")
+
+
+def new_completion_id() -> str:
+    return "chatcmpl-" + uuid.uuid4().hex
+
+
+def chat_completion(
+    *,
+    completion_id: str,
+    model: str,
+    content: str,
+    usage: dict[str, int],
+    niche: dict[str, Any],
+    created: int | None = None,
+) -> dict[str, Any]:
+    """A ``chat.completion`` object; ``niche`` is an extra top-level field SDKs keep."""
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()) if created is None else created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": usage,
+        "niche": niche,
+    }
+
+
+def completion_chunks(completion: dict[str, Any]) -> bytes:
+    """``completion`` as the SSE stream a ``stream: true`` client expects, ``[DONE]`` included."""
+    base = {
+        "id": completion["id"],
+        "object": "chat.completion.chunk",
+        "created": completion["created"],
+        "model": completion["model"],
+    }
+    content = completion["choices"][0]["message"]["content"]
+    chunks = [
+        {
+            **base,
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"role": "assistant", "content": content},
+                    "finish_reason": None,
+                }
+            ],
+            "niche": completion["niche"],
+        },
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    return b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks) + (
+        b"data: [DONE]\n\n"
+    )
+
+
+def _error_type(exc: NicheError) -> tuple[str, str | None]:
+    if isinstance(exc, BudgetExceededError):
+        return "insufficient_quota", "insufficient_quota"
+    if isinstance(exc, RateLimitError):
+        return "rate_limit_error", "rate_limit_exceeded"
+    if isinstance(exc, AuthenticationError):
+        return "authentication_error", "invalid_api_key"
+    if isinstance(exc, PermissionDeniedError):
+        return "permission_error", "insufficient_scope"
+    if isinstance(exc, NotFoundError):
+        return "invalid_request_error", "model_not_found"
+    if isinstance(exc, UpstreamError):
+        return "api_error", "upstream_error"
+    if exc.http_status < 500:
+        return "invalid_request_error", None
+    return "server_error", None
+
+
+def error_response(exc: NicheError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The status, OpenAI-style JSON body and extra headers for ``exc``."""
+    kind, code = _error_type(exc)
+    if isinstance(exc, RequestError) and exc.code:
+        code = exc.code
+    body = {
+        "error": {
+            "message": exc.message,
+            "type": kind,
+            "param": getattr(exc, "param", None),
+            "code": code,
+        }
+    }
+    headers: list[tuple[bytes, bytes]] = []
+    retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is not None:
+        headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
+    return exc.http_status, orjson.dumps(body), headers

@@ -1,0 +1,121 @@
+"""A test double of a vendor's OpenAI-compatible API (the only thing the gateway tests fake).
+
+It runs a real HTTP server (aiohttp) on 127.0.0.1 in a thread, answers chat completions with
+``answer(prompt)``, streams SSE when asked, and can be slowed down or made to fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class FakeVendorAPI:
+    """``base_url`` is ``http://127.0.0.1:<port>/v1``; ``requests`` holds the bodies received."""
+
+    def __init__(self, answer: Callable[[str], str] = lambda prompt: "spam") -> None:
+        self.answer = answer
+        self.delay_s = 0.0
+        self.fail_status: int | None = None
+        self.requests: list[dict[str, Any]] = []
+        self.authorization: list[str | None] = []
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> FakeVendorAPI:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the fake vendor API did not start")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    async def _stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        self._runner = web.AppRunner(app)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        self._loop.run_until_complete(site.start())
+        self._ready.set()
+        self._loop.run_forever()
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        self.requests.append(body)
+        self.authorization.append(request.headers.get("Authorization"))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.fail_status is not None:
+            return web.json_response(
+                {"error": {"message": "vendor failure", "type": "server_error"}},
+                status=self.fail_status,
+            )
+        prompt = body["messages"][-1]["content"]
+        content = self.answer(prompt)
+        created = int(time.time())
+        base = {"id": "chatcmpl-fake", "created": created, "model": body["model"]}
+        usage = {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
+        if not body.get("stream"):
+            return web.json_response(
+                {
+                    **base,
+                    "object": "chat.completion",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": content},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        words = content.split(" ")
+        for i, word in enumerate(words):
+            chunk = {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"content": word if i == 0 else " " + word},
+                        "finish_reason": None,
+                    }
+                ],
+            }
+            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            await asyncio.sleep(0.01)
+        final = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+        await response.write(b"data: " + orjson.dumps(final) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
