@@ -77,7 +77,7 @@ class FakeVendorAPI:
                 {"error": {"message": "vendor failure", "type": "server_error"}},
                 status=self.fail_status,
             )
-        prompt = body["messages"][-1]["content"]
+        prompt = str(body["messages"][-1].get("content"))
         content = self.answer(prompt)
         created = int(time.time())
         base = {"id": "chatcmpl-fake", "created": created, "model": body["model"]}

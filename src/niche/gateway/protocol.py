@@ -67,7 +67,7 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
         if not isinstance(message, dict):
             raise RequestError(f"messages[{i}] must be an object", param=f"messages[{i}]")
         role = message.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise RequestError(
                 f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}, got {role!r}",
                 param=f"messages[{i}].role",
