@@ -406,6 +406,9 @@ def test_openai_style_errors_never_500(settings_for):
         assert status == 200 and json.loads(ready)["tasks"] == {TASK: {"champion": 1}}
         status, _, models = _get(f"{url}/v1/models")
         assert [m["id"] for m in json.loads(models)["data"]] == [TASK]
+    # Requests that parsed but failed are traffic too; malformed ones are not.
+    failed = [(r.model, r.route, r.status) for r in _registry(settings).list_traffic()]
+    assert failed == [(TASK, "error", 400), ("no-such-model", "error", 404)]
 
 
 def test_capture_can_be_turned_off_per_task_and_redacted(settings_for, monkeypatch, tmp_path):
@@ -436,3 +439,94 @@ def test_capture_can_be_turned_off_per_task_and_redacted(settings_for, monkeypat
     records = _registry(settings).list_traffic(TASK)
     assert len(records) == before
     assert records[0].input == "[redacted]"
+
+
+def test_low_confidence_without_an_upstream_cascades_to_the_offline_zero_shot_model(
+    settings_for,
+):
+    settings = settings_for()
+    with _registry(settings) as registry:
+        registry.update_task(TASK, cascade_threshold=1.0)
+    with running(Gateway(settings)) as url:
+        headers, completion = _ask(_client(url), SPAM)
+        assert headers["x-niche-route"] == "general"
+        assert completion.choices[0].message.content in {"ham", "spam"}
+        assert completion.model_extra["niche"]["general_label"] == (
+            completion.choices[0].message.content
+        )
+
+
+def test_over_the_concurrency_limit_gets_429_with_retry_after(settings_for):
+    with FakeVendorAPI(answer=lambda prompt: "slow") as vendor:
+        vendor.delay_s = 1.0
+        settings = settings_for(
+            general_base_url=vendor.base_url,
+            general_model="vendor-model",
+            gateway_max_concurrency=1,
+        )
+        body = {"model": "vendor-model", "messages": [{"role": "user", "content": "hi"}]}
+        with running(Gateway(settings)) as url:
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                first = pool.submit(_post, f"{url}/v1/chat/completions", body)
+                import time
+
+                time.sleep(0.3)
+                second = pool.submit(_post, f"{url}/v1/chat/completions", body)
+                results = [first.result(), second.result()]
+    assert results[0][0] == 200
+    status, headers, payload = results[1]
+    assert status == 429 and headers["retry-after"] == "1"
+    assert payload["error"]["type"] == "rate_limit_error"
+
+
+def test_admin_alias_moves_need_a_passed_gate_or_force(settings_for):
+    settings = settings_for()
+    with running(Gateway(settings)) as url:
+        route = f"{url}/v1/admin/tasks/{TASK}/aliases/champion"
+        request = urllib.request.Request(
+            route,
+            data=json.dumps({"version": 2, "reason": "rollforward"}).encode(),
+            method="PUT",
+            headers={"content-type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        error = json.loads(refused.value.read())["error"]
+        assert refused.value.code == 400 and error["code"] == "gate_required"
+
+        forced = urllib.request.Request(
+            route,
+            data=json.dumps(
+                {"version": 2, "reason": "hotfix", "force": True, "expected_current": 1}
+            ).encode(),
+            method="PUT",
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(forced, timeout=30) as response:
+            event = json.loads(response.read())
+        assert (event["from_version"], event["to_version"], event["actor"]) == (
+            1,
+            2,
+            "api:local",
+        )
+        _, _, body = _post(f"{url}/v1/tasks/{TASK}/predict", {"inputs": [HAM]})
+        assert body["predictions"][0]["model_version"] == 2  # no restart, no wait
+
+        status, _, aliases = _get(f"{url}/v1/admin/tasks/{TASK}/aliases")
+        assert status == 200 and json.loads(aliases)["aliases"] == {"champion": 2}
+
+
+def test_serve_plan_binds_loopback_until_a_key_exists(settings_for):
+    from niche.gateway.server import plan
+
+    settings = settings_for()
+    decided = plan(settings, host="0.0.0.0", port=8000, workers=2)
+    assert decided.host == "127.0.0.1"
+    assert "serving on 127.0.0.1 only" in decided.notices[0]
+    with _registry(settings) as registry:
+        registry.create_key(scope="inference")
+    assert plan(settings, host="0.0.0.0", port=8000, workers=2).host == "0.0.0.0"
+    from niche.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="--workers"):
+        plan(settings, host="127.0.0.1", port=8000, workers=0)

@@ -673,11 +673,24 @@ class Gateway:
         data = parse_chat_request(body)
         model = data["model"]
         state = self.portfolio.get(model)
-        if state is None:
-            await self._passthrough(request, send, body, data, key)
-            return
-        text = last_user_text(data["messages"])
-        answer = await self.answer(state, text, key, request)
+        try:
+            if state is None:
+                await self._passthrough(request, send, body, data, key)
+                return
+            text = last_user_text(data["messages"])
+            answer = await self.answer(state, text, key, request)
+        except NicheError as exc:
+            # A failed request is traffic too (the monitor counts errors per task).
+            self._record(
+                state=state,
+                model=model,
+                route="error",
+                input=data["messages"],
+                status=exc.http_status,
+                started=request.started,
+                key=key,
+            )
+            raise
         completion_id = new_completion_id()
         completion = chat_completion(
             completion_id=completion_id,
