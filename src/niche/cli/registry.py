@@ -491,6 +491,13 @@ def keys_revoke(
 # -- traffic -----------------------------------------------------------------------------
 
 
+def _answered(record: dict[str, Any]) -> str | None:
+    """The answer the client got: the general model's on general routes, else the specialist's."""
+    if record["route"] in ("general", "general-fallback", "passthrough"):
+        return record["general_label"] or record["general_answer"]
+    return record["specialist_label"]
+
+
 @app.command("traffic")
 def traffic_command(
     task: Annotated[str | None, typer.Argument(help="Only this task's requests.")] = None,
@@ -524,14 +531,26 @@ def traffic_command(
         return
     _table(
         "traffic",
-        ["at", "task", "model", "route", "label", "confidence", "ms", "cost $", "status"],
+        [
+            "at",
+            "task",
+            "model",
+            "version",
+            "route",
+            "answer",
+            "confidence",
+            "ms",
+            "cost $",
+            "status",
+        ],
         [
             [
                 r["at"],
                 r["task"],
                 r["model"],
-                r["route"],
-                r["specialist_label"] or r["general_label"],
+                f"v{r['model_version']} {r['alias'] or ''}".strip() if r["model_version"] else "",
+                r["route"] + (" +shadow" if r["shadow"] else ""),
+                _answered(r),
                 r["specialist_confidence"],
                 f"{r['latency_ms']:.1f}",
                 f"{r['cost_usd']:.6f}",
