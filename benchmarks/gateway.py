@@ -22,12 +22,16 @@ limits it. Measured, one after another (each server alone on core 0):
   created first in a throwaway NICHE_HOME by niche's quickstart on the sms_spam catalog dataset
   (curate, train, evaluate, gate; ~1.5 min), unless --niche-home names a prepared one.
 
-Each measurement follows an unrecorded 1 s warm-up at the same concurrency. A non-2xx status or
-a transport error makes that measurement, and the run, invalid (exit status 1). Writes
-benchmarks/results/gateway.json (rps, p50/p99, added latency, ratios niche / LiteLLM, versions,
-commit, CPU, date) and prints a short table. Needs `hey` on PATH (Debian: apt-get install hey),
-`taskset` (util-linux), network access to PyPI the first time (LiteLLM's virtualenv), and the
-catalog dataset under NICHE_DATASETS (default ../shared/datasets).
+Each measurement follows an unrecorded 1 s warm-up at the same concurrency, and records how busy
+the CPUs were for 1 s before it, servers idle (`background_cpu_busy_pct`, a warning above 10 %):
+other work on the machine, e.g. a test suite, skews every figure; run it on a quiet machine.
+A non-2xx status or a transport error makes that measurement, and the run, invalid (exit
+status 1; 2 when a server fails to start). Writes benchmarks/results/gateway.json (rps, p50/p99,
+added latency, ratios niche / LiteLLM, versions, commit, CPU, date) and prints a short table.
+
+Needs `hey` on PATH (Debian: apt-get install hey), `taskset` (util-linux), PyPI the first time
+(LiteLLM's virtualenv), and the catalog dataset under NICHE_DATASETS (../shared/datasets when
+unset). Options: --duration S, --quick, --niche-home DIR (reuse a prepared task), --niche-bin.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ LITELLM_MASTER_KEY = "sk-bench-master"
 SUT_CORE, CLIENT_CORE = "0", "1"
 CONCURRENCY = (1, 16)
 WARMUP_S = 1
+BUSY_WARNING_PCT = 10.0
 TASK = "sms_spam"
 MODEL = "bench-model"
 PASS_THROUGH_BODY = {
@@ -73,6 +78,7 @@ PASS_THROUGH_BODY = {
 SMS = "Running late, be there in 10. Can you order me a flat white?"
 TASK_BODY = {"model": TASK, "messages": [{"role": "user", "content": SMS}]}
 CHAT_PATH = "/v1/chat/completions"
+STUB_ANSWER = "ok"  # what benchmarks/stub_upstream.py always answers
 
 
 class BenchmarkError(RuntimeError):
@@ -129,7 +135,7 @@ class Server:
             text = self.log.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return {"count": 0, "lines": []}
-        pattern = re.compile(r"Traceback|\bERROR\b|Error:|Exception|\b5\d\d\b")
+        pattern = re.compile(r'Traceback|\bERROR\b|Error:|Exception|HTTP/1\.[01]" 5\d\d')
         hits = [line.strip() for line in text.splitlines() if pattern.search(line)]
         return {"count": len(hits), "lines": hits[:limit]}
 
@@ -211,7 +217,10 @@ def check_answer(
         raise BenchmarkError(
             f"{name}: POST {url} with {json.dumps(body)} answered HTTP {status}: {content[:500]!r}"
         )
-    return {"status": status, "content": answer, "model": payload.get("model"), "bytes": content}
+    sample = {"status": status, "content": answer, "model": payload.get("model")}
+    if "niche" in payload:  # niche's own account of how it answered (route, confidence, …)
+        sample["niche"] = payload["niche"]
+    return {**sample, "bytes": len(content)}
 
 
 # -- load ------------------------------------------------------------------------------------
@@ -268,6 +277,22 @@ def parse_hey(text: str) -> dict[str, Any]:
     }
 
 
+def cpu_busy_pct(seconds: float = 1.0) -> float | None:
+    """How busy all CPUs were over the next ``seconds`` (/proc/stat), in percent."""
+
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(100 * (1 - (idle1 - idle0) / max(total1 - total0, 1)), 1)
+
+
 def measure(
     name: str,
     url: str,
@@ -277,11 +302,19 @@ def measure(
 ) -> dict[str, dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for concurrency in CONCURRENCY:
+        # Other work on the machine skews every figure: measure it while the servers idle.
+        background = cpu_busy_pct()
+        if background is not None and background > BUSY_WARNING_PCT:
+            print(f"  warning: the CPUs were {background} % busy before this run", flush=True)
         hey(url, body, concurrency, WARMUP_S, headers)
         row = hey(url, body, concurrency, duration_s, headers)
         if row["p99_ms"] is None and row["p99_is_slowest"]:
             row["p99_ms"] = row["slowest_ms"]
-        rows[f"c{concurrency}"] = {"concurrency": concurrency, **row}
+        rows[f"c{concurrency}"] = {
+            "concurrency": concurrency,
+            **row,
+            "background_cpu_busy_pct": background,
+        }
         flag = "" if row["valid"] else f"  INVALID: {row['status_codes']} {row['errors']}"
         print(
             f"  {name:20s} c={concurrency:<3d} {row['rps'] or 0:10.1f} req/s  "
@@ -356,33 +389,44 @@ def datasets_dir() -> str:
     return os.environ.get("NICHE_DATASETS") or str(ROOT.parent / "shared" / "datasets")
 
 
-def prepare_task(home: Path) -> dict[str, Any]:
-    """Give ``home`` a `sms_spam` task with a champion (quickstart), unless it has one."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+def prepare_task(niche_bin: Path, env: Mapping[str, str], home: Path) -> dict[str, Any]:
+    """Give ``home`` a `sms_spam` task with a champion (quickstart), unless it has one.
+
+    `niche quickstart` runs in its own process, so that none of its threads, caches or memory
+    stay behind in this one while the servers are measured.
+    """
     from niche.errors import NicheError
-    from niche.pipeline import DataSpec
-    from niche.quickstart import quickstart
     from niche.registry.store import Registry
     from niche.settings import Settings
 
-    environ = {**os.environ, "NICHE_HOME": str(home), "NICHE_DATASETS": datasets_dir()}
-    settings = Settings(environ)
     with contextlib.suppress(NicheError):
-        champion = Registry(settings=settings).get_alias(TASK, "champion")
+        champion = Registry(settings=Settings(env)).get_alias(TASK, "champion")
         if champion is not None:
             print(f"task {TASK} already has champion v{champion.version} in {home}", flush=True)
             return {"task": TASK, "model_version": champion.version, "prepared": "reused"}
     print(f"preparing task {TASK} in {home} (niche quickstart: curate, train, gate) …", flush=True)
     started = time.perf_counter()
-    result = quickstart(DataSpec(dataset=TASK), settings)
-    if not (result.promotion.moved or result.promotion.already):
-        raise BenchmarkError(f"quickstart did not promote a champion for {result.task}")
+    done = subprocess.run(
+        [str(niche_bin), "quickstart", "--dataset", TASK, "--json"],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchmarkError(
+            f"`niche quickstart --dataset {TASK}` failed ({done.returncode}): "
+            f"{done.stderr.strip()[-1000:]}"
+        )
+    report = json.loads(done.stdout)
+    gate = report["gate"]
+    if report["registry"]["task"] != TASK or not (gate["moved"] or gate["already"]):
+        raise BenchmarkError(f"quickstart did not promote a champion for {TASK}: {gate}")
     return {
-        "task": result.task,
-        "model_version": result.model.version,
-        "test_accuracy": round(result.evaluation.specialist.accuracy, 4),
-        "prepared": "quickstart",
+        "task": TASK,
+        "model_version": report["registry"]["model_version"],
+        "test_accuracy": round(report["specialist"]["accuracy"], 4),
+        "prepared": "niche quickstart",
         "prepare_s": round(time.perf_counter() - started, 1),
     }
 
@@ -429,8 +473,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="niche-gateway-bench-") as tmp:
         workdir = Path(tmp)
         home = Path(args.niche_home).resolve() if args.niche_home else workdir / "niche-home"
+        niche_env = {**base_env, "NICHE_HOME": str(home), "NICHE_DATASETS": datasets_dir()}
         if niche_missing is None:
-            task_info = prepare_task(home)  # before any server: it uses both cores
+            task_info = prepare_task(niche_bin, niche_env, home)  # before any server: 2 cores
 
         stub_port = free_port()
         stub_argv = ["taskset", "-c", CLIENT_CORE, python, str(STUB), "--port", str(stub_port)]
@@ -466,9 +511,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 port = free_port()
                 env = {
-                    **base_env,
-                    "NICHE_HOME": str(home),
-                    "NICHE_DATASETS": datasets_dir(),
+                    **niche_env,
                     "NICHE_GENERAL_BASE_URL": f"{stub_url}/v1",
                     "NICHE_GENERAL_MODEL": MODEL,
                 }
@@ -481,7 +524,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     wait_ready(server, url + CHAT_PATH, timeout=120, body=TASK_BODY)
                     pass_sample = check_answer("niche", url + CHAT_PATH, PASS_THROUGH_BODY, {})
                     task_sample = check_answer("niche", url + CHAT_PATH, TASK_BODY, {})
-                    if task_sample["content"] == samples["litellm"]["content"]:
+                    if task_sample["content"] == STUB_ANSWER:
                         raise BenchmarkError(
                             f"niche answered model {TASK!r} with the upstream stub's answer "
                             f"{task_sample['content']!r}: the task path was not taken"
@@ -501,9 +544,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name, rows in systems.items():
         if name != "stub-direct":
             added(rows, systems["stub-direct"])
-    for sample in samples.values():
-        if isinstance(sample, dict):
-            sample["bytes"] = len(sample["bytes"])
     invalid = sorted(
         f"{name} {key}"
         for name, rows in systems.items()

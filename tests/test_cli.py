@@ -70,6 +70,29 @@ def test_help_starts_without_importing_heavy_libraries():
     assert "quickstart" in help_run.stdout
 
 
+def _command_paths() -> list[list[str]]:
+    import typer
+
+    paths: list[list[str]] = []
+
+    def walk(command: object, path: list[str]) -> None:
+        paths.append(path)
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    return paths
+
+
+def test_every_commands_help_renders():
+    paths = _command_paths()
+    assert ["serve"] in paths and ["keys", "create"] in paths
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output, result.exception)
+
+
 def test_settings_json_lists_values_and_sources(cli_env):
     table = _json(runner.invoke(app, ["settings", "--json"]))
     by_name = {row["name"]: row for row in table}

@@ -98,11 +98,18 @@ def _client(url: str, key: str = "local") -> openai.OpenAI:
 
 
 def test_sdk_task_requests_specialist_answers_and_low_confidence_cascades_to_fake_vendor(
-    settings_for,
+    settings_for, monkeypatch, caplog
 ):
     settings = settings_for()
+    monkeypatch.setenv("VENDOR_KEY_FOR_TEST", "sk-vendor-secret")
+    caplog.set_level("DEBUG")
     with FakeVendorAPI(answer=lambda prompt: "Spam.") as vendor:
-        _set_general(settings, vendor, price_input_per_1m_tokens_usd=1.0)
+        _set_general(
+            settings,
+            vendor,
+            price_input_per_1m_tokens_usd=1.0,
+            api_key_env="VENDOR_KEY_FOR_TEST",
+        )
         with running(Gateway(settings)) as url:
             client = _client(url)
             headers, completion = _ask(client, SPAM)
@@ -123,6 +130,8 @@ def test_sdk_task_requests_specialist_answers_and_low_confidence_cascades_to_fak
             prompt = vendor.requests[-1]["messages"][0]["content"]
             assert HAM in prompt and "ham, spam" in prompt
             assert vendor.requests[-1]["model"] == "vendor-model"
+            assert vendor.authorization[-1] == "Bearer sk-vendor-secret"
+    assert "sk-vendor-secret" not in caplog.text
     records = _registry(settings).list_traffic(TASK)
     assert [r.route for r in records][:1] == ["specialist"]
     general = records[-1]

@@ -40,7 +40,7 @@ T = TypeVar("T")
 DatasetOpt = Annotated[
     str | None,
     typer.Option(
-        "--dataset", "-d", help="Catalog dataset: banking77, clinc150[/DOMAIN], sms_spam."
+        "--dataset", "-d", help="Catalog dataset: banking77, clinc150 or clinc150/DOMAIN, sms_spam."
     ),
 ]
 DataOpt = Annotated[

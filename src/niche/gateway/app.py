@@ -16,7 +16,6 @@ import logging
 import math
 import random
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ from niche.gateway.protocol import (
     error_response,
     last_user_text,
     new_completion_id,
+    new_request_id,
     parse_chat_request,
     parse_json_object,
 )
@@ -403,7 +403,11 @@ class Gateway:
         status, body, headers = error_response(exc)
         if status_405:
             status = 405
-        await _send(send, status, body, headers)
+        try:
+            await _send(send, status, body, headers)
+        except (RuntimeError, OSError) as send_failed:
+            # The response had started (a stream broke) or the client left: nothing to send.
+            log.info("gateway: could not send the error %r: %s", exc.message, send_failed)
 
     # -- auth ------------------------------------------------------------------------------
 
@@ -659,11 +663,12 @@ class Gateway:
                 cost_usd=a.cost_usd if a else cost_usd,
             )
 
+        # ``build`` runs in the capture writer's thread, off the request path.
         if answer is not None and answer.shadow is not None:
-            # Stored once the shadow call is done, with the general model's answer.
-            answer.shadow.add_done_callback(lambda _: self.capture.submit(build(), spend=spend))
+            # Queued once the shadow call is done, with the general model's answer.
+            answer.shadow.add_done_callback(lambda _: self.capture.submit(build, spend=spend))
         else:
-            self.capture.submit(build(), spend=spend)
+            self.capture.submit(build, spend=spend)
 
     # -- OpenAI-compatible routes ----------------------------------------------------------
 
@@ -734,7 +739,7 @@ class Gateway:
                 f"model {model!r} is not a task of this gateway (tasks: {known}), and no "
                 "general model is configured to pass it through to (NICHE_GENERAL_BASE_URL)"
             )
-        request_id = ("req-" + uuid.uuid4().hex).encode()
+        request_id = new_request_id("req-").encode()
         if data.get("stream"):
             await self._passthrough_stream(request, send, body, data, key, request_id)
             return

@@ -1,6 +1,7 @@
 """Micro-batching: concurrent requests for one model share one encoder call.
 
-The first request of a batch waits at most ``max_wait_s`` for company, a batch holds at most
+The first request of a batch waits at most ``max_wait_s`` for company (only while traffic is
+concurrent: after a batch of one, a lone request is not kept waiting), a batch holds at most
 ``max_batch`` texts, and the model runs on ``executor`` (one thread: onnxruntime uses the
 cores itself, and the event loop stays free to accept the next batch meanwhile).
 
@@ -51,6 +52,7 @@ class MicroBatcher:
         self._queue: asyncio.Queue[tuple[str, asyncio.Future[BatchAnswer]]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0
+        self._last_batch = 0
 
     async def submit(self, text: str) -> BatchAnswer:
         """The prediction for ``text``; the model's exception if the batch failed."""
@@ -69,7 +71,8 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         while True:
             batch = [await queue.get()]
-            deadline = loop.time() + self.max_wait_s
+            wait_s = self.max_wait_s if self._last_batch > 1 else 0.0
+            deadline = loop.time() + wait_s
             while len(batch) < self.max_batch:
                 if not queue.empty():
                     batch.append(queue.get_nowait())
@@ -82,6 +85,7 @@ class MicroBatcher:
                 except TimeoutError:
                     break
             live = [(text, future) for text, future in batch if not future.done()]
+            self._last_batch = len(live)
             if not live:
                 continue
             texts = [text for text, _ in live]

@@ -19,12 +19,14 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 
 if TYPE_CHECKING:
     from niche.registry.store import Registry, TrafficRecord
 
-__all__ = ["CaptureWriter"]
+__all__ = ["CaptureWriter", "Pending"]
+
+Pending = Union["TrafficRecord", Callable[[], "TrafficRecord"]]
 
 log = logging.getLogger("niche.gateway")
 
@@ -49,7 +51,7 @@ class CaptureWriter:
         self.flush_s = flush_s
         self.redact = redact
         self.on_flush = on_flush
-        self._records: list[TrafficRecord] = []
+        self._records: list[Pending] = []
         self._spend: defaultdict[int, float] = defaultdict(float)
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -66,27 +68,39 @@ class CaptureWriter:
         """Spend of ``key_id`` not yet written to the database."""
         return self._spend.get(key_id, 0.0)
 
-    def submit(
-        self, record: TrafficRecord | None, *, spend: tuple[int, float] | None = None
-    ) -> None:
-        """Queue ``record`` (None: spend only) and add ``spend`` = (key id, usd) to a key."""
+    def submit(self, record: Pending | None, *, spend: tuple[int, float] | None = None) -> None:
+        """Queue ``record`` (None: spend only) and add ``spend`` = (key id, usd) to a key.
+
+        ``record`` may be a zero-argument callable building the record: it is called, and
+        the redaction hook applied, in the writer's thread, off the request path.
+        """
         if record is not None:
-            if self.redact is not None:
-                try:
-                    record = self.redact(record)
-                except Exception:
-                    # Never store what the redaction hook was meant to clean.
-                    log.exception("traffic capture: the redaction hook failed; record dropped")
-                    self.dropped += 1
-                    record = None
-            if record is not None:
-                self._records.append(record)
-                if len(self._records) > MAX_PENDING:
-                    overflow = len(self._records) - MAX_PENDING
-                    del self._records[:overflow]
-                    self.dropped += overflow
+            self._records.append(record)
+            if len(self._records) > MAX_PENDING:
+                overflow = len(self._records) - MAX_PENDING
+                del self._records[:overflow]
+                self.dropped += overflow
         if spend is not None and spend[1] > 0:
             self._spend[spend[0]] += spend[1]
+
+    def _prepare(self, batch: list[Pending]) -> list[TrafficRecord]:
+        records = []
+        for pending in batch:
+            try:
+                record: TrafficRecord | None = pending() if callable(pending) else pending
+                if self.redact is not None and record is not None:
+                    record = self.redact(record)
+            except Exception:
+                # Never store what the redaction hook was meant to clean.
+                log.exception("traffic capture: building or redacting a record failed; dropped")
+                self.dropped += 1
+                continue
+            if record is not None:
+                records.append(record)
+        return records
+
+    def _write(self, batch: list[Pending]) -> None:
+        self.registry.record_traffic(self._prepare(batch))
 
     def start(self) -> None:
         self._wake = asyncio.Event()
@@ -112,7 +126,7 @@ class CaptureWriter:
             try:
                 while self._records:
                     batch = self._records[:BATCH]
-                    await asyncio.to_thread(self.registry.record_traffic, batch)
+                    await asyncio.to_thread(self._write, batch)
                     del self._records[: len(batch)]
                     written += len(batch)
                     self.written += len(batch)

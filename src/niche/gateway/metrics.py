@@ -13,6 +13,7 @@ and would make the label set unbounded). The cascade rate is
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -27,6 +28,7 @@ class GatewayMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         r = self.registry
         self.requests = Counter(
             "niche_requests", "Requests answered.", ["task", "route", "status"], registry=r
@@ -86,9 +88,17 @@ class GatewayMetrics:
         )
 
     def observe(self, task: str | None, route: str, status: int, seconds: float) -> None:
-        task = task or ""
-        self.requests.labels(task, route, str(status)).inc()
-        self.latency.labels(task, route).observe(seconds)
+        key = (task or "", route, status)
+        children = self._children.get(key)
+        if children is None:
+            # labels() validates and locks on every call: look each series up once.
+            children = (
+                self.requests.labels(key[0], route, str(status)),
+                self.latency.labels(key[0], route),
+            )
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def bind_capture(self, pending: Callable[[], float], dropped: Callable[[], float]) -> None:
         self.capture_pending.set_function(pending)

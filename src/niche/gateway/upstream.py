@@ -95,6 +95,9 @@ class UpstreamReply:
             ) from None
 
 
+_PLAIN_HEADERS = {"content-type": "application/json"}
+
+
 class Upstream:
     """One OpenAI-compatible endpoint; ``complete`` and ``stream`` post chat completions."""
 
@@ -117,21 +120,22 @@ class Upstream:
         self.name = f"{spec.model} at {spec.base_url}"
         self._environ = os.environ if environ is None else environ
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
 
     def __repr__(self) -> str:
         return f"Upstream({self.name!r})"
 
     def _headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json"}
-        if self.spec.api_key_env:
-            key = self._environ.get(self.spec.api_key_env)
-            if not key:
-                raise UpstreamError(
-                    f"general model {self.name}: environment variable "
-                    f"{self.spec.api_key_env} (its API key) is not set"
-                )
-            headers["authorization"] = f"Bearer {key}"
-        return headers
+        if not self.spec.api_key_env:
+            return _PLAIN_HEADERS
+        # Read at each call, so a rotated key is picked up without a restart.
+        key = self._environ.get(self.spec.api_key_env)
+        if not key:
+            raise UpstreamError(
+                f"general model {self.name}: environment variable "
+                f"{self.spec.api_key_env} (its API key) is not set"
+            )
+        return {**_PLAIN_HEADERS, "authorization": f"Bearer {key}"}
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -167,11 +171,11 @@ class Upstream:
         self.breaker.before(self.name)
         headers = self._headers()
         try:
+            timeout = self._timeouts.get(timeout_s)
+            if timeout is None:
+                timeout = self._timeouts[timeout_s] = aiohttp.ClientTimeout(total=timeout_s)
             async with self._client().post(
-                self.url,
-                data=body,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
+                self.url, data=body, headers=headers, timeout=timeout
             ) as response:
                 payload = await response.read()
                 status = response.status

@@ -580,6 +580,51 @@ def _traffic_values(record: TrafficRecord, now: datetime) -> dict[str, Any]:
     return values
 
 
+_TRAFFIC_COLUMNS: Final = (*_TRAFFIC_FIELDS, "at")
+
+
+def _insert_traffic(connection: Any, rows: list[dict[str, Any]]) -> None:
+    """One executemany of ``rows`` (checked by :func:`_traffic_values`).
+
+    The gateway writes every request it answers, so this is a hot path: on SQLite and
+    PostgreSQL the values are bound as the driver takes them (JSON as text, times as the
+    backend stores them), skipping SQLAlchemy's per-row type processing, which cost ~4x the
+    insert itself. Other backends take the portable Core insert.
+    """
+    backend = connection.dialect.name
+    if backend not in ("sqlite", "postgresql"):
+        table = Base.metadata.tables[TrafficRow.__tablename__]
+        connection.execute(insert(table), rows)
+        return
+    columns = ", ".join(_TRAFFIC_COLUMNS)
+    if backend == "sqlite":
+        marks = ", ".join("?" for _ in _TRAFFIC_COLUMNS)
+
+        def at(value: datetime) -> Any:
+            # As UTCDateTime + SQLite's DATETIME store it: naive UTC, microseconds.
+            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+        input_mark = "?"
+    else:
+        marks = ", ".join("%s" for _ in _TRAFFIC_COLUMNS)
+
+        def at(value: datetime) -> Any:
+            return value
+
+        input_mark = "CAST(%s AS JSON)"
+    index = _TRAFFIC_COLUMNS.index("input")
+    parts = marks.split(", ")
+    parts[index] = input_mark
+    sql = f"INSERT INTO traffic_records ({columns}) VALUES ({', '.join(parts)})"
+    params = []
+    for row in rows:
+        values = [row[name] for name in _TRAFFIC_COLUMNS]
+        values[index] = db.json_dumps(values[index])
+        values[-1] = at(values[-1])
+        params.append(tuple(values))
+    connection.exec_driver_sql(sql, params)
+
+
 def parse_since(text: str, now: datetime) -> datetime:
     """A point in time from ISO-8601 or a duration before ``now`` (``30s``, ``15m``, ``1h``,
     ``2d``, ``1w``); an ISO time without an offset is read as UTC.
@@ -1402,9 +1447,7 @@ class Registry:
         rows = [_traffic_values(record, now) for record in records]
         with self._session(write=True) as session:
             try:
-                # Core, not ORM, bulk insert: the ORM splits a batch wherever None fields differ.
-                table = Base.metadata.tables[TrafficRow.__tablename__]
-                session.connection().execute(insert(table), rows)
+                _insert_traffic(session.connection(), rows)
             except IntegrityError as exc:
                 # The only constraint a valid record can break is its key_id.
                 raise NotFoundError(

@@ -1,0 +1,170 @@
+"""The gateway's parts on their own: answer mapping, prompts, breaker, batcher, errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import orjson
+import pytest
+
+from niche.errors import (
+    BudgetExceededError,
+    ConfigurationError,
+    OverloadedError,
+    RequestError,
+    UpstreamError,
+)
+from niche.gateway.batching import MicroBatcher
+from niche.gateway.cascade import map_answer, render_prompt
+from niche.gateway.protocol import error_response, last_user_text, parse_chat_request
+from niche.gateway.upstream import CircuitBreaker
+from niche.specialists.base import Predictions
+
+LABELS = ["card_arrival", "lost_or_stolen_card", "card", "ham", "spam"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "label"),
+    [
+        ("card_arrival", "card_arrival"),
+        ("Card arrival.", "card_arrival"),
+        ('"SPAM"', "spam"),
+        ("The answer is: lost or stolen card", "lost_or_stolen_card"),
+        ("card", "card"),
+        ("ham or spam", None),  # two labels: ambiguous
+        ("I do not know", None),
+        ("", None),
+        (None, None),
+        ("...", None),
+    ],
+)
+def test_map_answer(answer, label):
+    assert map_answer(answer, LABELS) == label
+
+
+def test_render_prompt_fills_text_and_labels_and_refuses_unknown_fields():
+    assert render_prompt("{labels} | {text}", "hi", ["a", "b"]) == "a, b | hi"
+    assert "Text: hi" in render_prompt(None, "hi", ["a", "b"])
+    with pytest.raises(ConfigurationError, match="unknown field"):
+        render_prompt("{text} {user}", "hi", ["a"])
+    with pytest.raises(ConfigurationError, match="malformed"):
+        render_prompt("{text", "hi", ["a"])
+
+
+def test_circuit_breaker_opens_lets_one_trial_through_and_closes():
+    class Clock:
+        now = 0.0
+
+        def __call__(self) -> float:
+            return self.now
+
+        def advance(self, seconds: float) -> None:
+            self.now += seconds
+
+    clock = Clock()
+    breaker = CircuitBreaker(2, 30.0, clock=clock)
+    breaker.before("up")
+    breaker.failure()
+    assert breaker.state == "closed"
+    breaker.failure()
+    assert breaker.state == "open"
+    with pytest.raises(UpstreamError, match="circuit open"):
+        breaker.before("up")
+    clock.advance(31)
+    breaker.before("up")  # the trial
+    with pytest.raises(UpstreamError):
+        breaker.before("up")  # only one at a time
+    breaker.failure()
+    assert breaker.state == "open"
+    clock.advance(31)
+    breaker.before("up")
+    breaker.success()
+    assert breaker.state == "closed"
+    breaker.before("up")
+
+
+def _labels_by_length(texts):
+    probabilities = np.array([[0.2, 0.8] if len(t) > 3 else [0.9, 0.1] for t in texts])
+    return Predictions.from_probabilities(probabilities, ["short", "long"])
+
+
+def test_micro_batcher_batches_concurrent_requests_and_keeps_order():
+    calls: list[int] = []
+
+    def predict(texts):
+        calls.append(len(texts))
+        return _labels_by_length(texts)
+
+    async def main():
+        batcher = MicroBatcher(predict, max_batch=8, max_wait_s=0.05)
+        first = await batcher.submit("a")  # alone: answered at once, no wait
+        answers = await asyncio.gather(*(batcher.submit("x" * i) for i in range(1, 21)))
+        await batcher.aclose()
+        return first, answers
+
+    first, answers = asyncio.run(main())
+    assert (first.label, first.batch_size) == ("short", 1)
+    assert [a.label for a in answers] == ["short"] * 3 + ["long"] * 17
+    assert [a.confidence for a in answers[:2]] == [0.9, 0.9]
+    assert calls[0] == 1 and max(calls) == 8 and sum(calls) == 21
+
+
+def test_micro_batcher_gives_the_models_error_to_every_waiting_request():
+    def predict(texts):
+        raise RuntimeError("model broke")
+
+    async def main():
+        batcher = MicroBatcher(predict, max_batch=4, max_wait_s=0.01)
+        results = await asyncio.gather(
+            *(batcher.submit(str(i)) for i in range(3)), return_exceptions=True
+        )
+        await batcher.aclose()
+        return results
+
+    assert [str(r) for r in asyncio.run(main())] == ["model broke"] * 3
+
+
+def test_chat_requests_are_checked_as_far_as_routing_needs():
+    body = parse_chat_request(
+        b'{"model": "t", "messages": [{"role": "user", "content": [{"type": "text", '
+        b'"text": "hello"}, {"type": "image_url"}]}], "temperature": 0.2}'
+    )
+    assert last_user_text(body["messages"]) == "hello"
+    for raw, param in [
+        (b'{"model": "t", "messages": [{"role": {"a": 1}}]}', "messages[0].role"),
+        (b'{"model": "t", "messages": [{"role": "user", "content": 3}]}', "messages[0].content"),
+        (b'{"model": "", "messages": []}', "model"),
+    ]:
+        with pytest.raises(RequestError) as error:
+            parse_chat_request(raw)
+        assert error.value.param == param
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "kind", "code", "retry_after"),
+    [
+        (RequestError("bad", param="model"), 400, "invalid_request_error", None, None),
+        (
+            OverloadedError("busy", retry_after_s=1),
+            429,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+            b"1",
+        ),
+        (
+            BudgetExceededError("spent", key_id=1),
+            429,
+            "insufficient_quota",
+            "insufficient_quota",
+            None,
+        ),
+        (UpstreamError("down"), 502, "api_error", "upstream_error", None),
+    ],
+)
+def test_error_responses_are_openai_shaped(error, status, kind, code, retry_after):
+    got_status, body, headers = error_response(error)
+    payload = orjson.loads(body)["error"]
+    assert got_status == status
+    assert (payload["type"], payload["code"]) == (kind, code)
+    assert dict(headers).get(b"retry-after") == retry_after
