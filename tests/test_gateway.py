@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -146,8 +147,6 @@ def test_sdk_task_requests_specialist_answers_and_low_confidence_cascades_to_fak
 
 
 def _wait_for(condition, timeout_s: float = 10.0) -> None:
-    import time
-
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
@@ -209,8 +208,6 @@ def test_upstream_down_or_slow_gives_the_specialists_answer_marked_fallback(sett
         vendor.delay_s = 3.0
         _set_general(settings, vendor)
         with running(Gateway(settings)) as url:
-            import time
-
             started = time.monotonic()
             headers, completion = _ask(_client(url), SPAM)
             assert time.monotonic() - started < 2.5
@@ -287,8 +284,6 @@ def test_shadow_traffic_records_agreement_without_delaying_the_answer(settings_f
         with _registry(settings) as registry:
             registry.update_task(TASK, serving={"shadow_fraction": 1.0})
         with running(Gateway(settings)) as url:
-            import time
-
             started = time.monotonic()
             headers, _completion = _ask(_client(url), SPAM)
             assert time.monotonic() - started < 0.9
@@ -428,26 +423,16 @@ def test_capture_can_be_turned_off_per_task_and_redacted(settings_for, monkeypat
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     settings = settings_for(gateway_redact="redactor:redact")
-    with running(Gateway(settings)) as url:
-        _ask(_client(url), SPAM)
+    app = Gateway(settings)
+    with running(app) as url:
+        _ask(_client(url), SPAM)  # captured, through the redaction hook
         with _registry(settings) as registry:
             registry.update_task(TASK, serving={"capture": False})
-        _wait_for(
-            lambda: (
-                Gateway is not None
-                and _post(f"{url}/v1/tasks/{TASK}/predict", {"inputs": [HAM]})[0] == 200
-                and _registry(settings).count_traffic(TASK) >= 1
-            )
-        )
-        import time
-
-        time.sleep(0.5)  # past a refresh: capture is off now
-        before = _registry(settings).count_traffic(TASK)
+        _wait_for(lambda: not app.portfolio.get(TASK).spec.serving.capture)
         for _ in range(3):
-            _ask(_client(url), SPAM)
-    records = _registry(settings).list_traffic(TASK)
-    assert len(records) == before
-    assert records[0].input == "[redacted]"
+            _ask(_client(url), SPAM)  # answered, not captured
+    (record,) = _registry(settings).list_traffic(TASK)
+    assert record.input == "[redacted]" and record.route == "specialist"
 
 
 def test_low_confidence_without_an_upstream_cascades_to_the_offline_zero_shot_model(
@@ -474,14 +459,11 @@ def test_over_the_concurrency_limit_gets_429_with_retry_after(settings_for):
             gateway_max_concurrency=1,
         )
         body = {"model": "vendor-model", "messages": [{"role": "user", "content": "hi"}]}
-        with running(Gateway(settings)) as url:
-            with concurrent.futures.ThreadPoolExecutor(2) as pool:
-                first = pool.submit(_post, f"{url}/v1/chat/completions", body)
-                import time
-
-                time.sleep(0.3)
-                second = pool.submit(_post, f"{url}/v1/chat/completions", body)
-                results = [first.result(), second.result()]
+        with running(Gateway(settings)) as url, concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(_post, f"{url}/v1/chat/completions", body)
+            time.sleep(0.3)
+            second = pool.submit(_post, f"{url}/v1/chat/completions", body)
+            results = [first.result(), second.result()]
     assert results[0][0] == 200
     status, headers, payload = results[1]
     assert status == 429 and headers["retry-after"] == "1"

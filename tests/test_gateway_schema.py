@@ -7,12 +7,11 @@ The gateway runs on a real uvicorn server with a real portfolio; the pass-throug
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
