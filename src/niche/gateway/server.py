@@ -25,6 +25,7 @@ class ServePlan:
     port: int
     workers: int
     notices: list[str]
+    tasks: list[str]
 
 
 def plan(settings: Settings, *, host: str, port: int, workers: int) -> ServePlan:
@@ -65,7 +66,9 @@ def plan(settings: Settings, *, host: str, port: int, workers: int) -> ServePlan
     else:
         notices.append(f"general model: {config.general.model} at {config.general.base_url}")
     notices.append(f"tasks: {', '.join(t.name for t in tasks) or 'none yet'}")
-    return ServePlan(host=host, port=port, workers=workers, notices=notices)
+    return ServePlan(
+        host=host, port=port, workers=workers, notices=notices, tasks=[t.name for t in tasks]
+    )
 
 
 def _log_config() -> dict[str, object]:
@@ -91,6 +94,11 @@ def serve(
     decided = plan(settings, host=host, port=port, workers=workers)
     for notice in decided.notices:
         echo(notice)
+    if decided.tasks:
+        from niche.encoders.export import ensure_export
+
+        # Once here, not in each worker: the first export takes a while and needs torch.
+        ensure_export(settings.cache_dir, settings.get("NICHE_ENCODER_PRECISION"))
     uvicorn.run(
         "niche.gateway.app:create_app",
         factory=True,
