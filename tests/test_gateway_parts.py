@@ -168,3 +168,70 @@ def test_error_responses_are_openai_shaped(error, status, kind, code, retry_afte
     assert got_status == status
     assert (payload["type"], payload["code"]) == (kind, code)
     assert dict(headers).get(b"retry-after") == retry_after
+
+
+def _traffic(i: int, **fields):
+    from niche.registry.store import TrafficRecord
+
+    return TrafficRecord(
+        model="t", route="specialist", input=f"text {i}", latency_ms=1.0, status=200, **fields
+    )
+
+
+def test_capture_writer_flushes_batches_and_spend_and_everything_at_close(registry):
+    from niche.gateway.capture import CaptureWriter
+
+    key, _ = registry.create_key(scope="inference", budget_usd=1.0)
+
+    async def main():
+        writer = CaptureWriter(registry, flush_s=60.0)
+        writer.start()
+        writer.submit(_traffic(0), spend=(key.id, 0.25))
+        writer.submit(lambda: _traffic(1, task="t"), spend=(key.id, 0.25))  # built at flush
+        assert registry.count_traffic() == 0  # nothing written on the request path
+        assert writer.pending_spend(key.id) == 0.5
+        assert await writer.flush() == 2
+        for i in range(2, 5):
+            writer.submit(_traffic(i))
+        await writer.aclose()  # a long flush interval: the close writes the rest
+        return writer
+
+    writer = asyncio.run(main())
+    assert [r.input for r in registry.list_traffic()] == [f"text {i}" for i in range(5)]
+    assert registry.list_keys()[0].spent_usd == 0.5
+    assert (writer.written, writer.pending, writer.pending_spend(key.id)) == (5, 0, 0.0)
+
+
+def test_capture_writer_keeps_records_when_the_database_fails_and_drops_unredactable_ones(
+    registry,
+):
+    from niche.gateway.capture import CaptureWriter
+
+    def redact(record):
+        if record.input == "text 1":
+            raise ValueError("cannot clean this one")
+        return record
+
+    class Flaky:
+        """The real registry, whose first write fails (a database outage)."""
+
+        failures = 1
+
+        def record_traffic(self, records):
+            if self.failures:
+                self.failures -= 1
+                raise OSError("database unreachable")
+            return registry.record_traffic(records)
+
+    async def main():
+        writer = CaptureWriter(Flaky(), flush_s=60.0, redact=redact)
+        for i in range(3):
+            writer.submit(_traffic(i))
+        # Built and redacted (one record refused by the hook), then the write failed.
+        assert await writer.flush() == 0 and writer.pending == 2 and writer.failures == 1
+        assert await writer.flush() == 2  # retried as prepared: nothing lost, none redone
+        return writer
+
+    writer = asyncio.run(main())
+    assert [r.input for r in registry.list_traffic()] == ["text 0", "text 2"]
+    assert writer.dropped == 1

@@ -739,11 +739,12 @@ class Gateway:
                 f"model {model!r} is not a task of this gateway (tasks: {known}), and no "
                 "general model is configured to pass it through to (NICHE_GENERAL_BASE_URL)"
             )
+        upstream = self.upstream
         request_id = new_request_id("req-").encode()
         if data.get("stream"):
-            await self._passthrough_stream(request, send, body, data, key, request_id)
+            await self._passthrough_stream(request, send, body, data, key, request_id, upstream)
             return
-        reply = await self.upstream.complete(body)
+        reply = await upstream.complete(body)
         await _send(
             send,
             reply.status,
@@ -755,19 +756,8 @@ class Gateway:
             parsed = orjson.loads(reply.body)
         except orjson.JSONDecodeError:
             parsed = None
-        input_tokens, output_tokens = _usage(parsed)
-        self._record(
-            state=None,
-            model=model,
-            route="passthrough",
-            input=data["messages"],
-            status=reply.status,
-            started=request.started,
-            key=key,
-            general_answer=_content(parsed),
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=_price(self.upstream.spec, input_tokens, output_tokens),
+        self._record_passthrough(
+            request, data, key, upstream, reply.status, _content(parsed), *_usage(parsed)
         )
 
     async def _passthrough_stream(
@@ -778,9 +768,9 @@ class Gateway:
         data: dict[str, Any],
         key: KeyRecord | None,
         request_id: bytes,
+        upstream: Upstream,
     ) -> None:
-        assert self.upstream is not None
-        status, content_type, chunks = await self.upstream.stream(body)
+        status, content_type, chunks = await upstream.stream(body)
         await send(
             {
                 "type": "http.response.start",
@@ -803,6 +793,21 @@ class Gateway:
             status = 502
         await send({"type": "http.response.body", "body": b""})
         content, input_tokens, output_tokens = _read_sse(b"".join(received))
+        self._record_passthrough(
+            request, data, key, upstream, status, content, input_tokens, output_tokens
+        )
+
+    def _record_passthrough(
+        self,
+        request: Request,
+        data: dict[str, Any],
+        key: KeyRecord | None,
+        upstream: Upstream,
+        status: int,
+        content: str | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+    ) -> None:
         self._record(
             state=None,
             model=data["model"],
@@ -814,7 +819,7 @@ class Gateway:
             general_answer=content,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost_usd=_price(self.upstream.spec, input_tokens, output_tokens),
+            cost_usd=_price(upstream.spec, input_tokens, output_tokens),
         )
 
     async def _models(self, request: Request, send: Send) -> None:

@@ -52,6 +52,7 @@ class CaptureWriter:
         self.redact = redact
         self.on_flush = on_flush
         self._records: list[Pending] = []
+        self._ready: list[TrafficRecord] = []
         self._spend: defaultdict[int, float] = defaultdict(float)
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
@@ -62,7 +63,7 @@ class CaptureWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._records)
+        return len(self._records) + len(self._ready)
 
     def pending_spend(self, key_id: int) -> float:
         """Spend of ``key_id`` not yet written to the database."""
@@ -76,6 +77,8 @@ class CaptureWriter:
         """
         if record is not None:
             self._records.append(record)
+            if len(self._records) == BATCH and self._wake is not None:
+                self._wake.set()  # a full batch: flush now rather than at the next tick
             if len(self._records) > MAX_PENDING:
                 overflow = len(self._records) - MAX_PENDING
                 del self._records[:overflow]
@@ -99,20 +102,16 @@ class CaptureWriter:
                 records.append(record)
         return records
 
-    def _write(self, batch: list[Pending]) -> None:
-        self.registry.record_traffic(self._prepare(batch))
-
     def start(self) -> None:
-        self._wake = asyncio.Event()
+        self._wake = wake = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._task = asyncio.create_task(self._run(), name="niche-capture-writer")
+        self._task = asyncio.create_task(self._run(wake), name="niche-capture-writer")
 
-    async def _run(self) -> None:
-        assert self._wake is not None
+    async def _run(self, wake: asyncio.Event) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.flush_s)
-            self._wake.clear()
+                await asyncio.wait_for(wake.wait(), self.flush_s)
+            wake.clear()
             await self.flush()
 
     async def flush(self) -> int:
@@ -124,12 +123,17 @@ class CaptureWriter:
         async with lock:
             written = 0
             try:
-                while self._records:
-                    batch = self._records[:BATCH]
-                    await asyncio.to_thread(self._write, batch)
-                    del self._records[: len(batch)]
-                    written += len(batch)
-                    self.written += len(batch)
+                while self._records or self._ready:
+                    if not self._ready:
+                        # Built and redacted once: a failed write retries them as they are.
+                        batch = self._records[:BATCH]
+                        self._ready = await asyncio.to_thread(self._prepare, batch)
+                        del self._records[: len(batch)]
+                    if self._ready:
+                        await asyncio.to_thread(self.registry.record_traffic, self._ready)
+                        written += len(self._ready)
+                        self.written += len(self._ready)
+                    self._ready = []
                 for key_id, usd in list(self._spend.items()):
                     await asyncio.to_thread(self.registry.add_spend, key_id, usd)
                     self._spend[key_id] -= usd
@@ -139,7 +143,7 @@ class CaptureWriter:
                 self.failures += 1
                 log.warning(
                     "traffic capture: writing failed (%d record(s) queued): %s",
-                    len(self._records),
+                    self.pending,
                     exc,
                 )
             if self.on_flush is not None and written:
@@ -155,11 +159,10 @@ class CaptureWriter:
             self._task = None
         for attempt in range(attempts):
             await self.flush()
-            if not self._records and not self._spend:
+            if not self.pending and not self._spend:
                 return
             await asyncio.sleep(0.2 * (attempt + 1))
-        if self._records:
+        if self.pending:
             log.error(
-                "traffic capture: %d record(s) could not be written at shutdown",
-                len(self._records),
+                "traffic capture: %d record(s) could not be written at shutdown", self.pending
             )

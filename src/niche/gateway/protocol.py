@@ -182,22 +182,22 @@ def completion_chunks(completion: dict[str, Any]) -> bytes:
     )
 
 
+# (error class, OpenAI error type, code), first match wins: subclasses before their bases.
+_ERROR_TYPES: tuple[tuple[type[NicheError], str, str | None], ...] = (
+    (BudgetExceededError, "insufficient_quota", "insufficient_quota"),
+    (RateLimitError, "rate_limit_error", "rate_limit_exceeded"),
+    (AuthenticationError, "authentication_error", "invalid_api_key"),
+    (PermissionDeniedError, "permission_error", "insufficient_scope"),
+    (NotFoundError, "invalid_request_error", "model_not_found"),
+    (UpstreamError, "api_error", "upstream_error"),
+)
+
+
 def _error_type(exc: NicheError) -> tuple[str, str | None]:
-    if isinstance(exc, BudgetExceededError):
-        return "insufficient_quota", "insufficient_quota"
-    if isinstance(exc, RateLimitError):
-        return "rate_limit_error", "rate_limit_exceeded"
-    if isinstance(exc, AuthenticationError):
-        return "authentication_error", "invalid_api_key"
-    if isinstance(exc, PermissionDeniedError):
-        return "permission_error", "insufficient_scope"
-    if isinstance(exc, NotFoundError):
-        return "invalid_request_error", "model_not_found"
-    if isinstance(exc, UpstreamError):
-        return "api_error", "upstream_error"
-    if exc.http_status < 500:
-        return "invalid_request_error", None
-    return "server_error", None
+    for kind, name, code in _ERROR_TYPES:
+        if isinstance(exc, kind):
+            return name, code
+    return ("invalid_request_error", None) if exc.http_status < 500 else ("server_error", None)
 
 
 def error_response(exc: NicheError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
