@@ -32,8 +32,8 @@ class FakeVendorAPI:
         self.fail_status: int | None = None
         self.requests: list[dict[str, Any]] = []
         self.authorization: list[str | None] = []
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.port = 0  # bound at start: the kernel picks a free port
+        self.base_url = ""
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._runner: web.AppRunner | None = None
@@ -61,8 +61,10 @@ class FakeVendorAPI:
         app.router.add_post("/v1/chat/completions", self._chat)
         self._runner = web.AppRunner(app)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
         self._loop.run_until_complete(site.start())
+        self.port = self._runner.addresses[0][1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._ready.set()
         self._loop.run_forever()
 

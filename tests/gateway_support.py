@@ -13,8 +13,6 @@ from typing import Any
 
 import uvicorn
 
-from tests.fake_vendor import free_port
-
 TASK = "sms_spam"
 SPAM = "WINNER!! You have won a free prize of 1000 cash. Text CLAIM to 81010 now to collect"
 HAM = "Are we still meeting for lunch at noon tomorrow? Let me know"
@@ -67,8 +65,9 @@ def copy_home(source: Path, target: Path) -> Path:
 @contextmanager
 def running(app: Any, *, port: int | None = None) -> Iterator[str]:
     """Run ``app`` on a real uvicorn server in a thread; yield its base URL."""
+    # Port 0: the kernel picks a free port at bind time, so parallel runs cannot collide.
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port or free_port(), log_level="warning", lifespan="on"
+        app, host="127.0.0.1", port=port or 0, log_level="warning", lifespan="on"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -78,8 +77,9 @@ def running(app: Any, *, port: int | None = None) -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the gateway did not start")
         time.sleep(0.02)
+    bound = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{config.port}"
+        yield f"http://127.0.0.1:{bound}"
     finally:
         server.should_exit = True
         thread.join(30)
