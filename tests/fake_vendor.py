@@ -59,6 +59,7 @@ class FakeVendorAPI:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         self._runner = web.AppRunner(app)
         self._loop.run_until_complete(self._runner.setup())
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -67,6 +68,22 @@ class FakeVendorAPI:
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self._ready.set()
         self._loop.run_forever()
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(body)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        return web.json_response(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.5, -0.5, float(len(t))]}
+                    for i, t in enumerate(inputs)
+                ],
+                "model": body["model"],
+                "usage": {"prompt_tokens": 2, "total_tokens": 2},
+            }
+        )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -177,6 +177,14 @@ def test_sdk_pass_through_to_fake_vendor_with_and_without_stream(settings_for):
             assert pieces == ["hello", " from", " the", " vendor"]
             assert vendor.requests[-1]["stream"] is True
 
+            # Other routes of the API are relayed too: the base URL is all a client changes.
+            embedding = client.embeddings.create(model="vendor-embed", input="hello")
+            assert embedding.data[0].embedding == [0.5, -0.5, 5.0]
+            assert vendor.requests[-1]["model"] == "vendor-embed"
+            assert vendor.requests[-1]["input"] == "hello"
+            status, _, _ = _get(f"{url}/v1/no-such-route")
+            assert status == 404  # the vendor's answer, relayed
+
             # A task request with stream=True gets a one-chunk stream of its label.
             chunks = list(
                 client.chat.completions.create(
@@ -189,7 +197,13 @@ def test_sdk_pass_through_to_fake_vendor_with_and_without_stream(settings_for):
         ("passthrough", "hello from the vendor"),
         ("passthrough", "hello from the vendor"),
     ]
-    assert records[1].input_tokens == 12 and records[2].route == "specialist"
+    assert records[1].input_tokens == 12
+    assert (records[2].model, records[2].route, records[2].input["path"]) == (
+        "vendor-embed",
+        "passthrough",
+        "/v1/embeddings",
+    )
+    assert records[-1].route == "specialist"
 
 
 def test_upstream_down_or_slow_gives_the_specialists_answer_marked_fallback(settings_for):

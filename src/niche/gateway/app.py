@@ -131,11 +131,22 @@ class GeneralReply:
 class Request:
     """The parts of an ASGI HTTP request the routes need; the body is read on demand."""
 
-    __slots__ = ("_body", "client", "headers", "max_body", "method", "path", "receive", "started")
+    __slots__ = (
+        "_body",
+        "client",
+        "headers",
+        "max_body",
+        "method",
+        "path",
+        "query",
+        "receive",
+        "started",
+    )
 
     def __init__(self, scope: Scope, receive: Receive, max_body: int) -> None:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
+        self.query: bytes = scope.get("query_string", b"")
         self.headers: dict[bytes, bytes] = dict(scope.get("headers") or ())
         client = scope.get("client")
         self.client: str | None = client[0] if client else None
@@ -347,6 +358,8 @@ class Gateway:
         handler = self._routes.get((request.method, request.path))
         if handler is None:
             handler = self._dynamic_route(request)
+        if handler is None and self._forwardable(request.path):
+            handler = self._forward
         limited = request.path.startswith("/v1/")
         try:
             if handler is None:
@@ -383,6 +396,15 @@ class Gateway:
         finally:
             self._inflight -= 1
             self.metrics.inflight.dec()
+
+    def _forwardable(self, path: str) -> bool:
+        """Other paths of the OpenAI API (embeddings, …) are relayed to the general model."""
+        return (
+            self.upstream is not None
+            and path.startswith("/v1/")
+            and path not in self._paths
+            and not path.startswith(("/v1/admin/", "/v1/tasks/"))
+        )
 
     def _dynamic_route(self, request: Request) -> Callable[[Request, Send], Awaitable[None]] | None:
         parts = request.path.strip("/").split("/")
@@ -795,6 +817,53 @@ class Gateway:
         content, input_tokens, output_tokens = _read_sse(b"".join(received))
         self._record_passthrough(
             request, data, key, upstream, status, content, input_tokens, output_tokens
+        )
+
+    async def _forward(self, request: Request, send: Send) -> None:
+        """Relay a request for another route of the general model's API, as it is."""
+        key = await self._authenticate(request)
+        upstream = self.upstream
+        if upstream is None:  # pragma: no cover - routed here only with an upstream
+            raise NotFoundError(f"no route {request.method} {request.path}")
+        body = await request.body()
+        content_type = request.headers.get(b"content-type")
+        status, reply_type, chunks = await upstream.stream(
+            body,
+            method=request.method,
+            path=request.path[len("/v1") :],
+            query=request.query,
+            content_type=content_type.decode("latin-1") if content_type else None,
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", reply_type.encode("latin-1")),
+                    (b"x-niche-route", b"passthrough"),
+                ],
+            }
+        )
+        try:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except Exception as exc:  # the upstream broke mid-way: end the response, record it
+            log.warning("pass-through of %s %s broke: %s", request.method, request.path, exc)
+            status = 502
+        await send({"type": "http.response.body", "body": b""})
+        try:
+            data = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            data = None
+        model = data.get("model") if isinstance(data, dict) else None
+        self._record(
+            state=None,
+            model=model if isinstance(model, str) and model else request.path,
+            route="passthrough",
+            input={"path": request.path, "body": data},
+            status=status,
+            started=request.started,
+            key=key,
         )
 
     def _record_passthrough(

@@ -116,7 +116,8 @@ class Upstream:
         self.timeout_s = timeout_s
         self.breaker = breaker
         self.max_connections = max_connections
-        self.url = spec.base_url.rstrip("/") + "/chat/completions"
+        self.base_url = spec.base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
         self.name = f"{spec.model} at {spec.base_url}"
         self._environ = os.environ if environ is None else environ
         self._session: aiohttp.ClientSession | None = None
@@ -192,10 +193,19 @@ class Upstream:
         return UpstreamReply(status, payload, content_type)
 
     async def stream(
-        self, body: bytes, *, timeout_s: float | None = None
+        self,
+        body: bytes,
+        *,
+        timeout_s: float | None = None,
+        method: str = "POST",
+        path: str = "/chat/completions",
+        query: bytes = b"",
+        content_type: str | None = None,
     ) -> tuple[int, str, AsyncIterator[bytes]]:
-        """POST ``body`` and relay the answer as it arrives: status, content type, chunks.
+        """Send ``body`` and relay the answer as it arrives: status, content type, chunks.
 
+        By default a chat completion is POSTed; ``method``, ``path`` (below the base URL),
+        ``query`` and ``content_type`` relay any other request of the API (embeddings, …).
         ``timeout_s`` bounds the connection and each wait for the next chunk, not the stream.
         """
         import aiohttp
@@ -203,10 +213,14 @@ class Upstream:
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         self.breaker.before(self.name)
         headers = self._headers()
+        if content_type is not None:
+            headers = {**headers, "content-type": content_type}
+        url = self.base_url + path + (f"?{query.decode('latin-1')}" if query else "")
         try:
-            context = self._client().post(
-                self.url,
-                data=body,
+            context = self._client().request(
+                method,
+                url,
+                data=body or None,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=timeout_s, sock_read=timeout_s
