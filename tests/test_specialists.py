@@ -208,3 +208,16 @@ def test_fit_temperature_recovers_a_known_temperature():
 )
 def test_humanise_label(label, expected):
     assert humanise_label(label) == expected
+
+
+def test_load_predictor_by_kind_and_a_clear_error_for_an_unknown_kind(
+    fitted, encoder, banking_slice, tmp_path
+):
+    from niche.errors import ArtifactError
+    from niche.specialists import load_predictor
+
+    fitted.save(tmp_path / "model")
+    loaded = load_predictor("text", tmp_path / "model", encoder)
+    assert isinstance(loaded, TextSpecialist) and loaded.label_set == fitted.label_set
+    with pytest.raises(ArtifactError, match="no loader for model kind 'lora'"):
+        load_predictor("lora", tmp_path / "model", encoder)

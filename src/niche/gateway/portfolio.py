@@ -122,9 +122,11 @@ class Portfolio:
         if self._loader is not None:
             predictor = self._loader(record)
         else:
-            from niche.lifecycle import load_specialist
+            from niche.registry.artifacts import ArtifactStore
+            from niche.specialists.kinds import load_predictor
 
-            predictor = load_specialist(record, self.settings, encoder=self.encoder)
+            path = ArtifactStore.from_settings(self.settings).get_dir(record.artifact_digest)
+            predictor = load_predictor(record.kind, path, self.encoder)
             # Warm up (the encoder's session loads on first use) so no request pays for it.
             predictor.predict(["warm-up"])
         return predictor

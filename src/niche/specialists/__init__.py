@@ -4,7 +4,15 @@
 """
 
 from niche.specialists.base import Predictions, Predictor
+from niche.specialists.kinds import load_predictor
 from niche.specialists.text import TextSpecialist
 from niche.specialists.zeroshot import ZeroShot, humanise_label
 
-__all__ = ["Predictions", "Predictor", "TextSpecialist", "ZeroShot", "humanise_label"]
+__all__ = [
+    "Predictions",
+    "Predictor",
+    "TextSpecialist",
+    "ZeroShot",
+    "humanise_label",
+    "load_predictor",
+]
