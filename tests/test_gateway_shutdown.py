@@ -116,3 +116,57 @@ def test_sigterm_mid_load_stores_exactly_one_record_per_answered_request(
     settings = Settings(home=str(home))
     with Registry(settings=settings) as registry:
         assert registry.count_traffic(TASK) == answered
+
+
+def _serve(home: Path, port: int, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "NICHE_HOME": str(home)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "niche", "serve", "--port", str(port), *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_with_several_workers_every_scrape_counts_every_workers_requests(tmp_path: Path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = free_port()
+    process = _serve(tmp_path / "home", port, "--workers", "2")
+    try:
+        _wait_ready(port, process)
+        body = json.dumps(
+            {"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]}
+        ).encode()
+        threads = [
+            threading.Thread(target=lambda: [_request(port, body) for _ in range(5)])
+            for _ in range(16)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        totals = []
+        for _ in range(12):  # new connections: scrapes land on either worker
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            try:
+                connection.request("GET", "/metrics")
+                text = connection.getresponse().read().decode()
+            finally:
+                connection.close()
+            samples = [
+                sample
+                for family in text_string_to_metric_families(text)
+                for sample in family.samples
+                if sample.name == "niche_requests_total" and sample.labels["route"] == "error"
+            ]
+            totals.append(sum(sample.value for sample in samples))
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+    assert totals == [80.0] * 12

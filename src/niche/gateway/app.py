@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -267,9 +268,6 @@ class Gateway:
         self.capture = CaptureWriter(
             registry, flush_s=self.config.capture_flush_s, redact=load_redactor(self.config.redact)
         )
-        self.metrics.bind_capture(
-            lambda: float(self.capture.pending), lambda: float(self.capture.dropped)
-        )
         self._upstreams: dict[tuple[Any, ...], Upstream] = {}
         self.upstream = self._upstream(self.config.general) if self.config.general else None
         self._inflight = 0
@@ -330,9 +328,19 @@ class Gateway:
             log.error("gateway: cannot read the registry yet: %s", exc)
         self._refresher = asyncio.create_task(self._refresh_loop(), name="niche-refresh")
 
+    def _update_gauges(self) -> None:
+        """Set the gauges from the state they describe (set, not computed at scrape time,
+        so that worker processes can share them)."""
+        self.metrics.capture_pending.set(self.capture.pending)
+        self.metrics.capture_dropped.set(self.capture.dropped)
+        for upstream in self._upstreams.values():
+            state = upstream.breaker.state
+            self.metrics.circuit_open.labels(upstream.name).set(float(state == "open"))
+
     async def _refresh_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.refresh_s)
+            self._update_gauges()
             try:
                 await self.portfolio.refresh()
             except Exception as exc:
@@ -352,6 +360,10 @@ class Gateway:
         await self.portfolio.aclose()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.started = False
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())  # drop this worker's live gauges
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, self.config.max_body_bytes)
@@ -468,10 +480,6 @@ class Gateway:
                 max_connections=max(16, self.config.max_concurrency),
             )
             self._upstreams[ident] = upstream
-            breaker = upstream.breaker
-            self.metrics.circuit_open.labels(upstream.name).set_function(
-                lambda: float(breaker.state == "open")
-            )
         return upstream
 
     def _general_spec(self, state: TaskState) -> GeneralModelSpec | None:
@@ -971,6 +979,7 @@ class Gateway:
         await _send(send, 200, orjson.dumps({"status": "ready", "tasks": tasks}))
 
     async def _metrics(self, request: Request, send: Send) -> None:
+        self._update_gauges()
         await _send(send, 200, self.metrics.render(), content_type=METRICS_CONTENT_TYPE)
 
     async def _openapi(self, request: Request, send: Send) -> None:

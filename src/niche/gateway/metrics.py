@@ -1,8 +1,10 @@
-"""Prometheus metrics of one gateway process, per task and route.
+"""Prometheus metrics of the gateway, per task and route.
 
 ``task`` is empty for pass-through requests (their model names are the client's to choose,
 and would make the label set unbounded). The cascade rate is
-``niche_cascaded_total / niche_requests_total`` per task.
+``niche_cascaded_total / niche_requests_total`` per task. With ``niche serve --workers N``
+the workers share ``PROMETHEUS_MULTIPROC_DIR`` (set by ``serve``), and ``/metrics`` on any
+of them reports the sum over all.
 
     >>> metrics = GatewayMetrics()
     >>> metrics.observe("banking77", "specialist", 200, 0.004)
@@ -12,7 +14,7 @@ and would make the label set unbounded). The cascade rate is
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -71,20 +73,31 @@ class GatewayMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=r,
         )
-        self.inflight = Gauge("niche_inflight_requests", "Requests being answered.", registry=r)
+        # Gauges are summed over worker processes ("livesum"), or their maximum is taken.
+        self.inflight = Gauge(
+            "niche_inflight_requests",
+            "Requests being answered.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.capture_pending = Gauge(
-            "niche_capture_pending", "Traffic records waiting to be written.", registry=r
+            "niche_capture_pending",
+            "Traffic records waiting to be written.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.capture_dropped = Gauge(
             "niche_capture_dropped",
             "Traffic records dropped (buffer full or redaction failed).",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.circuit_open = Gauge(
             "niche_upstream_circuit_open",
             "1 when an upstream's circuit breaker is open.",
             ["upstream"],
             registry=r,
+            multiprocess_mode="max",
         )
 
     def observe(self, task: str | None, route: str, status: int, seconds: float) -> None:
@@ -100,9 +113,11 @@ class GatewayMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def bind_capture(self, pending: Callable[[], float], dropped: Callable[[], float]) -> None:
-        self.capture_pending.set_function(pending)
-        self.capture_dropped.set_function(dropped)
-
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged)
         return generate_latest(self.registry)

@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from niche.errors import ConfigurationError
@@ -99,15 +102,30 @@ def serve(
 
         # Once here, not in each worker: the first export takes a while and needs torch.
         ensure_export(settings.cache_dir, settings.get("NICHE_ENCODER_PRECISION"))
-    uvicorn.run(
-        "niche.gateway.app:create_app",
-        factory=True,
-        host=decided.host,
-        port=decided.port,
-        workers=decided.workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=_log_config(),
-        server_header=False,
-    )
+    with _shared_metrics(decided.workers):
+        uvicorn.run(
+            "niche.gateway.app:create_app",
+            factory=True,
+            host=decided.host,
+            port=decided.port,
+            workers=decided.workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_config=_log_config(),
+            server_header=False,
+        )
+
+
+@contextmanager
+def _shared_metrics(workers: int) -> Iterator[None]:
+    """With several workers, one directory where they all keep their Prometheus values."""
+    if workers == 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="niche-metrics-") as directory:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory  # inherited by the workers
+        try:
+            yield
+        finally:
+            del os.environ["PROMETHEUS_MULTIPROC_DIR"]
