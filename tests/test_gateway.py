@@ -282,9 +282,12 @@ def test_circuit_breaker_stops_calling_a_failing_vendor(settings_for):
             registry.update_task(TASK, cascade_threshold=1.0)
         with running(Gateway(settings)) as url:
             client = _client(url)
+            reasons = []
             for _ in range(5):
                 headers, _ = _ask(client, SPAM)
                 assert headers["x-niche-route"] == "specialist-fallback"
+                reasons.append(headers["x-niche-fallback-reason"])
+            assert reasons == ["upstream-error"] * 2 + ["circuit-open"] * 3
             _, _, metrics = _get(f"{url}/metrics")
         assert len(vendor.requests) == 2  # the breaker opened after two failures
     assert b"niche_upstream_circuit_open" in metrics

@@ -17,6 +17,7 @@ __all__ = [
     "AuthenticationError",
     "BudgetExceededError",
     "ChecksumMismatchError",
+    "CircuitOpenError",
     "ConfigurationError",
     "ConflictError",
     "DataValidationError",
@@ -274,3 +275,9 @@ class UpstreamTimeoutError(UpstreamError):
     """The general model did not answer within the task's timeout."""
 
     http_status = 504
+
+
+class CircuitOpenError(UpstreamError):
+    """The general model failed too often lately; it is not called until its breaker resets."""
+
+    http_status = 503

@@ -26,6 +26,7 @@ import orjson
 
 from niche.errors import (
     BudgetExceededError,
+    CircuitOpenError,
     ConfigurationError,
     NicheError,
     NotFoundError,
@@ -567,12 +568,18 @@ class Gateway:
         self.metrics.cascaded.labels(task).inc()
         try:
             general = await self._ask_general(state, text)
-        except UpstreamError as exc:
+        except Exception as exc:  # the general model is a dependency: any failure falls back
             if not specialist_ok:
                 raise
+            if not isinstance(exc, UpstreamError):
+                log.error("task %s: the general model failed: %s", task, exc)
             answer.route = "specialist-fallback"
             answer.fallback_reason = (
-                "timeout" if isinstance(exc, UpstreamTimeoutError) else "upstream-error"
+                "timeout"
+                if isinstance(exc, UpstreamTimeoutError)
+                else "circuit-open"
+                if isinstance(exc, CircuitOpenError)
+                else "upstream-error"
             )
             return answer
         answer.general_answer, answer.general_label = general.answer, general.label

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from niche.errors import UpstreamError, UpstreamTimeoutError
+from niche.errors import CircuitOpenError, UpstreamError, UpstreamTimeoutError
 from niche.registry.tasks import GeneralModelSpec
 
 if TYPE_CHECKING:
@@ -54,14 +54,14 @@ class CircuitBreaker:
         return "open"
 
     def before(self, name: str) -> None:
-        """Raise :class:`UpstreamError` when the circuit is open; let one trial through."""
+        """Raise :class:`CircuitOpenError` when the circuit is open; let one trial through."""
         if self._opened_at is None:
             return
         waited = self.clock() - self._opened_at
         if waited >= self.reset_s and not self._trial:
             self._trial = True
             return
-        raise UpstreamError(
+        raise CircuitOpenError(
             f"general model {name}: circuit open after {self._consecutive} consecutive "
             f"failures; next trial in {max(0.0, self.reset_s - waited):.0f} s"
         )
