@@ -69,6 +69,7 @@ def test_schemathesis_finds_no_500_on_any_route(served: dict, tmp_path: Path) ->
         text=True,
         timeout=600,
         env={**os.environ, "SCHEMATHESIS_HOOKS": ""},
+        cwd=tmp_path,  # st keeps a cache (.schemathesis/) in its working directory
     )
     summary = result.stdout[-4000:] + result.stderr[-2000:]
     assert result.returncode == 0, summary
