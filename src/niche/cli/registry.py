@@ -551,7 +551,11 @@ def traffic_command(
                 f"v{r['model_version']} {r['alias'] or ''}".strip() if r["model_version"] else "",
                 r["route"] + (" +shadow" if r["shadow"] else ""),
                 _answered(r),
-                r["specialist_confidence"],
+                (
+                    f"{r['specialist_confidence']:.3f}"
+                    if r["specialist_confidence"] is not None
+                    else None
+                ),
                 f"{r['latency_ms']:.1f}",
                 f"{r['cost_usd']:.6f}",
                 r["status"],
