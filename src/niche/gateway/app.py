@@ -17,7 +17,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -204,6 +204,42 @@ async def _send(
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _relay(
+    send: Send,
+    status: int,
+    content_type: str,
+    chunks: AsyncIterator[bytes],
+    headers: list[tuple[bytes, bytes]],
+    *,
+    what: str,
+    keep: bool = False,
+) -> tuple[int, bytes]:
+    """Relay an upstream answer chunk by chunk; return its status (502 if it broke mid-way)
+    and, with ``keep``, its bytes."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type.encode("latin-1")),
+                *headers,
+                (b"x-niche-route", b"passthrough"),
+            ],
+        }
+    )
+    received: list[bytes] = []
+    try:
+        async for chunk in chunks:
+            if keep:
+                received.append(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except Exception as exc:  # the upstream broke mid-way: end the response, record it
+        log.warning("%s broke: %s", what, exc)
+        status = 502
+    await send({"type": "http.response.body", "body": b""})
+    return status, b"".join(received)
 
 
 def _usage(reply: Any) -> tuple[int | None, int | None]:
@@ -808,28 +844,16 @@ class Gateway:
         upstream: Upstream,
     ) -> None:
         status, content_type, chunks = await upstream.stream(body)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", content_type.encode("latin-1")),
-                    (b"cache-control", b"no-cache"),
-                    (b"x-request-id", request_id),
-                    (b"x-niche-route", b"passthrough"),
-                ],
-            }
+        status, received = await _relay(
+            send,
+            status,
+            content_type,
+            chunks,
+            [(b"cache-control", b"no-cache"), (b"x-request-id", request_id)],
+            keep=True,
+            what=f"pass-through stream of {data['model']}",
         )
-        received: list[bytes] = []
-        try:
-            async for chunk in chunks:
-                received.append(chunk)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except Exception as exc:  # the stream broke mid-way: end it, record it
-            log.warning("pass-through stream of %s broke: %s", data["model"], exc)
-            status = 502
-        await send({"type": "http.response.body", "body": b""})
-        content, input_tokens, output_tokens = _read_sse(b"".join(received))
+        content, input_tokens, output_tokens = _read_sse(received)
         self._record_passthrough(
             request, data, key, upstream, status, content, input_tokens, output_tokens
         )
@@ -849,23 +873,14 @@ class Gateway:
             query=request.query,
             content_type=content_type.decode("latin-1") if content_type else None,
         )
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", reply_type.encode("latin-1")),
-                    (b"x-niche-route", b"passthrough"),
-                ],
-            }
+        status, _ = await _relay(
+            send,
+            status,
+            reply_type,
+            chunks,
+            [],
+            what=f"pass-through of {request.method} {request.path}",
         )
-        try:
-            async for chunk in chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        except Exception as exc:  # the upstream broke mid-way: end the response, record it
-            log.warning("pass-through of %s %s broke: %s", request.method, request.path, exc)
-            status = 502
-        await send({"type": "http.response.body", "body": b""})
         try:
             data = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
