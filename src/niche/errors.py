@@ -25,6 +25,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DownloadError",
     "EncoderError",
+    "MethodNotAllowedError",
     "ModelNotFoundError",
     "NicheError",
     "NotFittedError",
@@ -217,6 +218,12 @@ class RequestError(NicheError):
         super().__init__(message)
         self.param = param
         self.code = code
+
+
+class MethodNotAllowedError(RequestError):
+    """The route exists, but not for this HTTP method."""
+
+    http_status = 405
 
 
 class PayloadTooLargeError(RequestError):

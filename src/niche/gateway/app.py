@@ -28,6 +28,7 @@ from niche.errors import (
     BudgetExceededError,
     CircuitOpenError,
     ConfigurationError,
+    MethodNotAllowedError,
     NicheError,
     NotFoundError,
     OverloadedError,
@@ -56,12 +57,13 @@ from niche.gateway.protocol import (
     parse_json_object,
 )
 from niche.gateway.upstream import CircuitBreaker, Upstream
+from niche.registry.store import Registry, TrafficRecord
 from niche.registry.tasks import GeneralModelSpec
 from niche.settings import Settings
 
 if TYPE_CHECKING:
     from niche.encoders.base import Encoder
-    from niche.registry.store import KeyRecord, ModelVersionRecord, Registry, TrafficRecord
+    from niche.registry.store import KeyRecord, ModelVersionRecord
     from niche.specialists.base import Predictor
 
 __all__ = ["Gateway", "TaskAnswer", "create_app"]
@@ -285,8 +287,6 @@ class Gateway:
         self.settings = settings or Settings()
         self.config = config or GatewayConfig.from_settings(self.settings)
         if registry is None:
-            from niche.registry.store import Registry
-
             registry = Registry(settings=self.settings)
         self.registry = registry
         self.clock = clock
@@ -413,7 +413,7 @@ class Gateway:
         try:
             if handler is None:
                 if request.path in self._paths:
-                    raise RequestError(
+                    raise MethodNotAllowedError(
                         f"method {request.method} is not allowed on {request.path}",
                         code="method_not_allowed",
                     )
@@ -426,7 +426,7 @@ class Gateway:
                     retry_after_s=1,
                 )
         except NicheError as exc:
-            await self._error(send, exc, status_405=handler is None and request.path in self._paths)
+            await self._error(send, exc)
             return
         if not limited:
             await handler(request, send)
@@ -445,6 +445,9 @@ class Gateway:
         finally:
             self._inflight -= 1
             self.metrics.inflight.dec()
+
+    def _known(self) -> str:
+        return ", ".join(sorted(s.spec.name for s in self.portfolio.tasks())) or "none"
 
     def _forwardable(self, path: str) -> bool:
         """Other paths of the OpenAI API (embeddings, …) are relayed to the general model."""
@@ -470,10 +473,8 @@ class Gateway:
             return self._admin_revoke_key
         return None
 
-    async def _error(self, send: Send, exc: NicheError, *, status_405: bool = False) -> None:
+    async def _error(self, send: Send, exc: NicheError) -> None:
         status, body, headers = error_response(exc)
-        if status_405:
-            status = 405
         try:
             await _send(send, status, body, headers)
         except (RuntimeError, OSError) as send_failed:
@@ -540,13 +541,8 @@ class Gateway:
             }
         )
         upstream = self._upstream(spec)
-        try:
-            reply = await asyncio.wait_for(upstream.complete(body, timeout_s=timeout_s), timeout_s)
-        except TimeoutError:
-            upstream.breaker.failure()
-            raise UpstreamTimeoutError(
-                f"general model {upstream.name} did not answer within {timeout_s:g} s"
-            ) from None
+        # Its total timeout raises UpstreamTimeoutError (and counts against the breaker).
+        reply = await upstream.complete(body, timeout_s=timeout_s)
         if reply.status >= 400:
             raise UpstreamError(
                 f"general model {upstream.name} refused the request: HTTP {reply.status}",
@@ -574,9 +570,7 @@ class Gateway:
                 return challenger
         return state.champion
 
-    async def answer(
-        self, state: TaskState, text: str, key: KeyRecord | None, request: Request
-    ) -> TaskAnswer:
+    async def answer(self, state: TaskState, text: str) -> TaskAnswer:
         """Answer ``text`` for ``state``'s task: specialist, cascade, or fallback."""
         task = state.spec.name
         deployed = self._pick(state)
@@ -597,7 +591,7 @@ class Gateway:
                 self.metrics.batch_size.labels(task).observe(predicted.batch_size)
                 if predicted.confidence >= state.spec.cascade_threshold:
                     answer.route = "specialist"
-                    self._maybe_shadow(state, text, answer, key, request)
+                    self._maybe_shadow(state, text, answer)
                     return answer
         else:
             answer.fallback_reason = "no-champion"
@@ -639,14 +633,7 @@ class Gateway:
         answer.route = "general" if specialist_ok or deployed is None else "general-fallback"
         return answer
 
-    def _maybe_shadow(
-        self,
-        state: TaskState,
-        text: str,
-        answer: TaskAnswer,
-        key: KeyRecord | None,
-        request: Request,
-    ) -> None:
+    def _maybe_shadow(self, state: TaskState, text: str, answer: TaskAnswer) -> None:
         fraction = state.spec.serving.shadow_fraction
         fraction = self.config.shadow_fraction if fraction is None else fraction
         if fraction <= 0 or self.rng.random() >= fraction:
@@ -712,7 +699,6 @@ class Gateway:
             if spend is not None:
                 self.capture.submit(None, spend=spend)
             return
-        from niche.registry.store import TrafficRecord
 
         def build() -> TrafficRecord:
             a = answer
@@ -756,7 +742,7 @@ class Gateway:
                 await self._passthrough(request, send, body, data, key)
                 return
             text = last_user_text(data["messages"])
-            answer = await self.answer(state, text, key, request)
+            answer = await self.answer(state, text)
         except NicheError as exc:
             # A failed request is traffic too (the monitor counts errors per task).
             self._record(
@@ -807,9 +793,8 @@ class Gateway:
     ) -> None:
         model = data["model"]
         if self.upstream is None:
-            known = ", ".join(sorted(s.spec.name for s in self.portfolio.tasks())) or "none"
             raise NotFoundError(
-                f"model {model!r} is not a task of this gateway (tasks: {known}), and no "
+                f"model {model!r} is not a task of this gateway (tasks: {self._known()}), and no "
                 "general model is configured to pass it through to (NICHE_GENERAL_BASE_URL)"
             )
         upstream = self.upstream
@@ -954,12 +939,9 @@ class Gateway:
         task = request.path.strip("/").split("/")[2]
         state = self.portfolio.get(task)
         if state is None:
-            known = ", ".join(sorted(s.spec.name for s in self.portfolio.tasks())) or "none"
-            raise NotFoundError(f"no task {task!r} (tasks: {known})")
+            raise NotFoundError(f"no task {task!r} (tasks: {self._known()})")
         data = await request.json()
-        unknown = sorted(set(data) - {"inputs"})
-        if unknown:
-            raise RequestError(f"unknown field(s) {', '.join(unknown)}", param=unknown[0])
+        _only(data, {"inputs"})
         inputs = data.get("inputs")
         if (
             not isinstance(inputs, list)
@@ -970,7 +952,7 @@ class Gateway:
                 f"'inputs' must be an array of 1 to {MAX_PREDICT_INPUTS} non-empty strings",
                 param="inputs",
             )
-        answers = await asyncio.gather(*(self.answer(state, text, key, request) for text in inputs))
+        answers = await asyncio.gather(*(self.answer(state, text) for text in inputs))
         for text, answer in zip(inputs, answers, strict=True):
             self._record(
                 state=state,
@@ -1044,9 +1026,7 @@ class Gateway:
         key = await self._authenticate(request, admin=True)
         _, _, _, name, _, alias = request.path.strip("/").split("/")
         data = await request.json()
-        unknown = sorted(set(data) - {"version", "reason", "expected_current", "force"})
-        if unknown:
-            raise RequestError(f"unknown field(s) {', '.join(unknown)}", param=unknown[0])
+        _only(data, {"version", "reason", "expected_current", "force"})
         version = data.get("version")
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise RequestError("'version' must be a positive integer", param="version")
@@ -1090,9 +1070,7 @@ class Gateway:
     async def _admin_create_key(self, request: Request, send: Send) -> None:
         await self._authenticate(request, admin=True)
         data = await request.json()
-        unknown = sorted(set(data) - {"scope", "budget_usd", "name"})
-        if unknown:
-            raise RequestError(f"unknown field(s) {', '.join(unknown)}", param=unknown[0])
+        _only(data, {"scope", "budget_usd", "name"})
         budget = data.get("budget_usd")
         if budget is not None and (
             isinstance(budget, bool)
@@ -1120,6 +1098,13 @@ class Gateway:
 
 
 _MISSING: Any = object()
+
+
+def _only(data: dict[str, Any], allowed: set[str]) -> None:
+    """Refuse fields a native route does not know (a misspelt field must not be ignored)."""
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise RequestError(f"unknown field(s) {', '.join(unknown)}", param=unknown[0])
 
 
 def _read_sse(stream: bytes) -> tuple[str | None, int | None, int | None]:

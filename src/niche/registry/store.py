@@ -581,6 +581,7 @@ def _traffic_values(record: TrafficRecord, now: datetime) -> dict[str, Any]:
 
 
 _TRAFFIC_COLUMNS: Final = (*_TRAFFIC_FIELDS, "at")
+_INPUT: Final = _TRAFFIC_COLUMNS.index("input")
 
 
 def _insert_traffic(connection: Any, rows: list[dict[str, Any]]) -> None:
@@ -596,31 +597,19 @@ def _insert_traffic(connection: Any, rows: list[dict[str, Any]]) -> None:
         table = Base.metadata.tables[TrafficRow.__tablename__]
         connection.execute(insert(table), rows)
         return
-    columns = ", ".join(_TRAFFIC_COLUMNS)
-    if backend == "sqlite":
-        marks = ", ".join("?" for _ in _TRAFFIC_COLUMNS)
-
-        def at(value: datetime) -> Any:
-            # As UTCDateTime + SQLite's DATETIME store it: naive UTC, microseconds.
-            return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-        input_mark = "?"
-    else:
-        marks = ", ".join("%s" for _ in _TRAFFIC_COLUMNS)
-
-        def at(value: datetime) -> Any:
-            return value
-
-        input_mark = "CAST(%s AS JSON)"
-    index = _TRAFFIC_COLUMNS.index("input")
-    parts = marks.split(", ")
-    parts[index] = input_mark
-    sql = f"INSERT INTO traffic_records ({columns}) VALUES ({', '.join(parts)})"
+    sqlite = backend == "sqlite"
+    marks = ["?" if sqlite else "%s"] * len(_TRAFFIC_COLUMNS)
+    if not sqlite:
+        marks[_INPUT] = "CAST(%s AS JSON)"
+    sql = f"INSERT INTO traffic_records ({', '.join(_TRAFFIC_COLUMNS)}) VALUES ({', '.join(marks)})"
     params = []
     for row in rows:
         values = [row[name] for name in _TRAFFIC_COLUMNS]
-        values[index] = db.json_dumps(values[index])
-        values[-1] = at(values[-1])
+        values[_INPUT] = db.json_dumps(values[_INPUT])
+        if sqlite:  # as UTCDateTime + SQLite's DATETIME store it: naive UTC, microseconds
+            values[-1] = (
+                values[-1].astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+            )
         params.append(tuple(values))
     connection.exec_driver_sql(sql, params)
 
