@@ -25,6 +25,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DownloadError",
     "EncoderError",
+    "GateRefusedError",
     "MethodNotAllowedError",
     "ModelNotFoundError",
     "NicheError",
@@ -38,6 +39,7 @@ __all__ = [
     "TaskNotFoundError",
     "UpstreamError",
     "UpstreamTimeoutError",
+    "ValidationError",
 ]
 
 
@@ -67,6 +69,21 @@ class ConfigurationError(NicheError):
     def __init__(self, message: str, *, setting: str | None = None) -> None:
         super().__init__(message)
         self.setting = setting
+
+
+class ValidationError(NicheError):
+    """An argument a caller passed is not acceptable (a bad option, field or value).
+
+    Raised for the caller's own values, not for the server's settings: the CLI exits with 2,
+    the gateway answers 400 naming ``param``.
+    """
+
+    exit_code = 2
+    http_status = 400
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class DataValidationError(NicheError):
@@ -160,6 +177,32 @@ class ConflictError(NicheError):
         self.alias = alias
         self.expected = expected
         self.actual = actual
+
+
+class GateRefusedError(NicheError):
+    """A promotion was refused: the gate failed, or the version has no passed gate.
+
+    ``checks`` names the failed checks. Exit code 4, apart from :class:`ConflictError`'s 3
+    (someone else moved the alias), so a script can tell the two apart.
+    """
+
+    exit_code = 4
+    http_status = 409
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        task: str | None = None,
+        version: int | None = None,
+        alias: str | None = None,
+        checks: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.task = task
+        self.version = version
+        self.alias = alias
+        self.checks = checks
 
 
 class DatabaseError(NicheError):

@@ -1225,6 +1225,23 @@ class Registry:
             session.flush()
             return _event_record(event, task_row.name)
 
+    def aliased_models(self) -> dict[str, dict[str, ModelVersionRecord]]:
+        """Every task's aliases and the model versions they point to, in one query.
+
+        Tasks without an alias are absent. The gateway's portfolio reads this each refresh.
+        """
+        with self._session() as session:
+            rows = session.execute(
+                select(AliasRow.name, ModelVersionRow, TaskRow.name)
+                .join(ModelVersionRow, AliasRow.model_version_id == ModelVersionRow.id)
+                .join(TaskRow, AliasRow.task_id == TaskRow.id)
+                .order_by(TaskRow.name, AliasRow.name)
+            )
+            served: dict[str, dict[str, ModelVersionRecord]] = {}
+            for alias, model, task in rows:
+                served.setdefault(task, {})[alias] = _model_record(model, task)
+            return served
+
     def list_aliases(self, task: str) -> dict[str, int]:
         """Each alias of ``task`` and the version it points to."""
         with self._session() as session:
