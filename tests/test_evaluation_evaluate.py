@@ -276,6 +276,7 @@ def test_public_surface() -> None:
         "McNemar",
         "PairedBootstrap",
         "PairedTest",
+        "Prices",
         "Throughput",
         "accuracy",
         "accuracy_ci",
@@ -283,6 +284,8 @@ def test_public_surface() -> None:
         "cascade_curve",
         "compare",
         "cost_per_1m_usd",
+        "cost_usd",
+        "energy_wh",
         "evaluate",
         "expected_calibration_error",
         "macro_f1",
@@ -293,6 +296,7 @@ def test_public_surface() -> None:
         "paired_bootstrap",
         "paired_test",
         "per_class",
+        "usage_per_1m",
         "wh_per_query",
     }
     for name in exported:

@@ -4,9 +4,13 @@
 >>> spec = evaluate(specialist, texts, labels, cpu_hour_usd=0.045, watts_per_core=10.0)
 >>> general = evaluate(zero_shot, texts, labels, cpu_hour_usd=0.045, watts_per_core=10.0)
 >>> compare(spec, general, labels).to_dict()["paired_test"]["p_value"]
+
+Cost and energy are pure functions of recorded usage:
+``cost_usd(predictions.usage, Prices(cpu_hour_usd=0.045))``.
 """
 
 from niche.evaluation.cascade import DEFAULT_THRESHOLDS, CascadePoint, cascade_curve
+from niche.evaluation.cost import Prices, cost_usd, energy_wh, usage_per_1m
 from niche.evaluation.evaluate import Comparison, Evaluation, compare, evaluate
 from niche.evaluation.metrics import (
     ClassMetrics,
@@ -45,6 +49,7 @@ __all__ = [
     "McNemar",
     "PairedBootstrap",
     "PairedTest",
+    "Prices",
     "Throughput",
     "accuracy",
     "accuracy_ci",
@@ -52,6 +57,8 @@ __all__ = [
     "cascade_curve",
     "compare",
     "cost_per_1m_usd",
+    "cost_usd",
+    "energy_wh",
     "evaluate",
     "expected_calibration_error",
     "macro_f1",
@@ -62,5 +69,6 @@ __all__ = [
     "paired_bootstrap",
     "paired_test",
     "per_class",
+    "usage_per_1m",
     "wh_per_query",
 ]

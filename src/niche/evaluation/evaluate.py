@@ -17,12 +17,12 @@ import numpy as np
 
 from niche.evaluation import metrics, performance, stats
 from niche.evaluation.cascade import DEFAULT_THRESHOLDS, CascadePoint, cascade_curve
+from niche.evaluation.cost import Prices, Usage, cost_usd, energy_wh, usage_per_1m
 from niche.evaluation.metrics import ClassMetrics
 from niche.evaluation.stats import PairedTest, paired_test
 from niche.progress import NO_PROGRESS, Progress
 
 if TYPE_CHECKING:
-    # Annotations only: evaluating needs no specialist code at run time.
     from niche.specialists.base import Predictions, Predictor
 
 __all__ = ["Comparison", "Evaluation", "compare", "evaluate"]
@@ -35,7 +35,9 @@ class Evaluation:
     Intervals are 95 % percentile bootstrap intervals. ``latency_*`` are single-request
     percentiles (None when latency was not measured); ``items_per_s`` and ``cpu_s_per_1m``
     (process CPU seconds per million predictions) come from one batch call over the split, and
-    ``cost_per_1m_usd`` and ``wh_per_query`` are derived from ``cpu_s_per_1m``.
+    ``cost_per_1m_usd`` and ``wh_per_query`` are derived from that call's usage (its process
+    CPU seconds, and the tokens the predictions recorded) by :func:`~niche.evaluation.cost_usd`
+    and :func:`~niche.evaluation.energy_wh`.
     ``predictions`` and ``correct`` (per-row bool) stay in memory for :func:`compare` and are
     left out of :meth:`to_dict`.
     """
@@ -183,6 +185,15 @@ def _score(
     y_pred = np.asarray(predictions.labels)
     correct = y_true == y_pred
     cpu_s_per_item = throughput.cpu_s_per_item
+    # The batch's usage as cost sees it: process CPU seconds over the call, all threads
+    # counted (wider than the predictor's own wall-clock compute time), and whatever tokens
+    # the predictor recorded (a remote model's).
+    recorded = predictions.usage or Usage()
+    usage = Usage(
+        compute_s=throughput.cpu_s,
+        input_tokens=recorded.input_tokens,
+        output_tokens=recorded.output_tokens,
+    )
     return Evaluation(
         kind=kind,
         n=len(y_true),
@@ -196,8 +207,10 @@ def _score(
         latency_p95_ms=latency.p95_ms if latency else None,
         items_per_s=throughput.items_per_s,
         cpu_s_per_1m=cpu_s_per_item * 1e6,
-        cost_per_1m_usd=performance.cost_per_1m_usd(cpu_s_per_item, cpu_hour_usd),
-        wh_per_query=performance.wh_per_query(cpu_s_per_item, watts_per_core),
+        cost_per_1m_usd=cost_usd(
+            usage_per_1m(usage, throughput.items), Prices(cpu_hour_usd=cpu_hour_usd)
+        ),
+        wh_per_query=energy_wh(Usage(compute_s=cpu_s_per_item), watts_per_core=watts_per_core),
         predictions=predictions,
         correct=correct,
     )

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from niche.evaluation.cost import Prices, Usage, cost_usd, energy_wh
+
 __all__ = [
     "Latency",
     "Throughput",
@@ -27,8 +29,6 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
-
-_SECONDS_PER_HOUR = 3600.0
 
 
 @dataclass(frozen=True)
@@ -134,19 +134,20 @@ def measure_throughput(
 def cost_per_1m_usd(cpu_s_per_item: float, cpu_hour_usd: float) -> float:
     """USD for one million predictions at ``cpu_hour_usd`` per CPU-core hour.
 
+    The same as :func:`~niche.evaluation.cost_usd` of a million items' compute seconds.
+
     >>> cost_per_1m_usd(0.0036, 0.05)  # 1M x 3.6 ms = 1 core-hour
     0.05
     """
-    return cpu_s_per_item * 1e6 / _SECONDS_PER_HOUR * cpu_hour_usd
+    return cost_usd(Usage(compute_s=cpu_s_per_item * 1e6), Prices(cpu_hour_usd=cpu_hour_usd))
 
 
 def wh_per_query(cpu_s_per_item: float, watts_per_core: float) -> float:
     """Watt-hours per prediction: CPU seconds x watts per busy core / 3600.
 
-    This is CodeCarbon's fallback when it cannot read power counters: a fixed draw (TDP
-    share) per busy core, times CPU time.
+    The same as :func:`~niche.evaluation.energy_wh` of one item's compute seconds.
 
     >>> wh_per_query(0.0018, 2.0)  # 1.8 ms on a 2 W core = 3.6 mJ
     1e-06
     """
-    return cpu_s_per_item * watts_per_core / _SECONDS_PER_HOUR
+    return energy_wh(Usage(compute_s=cpu_s_per_item), watts_per_core=watts_per_core)

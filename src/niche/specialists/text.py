@@ -6,15 +6,15 @@
     >>> spec.save("models/banking77")   # head.safetensors + config.json, never pickle
 
 Confidences are calibrated by temperature scaling on a held-out slice of the training rows.
+:class:`TextKind` is the ``text`` kind that fits and loads it (``get_kind("text")``).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -22,12 +22,21 @@ import numpy as np
 from niche.encoders import Encoder
 from niche.errors import ArtifactError, ConfigurationError, NotFittedError
 from niche.progress import NO_PROGRESS, Progress
-from niche.specialists.base import Predictions
+from niche.specialists.base import (
+    Predictions,
+    Predictor,
+    SpecialistKind,
+    TextInputs,
+    Usage,
+    check_fit_arguments,
+    check_text_inputs,
+)
+from niche.specialists.context import Clock, FitContext, LoadContext
+from niche.specialists.saving import CONFIG_FILE, read_config, staged_directory, write_config
 
-__all__ = ["TextSpecialist", "fit_temperature", "softmax"]
+__all__ = ["TextKind", "TextSpecialist", "fit_temperature", "softmax"]
 
 HEAD_FILE = "head.safetensors"
-CONFIG_FILE = "config.json"
 FORMAT_VERSION = 1
 
 
@@ -64,6 +73,7 @@ class TextSpecialist:
 
     Parameters are stored as given; :meth:`fit` or :meth:`load` does the work. Learned state
     ends in ``_``: ``coef_`` (n_labels, dim), ``intercept_``, ``label_set_``, ``temperature_``.
+    ``clock`` times each :meth:`predict`, recorded as the predictions' usage.
     """
 
     kind = "text"
@@ -76,12 +86,14 @@ class TextSpecialist:
         max_iter: int = 2000,
         calibration_size: float = 0.1,
         seed: int = 0,
+        clock: Clock = time.perf_counter,
     ) -> None:
         self.encoder = encoder
         self.c = c
         self.max_iter = max_iter
         self.calibration_size = calibration_size
         self.seed = seed
+        self.clock = clock
 
     def get_params(self) -> dict[str, Any]:
         """The constructor parameters (without the encoder), as recorded in lineage."""
@@ -198,9 +210,13 @@ class TextSpecialist:
         self._check_fitted()
         return self.predict_proba_embeddings(self.encoder.encode(texts))
 
-    def predict(self, texts: Sequence[str]) -> Predictions:
-        """Labels and calibrated confidences for ``texts``."""
-        return Predictions.from_probabilities(self.predict_proba(texts), self.label_set_)
+    def predict(self, inputs: TextInputs) -> Predictions:
+        """Labels and calibrated confidences for ``inputs`` (texts), with their compute time."""
+        texts = check_text_inputs(self.kind, inputs)
+        started = self.clock()
+        probabilities = self.predict_proba(texts)
+        usage = Usage(compute_s=self.clock() - started)
+        return Predictions.from_probabilities(probabilities, self.label_set_, usage=usage)
 
     # -- artifacts -----------------------------------------------------------------------
 
@@ -222,43 +238,27 @@ class TextSpecialist:
 
         self._check_fitted()
         target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with staged_directory(target) as staging:
             # No safetensors metadata: its header order is not stable, and the bytes must be,
             # since model ids are digests of them. config.json carries kind and format.
             save_file({"coef": self.coef_, "intercept": self.intercept_}, str(staging / HEAD_FILE))
-            (staging / CONFIG_FILE).write_text(json.dumps(self.config(), indent=2) + "\n")
-            if target.exists():
-                _remove_tree(target)
-            os.replace(staging, target)
-        except BaseException:
-            _remove_tree(staging)
-            raise
+            write_config(staging, self.config())
         return target
 
     @classmethod
-    def load(cls, directory: str | Path, encoder: Encoder) -> TextSpecialist:
+    def load(
+        cls, directory: str | Path, encoder: Encoder, *, clock: Clock = time.perf_counter
+    ) -> TextSpecialist:
         """Load a saved specialist; ``encoder`` must be the one it was trained with."""
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
 
         directory = Path(directory)
-        config_path = directory / CONFIG_FILE
         head_path = directory / HEAD_FILE
-        for path in (config_path, head_path):
+        for path in (directory / CONFIG_FILE, head_path):
             if not path.is_file():
                 raise ArtifactError(f"{path}: missing; not a saved text specialist", path=path)
-        try:
-            config = json.loads(config_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ArtifactError(f"{config_path}: invalid JSON ({exc})", path=config_path) from exc
-        if config.get("kind") != cls.kind or config.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(
-                f"{config_path}: kind {config.get('kind')!r} format "
-                f"{config.get('format_version')!r} is not a text specialist v{FORMAT_VERSION}",
-                path=config_path,
-            )
+        config = read_config(directory, kind=cls.kind, format_version=FORMAT_VERSION)
         if config["encoder_id"] != encoder.id:
             raise ArtifactError(
                 f"{directory}: trained with encoder {config['encoder_id']!r} but "
@@ -269,7 +269,7 @@ class TextSpecialist:
             tensors = load_file(str(head_path))
         except (SafetensorError, OSError) as exc:
             raise ArtifactError(f"{head_path}: unreadable weights ({exc})", path=head_path) from exc
-        spec = cls(encoder, **config["params"])
+        spec = cls(encoder, **config["params"], clock=clock)
         spec.coef_ = tensors["coef"]
         spec.intercept_ = tensors["intercept"]
         spec.label_set_ = list(config["labels"])
@@ -284,7 +284,42 @@ class TextSpecialist:
         return spec
 
 
-def _remove_tree(path: Path) -> None:
-    import shutil
+class TextKind(SpecialistKind):
+    """The ``text`` kind: a frozen encoder + a calibrated logistic-regression head.
 
-    shutil.rmtree(path, ignore_errors=True)
+    Options: ``c`` (inverse regularisation), ``max_iter``, ``calibration_size``.
+
+        >>> spec = get_kind("text").fit(texts, labels, FitContext(encoder=encoder))
+    """
+
+    name = "text"
+    input_kind = "text"
+    options = MappingProxyType({"c": 10.0, "max_iter": 2000, "calibration_size": 0.1})
+
+    def fit(self, inputs: TextInputs, labels: Sequence[str], context: FitContext) -> TextSpecialist:
+        """Fit a :class:`TextSpecialist` on the context's encoder with ``context.seed``."""
+        checked = check_fit_arguments(self, inputs, labels)
+        options = self.resolve_options(context.options)
+        specialist = TextSpecialist(
+            context.encoder,
+            c=float(options["c"]),
+            max_iter=int(options["max_iter"]),
+            calibration_size=float(options["calibration_size"]),
+            seed=context.seed,
+            clock=context.clock,
+        )
+        return specialist.fit(inputs, checked, progress=context.progress)
+
+    def load(self, directory: Path, context: LoadContext) -> TextSpecialist:
+        """The :class:`TextSpecialist` in ``directory``, on the context's encoder."""
+        return TextSpecialist.load(directory, context.encoder, clock=context.clock)
+
+    def lineage(self, specialist: Predictor) -> dict[str, Any]:
+        """The encoder, the parameters and the fitted temperature."""
+        if not isinstance(specialist, TextSpecialist):
+            raise TypeError(f"the text kind describes a TextSpecialist, not {specialist!r}")
+        return {
+            "encoder_id": specialist.encoder_id_,
+            "params": specialist.get_params(),
+            "temperature": specialist.temperature_,
+        }

@@ -1,9 +1,11 @@
-"""Fit specialists on dataset versions and record their lineage.
+"""Fit specialists of any kind on dataset versions and record their lineage.
 
->>> from niche.training import train_text_specialist
->>> trained = train_text_specialist(version, encoder)
+>>> from niche.training import train
+>>> trained = train(version, "text", FitContext(encoder=encoder))
+>>> trained = train_text_specialist(version, encoder)   # the same, for the text kind
 """
 
-from niche.training.text import TrainedModel, code_version, train_text_specialist
+from niche.training.fit import TrainedModel, code_version, stratified_sample, train
+from niche.training.text import train_text_specialist
 
-__all__ = ["TrainedModel", "code_version", "train_text_specialist"]
+__all__ = ["TrainedModel", "code_version", "stratified_sample", "train", "train_text_specialist"]

@@ -1,0 +1,131 @@
+"""Fit a specialist of any kind on a dataset version, and record its lineage.
+
+>>> trained = train(version, "text", FitContext(settings, encoder=encoder))
+>>> trained.specialist.kind, trained.lineage["dataset_fingerprint"] == version.fingerprint
+('text', True)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from niche.data import DatasetVersion
+from niche.errors import ConfigurationError, ValidationError
+from niche.specialists import FitContext, Specialist, get_kind
+
+__all__ = ["TrainedModel", "code_version", "stratified_sample", "train"]
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A fitted specialist and where it came from (dataset, encoder, parameters, code)."""
+
+    specialist: Specialist
+    lineage: dict[str, Any] = field(default_factory=dict)
+
+
+def stratified_sample(
+    texts: list[str], labels: list[str], fraction: float, *, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """A ``fraction`` of the rows of each label (at least 2 per label), in original order.
+
+    >>> stratified_sample(texts, labels, 0.05, seed=0)  # a deliberately weak model
+    """
+    if not 0 < fraction <= 1:
+        raise ConfigurationError(f"fraction must be in (0, 1], got {fraction}")
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    keep: list[int] = []
+    for label in sorted(by_label):
+        rows = by_label[label]
+        n = min(len(rows), max(2, round(len(rows) * fraction)))
+        keep.extend(rng.choice(rows, size=n, replace=False).tolist())
+    keep.sort()
+    return [texts[i] for i in keep], [labels[i] for i in keep]
+
+
+@lru_cache(maxsize=1)
+def code_version() -> dict[str, str | None]:
+    """niche's version and, when running from a git checkout, its revision."""
+    from niche import __version__
+
+    revision: str | None = None
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+        if result.returncode == 0:
+            revision = result.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        revision = None
+    return {"niche_version": __version__, "git_revision": revision}
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def train(
+    version: DatasetVersion,
+    kind: str = "text",
+    context: FitContext | None = None,
+    *,
+    fraction: float = 1.0,
+    split: str = "train",
+    clock: Callable[[], float] = time.perf_counter,
+    now: Callable[[], datetime] = _utc_now,
+) -> TrainedModel:
+    """Fit a specialist of ``kind`` on ``version``'s ``split``, with its lineage.
+
+    ``context`` carries the settings, the encoder, the seed, progress and the kind's options
+    (default: ``FitContext()``). ``fraction`` < 1 trains on a stratified sample (seeded by
+    ``context.seed``); ``clock`` times the fit and ``now`` stamps it.
+
+    >>> trained = train(version, "text", FitContext(encoder=encoder, options={"c": 1.0}))
+    >>> trained.lineage["params"]["c"]
+    1.0
+    """
+    context = FitContext() if context is None else context
+    specialist_kind = get_kind(kind)
+    if split not in version.splits:
+        raise ValidationError(
+            f"dataset version {version.fingerprint[:16]} has no split {split!r} "
+            f"(splits: {', '.join(version.splits)})",
+            param="split",
+        )
+    rows = version.splits[split]
+    texts, labels = list(rows.texts), list(rows.labels)
+    if fraction != 1.0:
+        texts, labels = stratified_sample(texts, labels, fraction, seed=context.seed)
+    started = clock()
+    specialist = specialist_kind.fit(texts, labels, context)
+    fit_seconds = clock() - started
+    lineage = {
+        "kind": specialist.kind,
+        "dataset_fingerprint": version.fingerprint,
+        "dataset_source": version.source,
+        "train_rows": len(texts),
+        "train_fraction": fraction,
+        "labels": len(specialist.label_set),
+        **specialist_kind.lineage(specialist),
+        "fit_seconds": round(fit_seconds, 3),
+        "trained_at": now().isoformat(timespec="seconds"),
+        **code_version(),
+    }
+    return TrainedModel(specialist=specialist, lineage=lineage)
