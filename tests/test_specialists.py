@@ -10,32 +10,43 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from niche.errors import ArtifactError, NotFittedError
-from niche.specialists import Predictions, Predictor, TextSpecialist, ZeroShot, humanise_label
+from niche.errors import ArtifactError, NotFittedError, ValidationError
+from niche.specialists import (
+    FitContext,
+    LoadContext,
+    Predictions,
+    Predictor,
+    TextSpecialist,
+    Usage,
+    ZeroShot,
+    get_kind,
+    humanise_label,
+)
 from niche.specialists.text import fit_temperature, softmax
 
 LABELS = ["card_arrival", "lost_or_stolen_card", "exchange_rate", "top_up_failed"]
 
 
+def read_banking(datasets_dir: Path, name: str, per_label: int) -> tuple[list[str], list[str]]:
+    """The first ``per_label`` rows of each of :data:`LABELS` in BANKING77's ``name`` file."""
+    texts: list[str] = []
+    labels: list[str] = []
+    counts = dict.fromkeys(LABELS, 0)
+    with open(datasets_dir / "banking77" / name, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            label = row["category"]
+            if label in counts and counts[label] < per_label:
+                counts[label] += 1
+                texts.append(row["text"])
+                labels.append(label)
+    return texts, labels
+
+
 @pytest.fixture(scope="module")
 def banking_slice(datasets_dir: Path) -> tuple[list[str], list[str], list[str], list[str]]:
     """60 training and 20 test rows per label for four BANKING77 intents."""
-
-    def rows(name: str, per_label: int) -> tuple[list[str], list[str]]:
-        texts: list[str] = []
-        labels: list[str] = []
-        counts = dict.fromkeys(LABELS, 0)
-        with open(datasets_dir / "banking77" / name, newline="", encoding="utf-8") as handle:
-            for row in csv.DictReader(handle):
-                label = row["category"]
-                if label in counts and counts[label] < per_label:
-                    counts[label] += 1
-                    texts.append(row["text"])
-                    labels.append(label)
-        return texts, labels
-
-    train_texts, train_labels = rows("train.csv", 60)
-    test_texts, test_labels = rows("test.csv", 20)
+    train_texts, train_labels = read_banking(datasets_dir, "train.csv", 60)
+    test_texts, test_labels = read_banking(datasets_dir, "test.csv", 20)
     return train_texts, train_labels, test_texts, test_labels
 
 
@@ -221,3 +232,121 @@ def test_load_predictor_by_kind_and_a_clear_error_for_an_unknown_kind(
     assert isinstance(loaded, TextSpecialist) and loaded.label_set == fitted.label_set
     with pytest.raises(ArtifactError, match="no loader for model kind 'lora'"):
         load_predictor("lora", tmp_path / "model", encoder)
+
+
+# -- inputs typed by the input kind, usage, the kinds' own fit and load --------------------
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        ("where is my card?", r"not a single str: pass \[text\]"),
+        (["fine", 42], r"inputs\[1\] is int"),
+        (None, "not NoneType"),
+    ],
+)
+def test_predict_refuses_inputs_of_the_wrong_kind(predictor, inputs, message):
+    with pytest.raises(ValidationError, match=message) as caught:
+        predictor.predict(inputs)
+    text = str(caught.value)
+    assert f"kind {predictor.kind!r} takes text inputs (a sequence of str)" in text
+    assert caught.value.param.startswith("inputs")
+
+
+def test_predict_takes_any_sequence_of_str(predictor, banking_slice):
+    texts = banking_slice[2][:5]
+    assert predictor.predict(tuple(texts)).labels == predictor.predict(texts).labels
+
+
+class SteppingClock:
+    """Reads 10.0, 10.25, 10.5, … : each predict call measures exactly 0.25 s."""
+
+    def __init__(self) -> None:
+        self.now = 9.75
+
+    def __call__(self) -> float:
+        self.now += 0.25
+        return self.now
+
+
+def test_predictions_record_their_compute_time(predictor, banking_slice, tmp_path):
+    texts = banking_slice[2][:4]
+    usage = predictor.predict(texts).usage
+    assert isinstance(usage, Usage)
+    assert usage.compute_s > 0
+    assert (usage.input_tokens, usage.output_tokens) == (None, None)
+    # With an injected clock the recorded time is exact; load passes the context's clock on.
+    predictor.save(tmp_path / "saved")
+    loaded = get_kind(predictor.kind).load(
+        tmp_path / "saved", LoadContext(encoder=predictor.encoder, clock=SteppingClock())
+    )
+    assert loaded.predict(texts).usage == Usage(compute_s=0.25)
+    assert loaded.predict([]).usage == Usage(compute_s=0.25)
+
+
+def test_usage_adds_up():
+    total = Usage(compute_s=0.25) + Usage(compute_s=0.5, input_tokens=12)
+    assert total == Usage(compute_s=0.75, input_tokens=12, output_tokens=None)
+    assert (total + Usage(output_tokens=3)).to_dict() == {
+        "compute_s": 0.75,
+        "input_tokens": 12,
+        "output_tokens": 3,
+    }
+
+
+def test_the_text_kind_fits_what_text_specialist_fits(fitted, encoder, banking_slice):
+    train_texts, train_labels, test_texts, _ = banking_slice
+    via_kind = get_kind("text").fit(train_texts, train_labels, FitContext(encoder=encoder, seed=0))
+    assert isinstance(via_kind, TextSpecialist)
+    assert via_kind.get_params() == fitted.get_params()
+    assert np.array_equal(via_kind.coef_, fitted.coef_)
+    assert via_kind.predict(test_texts).labels == fitted.predict(test_texts).labels
+    other = get_kind("text").fit(
+        train_texts, train_labels, FitContext(encoder=encoder, seed=1, options={"c": 1.0})
+    )
+    assert other.get_params() == {"c": 1.0, "max_iter": 2000, "calibration_size": 0.1, "seed": 1}
+
+
+def test_the_zero_shot_kind_fits_from_the_label_set(encoder, banking_slice, tmp_path):
+    descriptions = {"top_up_failed": "my top-up did not work"}
+    general = get_kind("zero-shot").fit(
+        [], LABELS, FitContext(encoder=encoder, options={"descriptions": descriptions})
+    )
+    assert isinstance(general, ZeroShot)
+    assert general.label_set == LABELS
+    assert general.prompts()[3] == "my top-up did not work"
+    # Training rows give the same model: the labels in first-seen order, the texts unused.
+    from_rows = get_kind("zero-shot").fit(
+        ["a", "b", "c"],
+        ["exchange_rate", "card_arrival", "exchange_rate"],
+        FitContext(encoder=encoder),
+    )
+    assert from_rows.label_set == ["exchange_rate", "card_arrival"]
+    with pytest.raises(ValidationError, match="at least 2 labels"):
+        get_kind("zero-shot").fit([], ["spam"], FitContext(encoder=encoder))
+
+    path = general.save(tmp_path / "zero-shot")
+    assert sorted(p.name for p in path.iterdir()) == ["config.json"]
+    loaded = ZeroShot.load(path, encoder)
+    texts = banking_slice[2]
+    assert loaded.prompts() == general.prompts()
+    assert loaded.predict(texts).labels == general.predict(texts).labels
+    assert np.allclose(loaded.predict(texts).confidences, general.predict(texts).confidences)
+
+
+def test_zero_shot_load_refuses_another_encoder_and_another_kind(encoder, fitted, tmp_path):
+    class OtherEncoder:
+        id = "other/encoder"
+        dim = encoder.dim
+
+        def encode(self, texts, *, progress=None):
+            raise AssertionError("not called")
+
+    path = ZeroShot(LABELS, encoder).save(tmp_path / "zero-shot")
+    with pytest.raises(ArtifactError, match="saved with encoder"):
+        ZeroShot.load(path, OtherEncoder())
+    fitted.save(tmp_path / "text")
+    with pytest.raises(ArtifactError, match="is not a zero-shot specialist v1"):
+        ZeroShot.load(tmp_path / "text", encoder)
+    with pytest.raises(ArtifactError, match="missing; not a saved zero-shot specialist"):
+        ZeroShot.load(tmp_path / "nothing", encoder)

@@ -7,6 +7,7 @@ A plug-in's own test suite runs :func:`check_predictor` on its kind the way nich
 ``text`` and ``zero-shot``; each broken rule raises a :class:`PredictorCheckError` naming it.
 """
 
-from niche.testing._predictor import SAMPLE_INPUTS, PredictorCheckError, Rule, check_predictor
+from niche.testing._predictor import check_predictor
+from niche.testing._rules import SAMPLE_INPUTS, PredictorCheckError, Rule
 
 __all__ = ["SAMPLE_INPUTS", "PredictorCheckError", "Rule", "check_predictor"]

@@ -11,13 +11,7 @@ whose message names the rule.
 
 from __future__ import annotations
 
-import enum
-import json
 import math
-import os
-import pickle
-import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -37,69 +31,10 @@ from niche.specialists import (
     Usage,
     get_kind,
 )
-from niche.testing._rebuild import RebuildSpec
+from niche.testing._rebuild import RebuildError, RebuildSpec
+from niche.testing._rules import SAMPLE_INPUTS, WRONG_INPUTS, PredictorCheckError, Rule
 
-__all__ = ["SAMPLE_INPUTS", "PredictorCheckError", "Rule", "check_predictor"]
-
-
-class Rule(enum.StrEnum):
-    """The rules :func:`check_predictor` checks, in the order it checks them."""
-
-    PROTOCOL = "is a Predictor"
-    REGISTERED = "kind registered"
-    INPUT_TYPES = "rejects wrong inputs"
-    ONE_PER_INPUT = "one prediction per input, in order"
-    EMPTY = "empty input gives empty predictions"
-    PROBABILITIES = "confidences are the probabilities of the labels"
-    USAGE = "usage recorded"
-    DETERMINISTIC = "deterministic"
-    ALONE = "deterministic alone as in a batch"
-    SAVE_LOAD = "save, load, same predictions"
-    THREADS = "safe from several threads"
-    REBUILD = "rebuildable in another process"
-
-
-class PredictorCheckError(AssertionError):
-    """A predictor broke a rule: ``rule`` says which, the message says how.
-
-    >>> err.rule, str(err)
-    (<Rule.EMPTY: ...>, "kind 'short' breaks rule 'empty input gives ...': ...")
-    """
-
-    def __init__(self, rule: Rule, kind: str, detail: str) -> None:
-        super().__init__(f"kind {kind!r} breaks rule {str(rule)!r}: {detail}")
-        self.rule = rule
-        self.kind = kind
-        self.detail = detail
-
-
-SAMPLE_INPUTS: dict[str, list[Any]] = {
-    "text": [
-        "where is my card? it still has not arrived",
-        "I was charged twice for the same coffee",
-        "WINNER!! Claim your free prize now, text CLAIM to 81010",
-        "Are we still meeting for lunch at noon tomorrow?",
-        "the exchange rate you gave me was wrong",
-        "my top-up failed again",
-        "Ça coûte combien pour envoyer de l'argent ?",
-        "",
-        "ok",
-        "please cancel the transfer I made this morning to my landlord, I typed the wrong "
-        "account number and the money has not arrived there either, what should I do now",
-        "I lost my phone and my card",
-        "thanks, that solved it!",
-    ],
-}
-"""Inputs used when none are given, per input kind."""
-
-# Wrong inputs per input kind, with how to describe each in a message.
-_WRONG_INPUTS: dict[str, list[tuple[str, Any]]] = {
-    "text": [
-        ("a single str", "a single string is not a batch"),
-        ("a list holding an int", ["fine", 42]),
-        ("None", None),
-    ],
-}
+__all__ = ["check_predictor"]
 
 
 def check_predictor(
@@ -196,7 +131,8 @@ class _Checker:
         with self.rule(Rule.INPUT_TYPES):
             self.check_input_types(predictor, kind)
         with self.rule(Rule.ONE_PER_INPUT):
-            predictions = self.check_one_per_input(predictor, batch)
+            predictions = predictor.predict(batch)
+            self.check_shape(Rule.ONE_PER_INPUT, predictions, len(batch))
         with self.rule(Rule.EMPTY):
             self.check_empty(predictor)
         with self.rule(Rule.PROBABILITIES):
@@ -206,6 +142,8 @@ class _Checker:
         with self.rule(Rule.DETERMINISTIC):
             again = predictor.predict(batch)
             self.same(Rule.DETERMINISTIC, predictions, again, self.atol, "a second call")
+        with self.rule(Rule.IN_ORDER):
+            self.check_in_order(predictor, batch, predictions)
         with self.rule(Rule.ALONE):
             self.check_alone(predictor, batch, predictions)
         directory = workdir / "saved"
@@ -268,7 +206,7 @@ class _Checker:
         return batch
 
     def check_input_types(self, predictor: Predictor, kind: SpecialistKind) -> None:
-        for description, wrong in _WRONG_INPUTS.get(kind.input_kind, []):
+        for description, wrong in WRONG_INPUTS.get(kind.input_kind, []):
             try:
                 predictor.predict(wrong)
             except ValidationError as exc:
@@ -287,17 +225,21 @@ class _Checker:
             else:
                 raise self.fail(Rule.INPUT_TYPES, f"predict accepted {description}")
 
-    def check_one_per_input(self, predictor: Predictor, batch: list[Any]) -> Predictions:
-        predictions = predictor.predict(batch)
-        self.check_shape(Rule.ONE_PER_INPUT, predictions, len(batch))
+    def check_in_order(
+        self, predictor: Predictor, batch: list[Any], predictions: Predictions
+    ) -> None:
         reverse = predictor.predict(batch[::-1])
-        self.check_shape(Rule.ONE_PER_INPUT, reverse, len(batch))
+        self.check_shape(Rule.IN_ORDER, reverse, len(batch))
         unreversed = Predictions(
-            labels=list(reverse.labels)[::-1], confidences=np.asarray(reverse.confidences)[::-1]
+            labels=list(reverse.labels)[::-1],
+            confidences=np.asarray(reverse.confidences)[::-1],
+            label_set=list(reverse.label_set),
+            probabilities=None
+            if reverse.probabilities is None
+            else np.asarray(reverse.probabilities)[::-1],
         )
         # The same batch-mates in another order: only the order of the answers may change.
-        self.same(Rule.ONE_PER_INPUT, predictions, unreversed, self.atol, "reversed inputs")
-        return predictions
+        self.same(Rule.IN_ORDER, predictions, unreversed, self.atol, "reversed inputs")
 
     def check_shape(self, rule: Rule, predictions: object, n: int) -> None:
         if not isinstance(predictions, Predictions):
@@ -361,13 +303,7 @@ class _Checker:
         for i, one in enumerate(batch):
             alone = predictor.predict([one])
             self.check_shape(Rule.ALONE, alone, 1)
-            self.same(
-                Rule.ALONE,
-                _row(predictions, i),
-                alone,
-                self.batch_atol,
-                f"input {i} alone",
-            )
+            self.same(Rule.ALONE, _row(predictions, i), alone, self.batch_atol, "alone", rows=[i])
 
     def check_save_load(
         self,
@@ -426,58 +362,72 @@ class _Checker:
     def rebuilt(
         self, spec: RebuildSpec, mode: Literal["subprocess", "pickle"], timeout_s: float
     ) -> Predictions:
-        rule = Rule.REBUILD
         try:
-            blob = pickle.dumps(spec)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            raise self.fail(rule, f"its rebuild spec does not pickle: {exc}") from exc
-        if mode == "pickle":
-            return _as_predictions(pickle.loads(blob).predict())
-        # The child sees this process's import path, so the same plug-ins are installed there.
-        path = os.pathsep.join(entry for entry in sys.path if entry)
-        result = subprocess.run(
-            [sys.executable, "-c", "from niche.testing._rebuild import main; main()"],
-            input=blob,
-            capture_output=True,
-            timeout=timeout_s,
-            env={**os.environ, "PYTHONPATH": path},
-            check=False,
-        )
-        if result.returncode != 0:
-            stderr = result.stderr.decode("utf-8", "replace").strip()
-            raise self.fail(
-                rule,
-                f"a fresh process could not rebuild it (exit {result.returncode}): "
-                f"{stderr[-2000:]}",
-            )
-        data = json.loads(result.stdout)
-        return Predictions(labels=data["labels"], confidences=np.asarray(data["confidences"]))
+            return spec.predict_elsewhere(mode, timeout_s=timeout_s)
+        except RebuildError as exc:
+            raise self.fail(Rule.REBUILD, str(exc)) from exc
 
     def same(
-        self, rule: Rule, expected: Predictions, got: Predictions, tolerance: float, what: str
+        self,
+        rule: Rule,
+        expected: Predictions,
+        got: Predictions,
+        tolerance: float,
+        what: str,
+        *,
+        rows: Sequence[int] | None = None,
     ) -> None:
-        """``got`` has ``expected``'s labels, and its confidences within ``tolerance``."""
+        """``got`` says what ``expected`` says: the same labels, confidences within ``tolerance``.
+
+        Where both carry probabilities over the same label set, a label may differ only
+        between labels whose probabilities are within ``tolerance`` (a near tie that moved),
+        and every probability must be within ``tolerance``. ``rows`` names the inputs.
+        """
         self.check_shape(rule, got, len(expected))
+        names = list(range(len(expected))) if rows is None else list(rows)
+        matrices = _comparable_probabilities(expected, got)
+        if matrices is not None:
+            gap = np.abs(matrices[0] - matrices[1]).max(axis=1) if len(names) else np.zeros(0)
+            if len(gap) and float(gap.max()) > tolerance:
+                i = int(gap.argmax())
+                raise self.fail(
+                    rule,
+                    f"{what}: the probabilities of input {names[i]} moved by {gap[i]:.3g} "
+                    f"> {tolerance:g} (labelled {got.labels[i]!r} with {got.confidences[i]}, "
+                    f"was {expected.labels[i]!r} with {expected.confidences[i]})",
+                )
+            return
         for i, (a, b) in enumerate(zip(expected.labels, got.labels, strict=True)):
             if a != b:
-                raise self.fail(rule, f"{what}: input {i} is labelled {b!r}, not {a!r}")
+                raise self.fail(rule, f"{what}: input {names[i]} is labelled {b!r}, not {a!r}")
         gap = np.abs(np.asarray(expected.confidences) - np.asarray(got.confidences))
         if len(gap) and float(gap.max()) > tolerance:
             i = int(gap.argmax())
             raise self.fail(
                 rule,
-                f"{what}: input {i} has confidence {got.confidences[i]}, not "
+                f"{what}: input {names[i]} has confidence {got.confidences[i]}, not "
                 f"{expected.confidences[i]} (differs by {gap[i]:.3g} > {tolerance:g})",
             )
 
 
+def _comparable_probabilities(
+    expected: Predictions, got: Predictions
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both probability matrices, when both predictions have them over one label set."""
+    if expected.probabilities is None or got.probabilities is None:
+        return None
+    if not expected.label_set or expected.label_set != got.label_set:
+        return None
+    a = np.asarray(expected.probabilities, dtype=np.float64)
+    b = np.asarray(got.probabilities, dtype=np.float64)
+    return (a, b) if a.shape == b.shape else None
+
+
 def _row(predictions: Predictions, i: int) -> Predictions:
+    probabilities = predictions.probabilities
     return Predictions(
-        labels=[predictions.labels[i]], confidences=np.asarray(predictions.confidences)[i : i + 1]
+        labels=[predictions.labels[i]],
+        confidences=np.asarray(predictions.confidences)[i : i + 1],
+        label_set=list(predictions.label_set),
+        probabilities=None if probabilities is None else np.asarray(probabilities)[i : i + 1],
     )
-
-
-def _as_predictions(value: object) -> Predictions:
-    if not isinstance(value, Predictions):
-        raise TypeError(f"the rebuilt predictor returned {type(value).__name__}")
-    return value

@@ -11,16 +11,24 @@ pickled :class:`RebuildSpec` on stdin and writes the predictions as JSON on stdo
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 from niche.settings import Settings
 from niche.specialists import LoadContext, Predictions, get_kind
 
-__all__ = ["RebuildSpec", "main"]
+__all__ = ["RebuildError", "RebuildSpec", "main"]
+
+
+class RebuildError(Exception):
+    """The predictor could not be rebuilt from its spec; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,46 @@ class RebuildSpec:
         context = LoadContext(self.settings, embedding_cache=self.embedding_cache)
         predictor = get_kind(self.kind).load(Path(self.directory), context)
         return predictor.predict(self.inputs)
+
+    def predict_elsewhere(
+        self, mode: Literal["subprocess", "pickle"], *, timeout_s: float = 300.0
+    ) -> Predictions:
+        """:meth:`predict` after a pickle round trip of this spec: in a fresh Python process
+        (``"subprocess"``, with this process's ``sys.path``), or in this one (``"pickle"``).
+
+        The subprocess's predictions come back as labels and confidences only.
+        """
+        try:
+            blob = pickle.dumps(self)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            raise RebuildError(f"its rebuild spec does not pickle: {exc}") from exc
+        if mode == "pickle":
+            rebuilt = pickle.loads(blob)
+            return rebuilt.predict() if isinstance(rebuilt, RebuildSpec) else _unexpected(rebuilt)
+        # The child sees this process's import path, so the same plug-ins are installed there.
+        path = os.pathsep.join(entry for entry in sys.path if entry)
+        try:
+            result = subprocess.run(
+                [sys.executable, "-c", "from niche.testing._rebuild import main; main()"],
+                input=blob,
+                capture_output=True,
+                timeout=timeout_s,
+                env={**os.environ, "PYTHONPATH": path},
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise RebuildError(f"a fresh process did not rebuild it within {timeout_s} s") from exc
+        if result.returncode != 0:
+            stderr = result.stderr.decode("utf-8", "replace").strip()
+            raise RebuildError(
+                f"a fresh process could not rebuild it (exit {result.returncode}): {stderr[-2000:]}"
+            )
+        data = json.loads(result.stdout)
+        return Predictions(labels=data["labels"], confidences=np.asarray(data["confidences"]))
+
+
+def _unexpected(value: object) -> Predictions:
+    raise RebuildError(f"the spec came back from pickle as {type(value).__name__}")
 
 
 def main() -> None:
