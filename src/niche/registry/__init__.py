@@ -2,7 +2,7 @@
 
     >>> from niche.registry import LocalStore, Registry
     >>> path = LocalStore(Settings()).save_dataset(version)
-    >>> Registry().get_model("banking77", "champion").version
+    >>> Registry().models.get("banking77", "champion").version
     3
 
 The database half (:class:`Registry` and its records) loads SQLAlchemy on first access, so
@@ -20,11 +20,13 @@ if TYPE_CHECKING:
     from niche.registry.store import (
         UNSET,
         AliasEventRecord,
+        AuditEventRecord,
         DatasetRecord,
         EvaluationRecord,
         GateRecord,
         KeyRecord,
         ModelVersionRecord,
+        PromotionRecord,
         Registry,
         StoredTrafficRecord,
         TaskRecord,
@@ -34,12 +36,14 @@ if TYPE_CHECKING:
 __all__ = [
     "UNSET",
     "AliasEventRecord",
+    "AuditEventRecord",
     "DatasetRecord",
     "EvaluationRecord",
     "GateRecord",
     "KeyRecord",
     "LocalStore",
     "ModelVersionRecord",
+    "PromotionRecord",
     "Registry",
     "StoredTrafficRecord",
     "TaskRecord",
