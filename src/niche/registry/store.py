@@ -53,8 +53,6 @@ from niche.registry.stores.keys import KEY_PREFIX_CHARS, KEY_SCOPES, SECRET_PREF
 from niche.settings import Settings
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
     from niche.registry.artifacts import ArtifactStore
 
 __all__ = [
@@ -151,14 +149,6 @@ class Registry(LegacyNames):
     def database_url(self) -> str:
         """The URL in use: ``url``, else ``NICHE_DATABASE_URL``."""
         return self.database.database_url
-
-    @property
-    def engine_(self) -> Engine | None:
-        """The engine once connected (None before first use or after :meth:`close`)."""
-        return self.database.engine_
-
-    def _engine(self) -> Engine:
-        return self.database.engine()
 
     def upgrade(self) -> str:
         """Apply pending migrations (a no-op when up to date); return the head revision.

@@ -230,18 +230,17 @@ def insert_ignoring_conflict(
 ) -> bool:
     """INSERT, or nothing when a row with the same unique ``key`` exists (no race).
 
-    Returns whether a row was inserted.
+    Returns whether a row was inserted (told by RETURNING: psycopg gives no rowcount here).
     """
     if session.get_bind().dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        result = session.execute(
+        statement: Any = (
             pg_insert(model).values(values).on_conflict_do_nothing(index_elements=[key])
         )
     else:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        result = session.execute(
-            sqlite_insert(model).values(values).on_conflict_do_nothing(index_elements=[key])
-        )
-    return int(getattr(result, "rowcount", 0) or 0) == 1
+        statement = sqlite_insert(model).values(values).on_conflict_do_nothing(index_elements=[key])
+    primary_key = model.__table__.primary_key.columns.values()[0]
+    return session.execute(statement.returning(primary_key)).first() is not None
