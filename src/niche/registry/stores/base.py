@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from niche.errors import ConfigurationError, ModelNotFoundError, TaskNotFoundError
@@ -242,5 +243,5 @@ def insert_ignoring_conflict(
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         statement = sqlite_insert(model).values(values).on_conflict_do_nothing(index_elements=[key])
-    primary_key = model.__table__.primary_key.columns.values()[0]
+    (primary_key,) = sa_inspect(model).primary_key
     return session.execute(statement.returning(primary_key)).first() is not None
