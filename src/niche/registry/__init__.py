@@ -5,8 +5,9 @@
     >>> Registry().models.get("banking77", "champion").version
     3
 
-The database half (:class:`Registry` and its records) loads SQLAlchemy on first access, so
-importing this package stays cheap for code that only needs task specs or files.
+The database half (:class:`Registry`, its stores) loads SQLAlchemy on first access, so
+importing this package, or a record class from it, stays cheap for code that only needs task
+specs, records or files.
 """
 
 from __future__ import annotations
@@ -50,7 +51,13 @@ __all__ = [
     "TrafficRecord",
 ]
 
-_LAZY = {name: "niche.registry.store" for name in __all__ if name != "LocalStore"}
+# Records need no SQLAlchemy; the Registry (and UNSET, beside its stores) do.
+_LAZY = {
+    name: "niche.registry.records"
+    for name in __all__
+    if name not in ("LocalStore", "Registry", "UNSET")
+}
+_LAZY |= {"Registry": "niche.registry.store", "UNSET": "niche.registry.stores.promotions"}
 
 
 def __getattr__(name: str) -> Any:
