@@ -81,10 +81,10 @@ def _join(procs: list[BaseProcess]) -> None:
 def _register_many(url: str, writer: int, count: int, barrier: Any, results: Any) -> None:
     with Registry(url) as registry:
         # Every worker races the first migration and the task's creation on a fresh database.
-        registry.ensure_task(TaskSpec(name=TASK))
+        registry.tasks.ensure(TaskSpec(name=TASK))
         barrier.wait()
         versions = [
-            registry.register_model(TASK, **_model_values(f"{writer}-{i}")).version
+            registry.models.register(TASK, **_model_values(f"{writer}-{i}")).version
             for i in range(count)
         ]
     results.put(versions)
@@ -93,14 +93,14 @@ def _register_many(url: str, writer: int, count: int, barrier: Any, results: Any
 def _promote_racing(url: str, writer: int, rounds: int, barrier: Any, results: Any) -> None:
     moved = conflicts = 0
     with Registry(url) as registry:
-        registry.get_task(TASK)
+        registry.tasks.get(TASK)
         barrier.wait()
         for i in range(rounds):
-            current = registry.get_alias(TASK, "champion")
+            current = registry.promotions.get(TASK, "champion")
             now = current.version if current is not None else None
             target = 1 + (i + writer + (now or 0)) % 3
             try:
-                registry.set_alias(
+                registry.promotions.move(
                     TASK,
                     "champion",
                     target,
@@ -119,7 +119,7 @@ def _register_and_hang(url: str, store_root: str, model_dir: str, flushed: Any) 
     from sqlalchemy.orm import Session
 
     with Registry(url) as registry:
-        registry.get_task(TASK)
+        registry.tasks.get(TASK)
         # The artifact is stored first, as niche.lifecycle.register_trained does.
         artifact = ArtifactStore(store_root).put_dir(model_dir)
 
@@ -133,7 +133,7 @@ def _register_and_hang(url: str, store_root: str, model_dir: str, flushed: Any) 
             "artifact_digest": artifact.digest,
             "artifact_uri": artifact.uri,
         }
-        registry.register_model(TASK, **values)
+        registry.models.register(TASK, **values)
 
 
 # -- tests -----------------------------------------------------------------------------------
@@ -151,16 +151,16 @@ def test_eight_processes_registering_at_once_get_dense_unique_versions(database_
     assert versions == list(range(1, writers * each + 1))
     assert all(batch == sorted(batch) for batch in per_writer)
     with Registry(database_url) as registry:
-        assert [t.name for t in registry.list_tasks()] == [TASK]
-        assert [m.version for m in registry.list_models(TASK)] == versions
+        assert [t.name for t in registry.tasks.all()] == [TASK]
+        assert [m.version for m in registry.models.all(TASK)] == versions
         assert registry.upgrade() == head_revision()
 
 
 def test_racing_compare_and_set_promotions_leave_a_consistent_chain(database_url: str) -> None:
     with Registry(database_url) as registry:
-        registry.create_task(TaskSpec(name=TASK))
+        registry.tasks.create(TaskSpec(name=TASK))
         for i in range(3):
-            registry.register_model(TASK, **_model_values(str(i)))
+            registry.models.register(TASK, **_model_values(str(i)))
     writers, rounds = 2, 25
     barrier = SPAWN.Barrier(writers)
     results = SPAWN.Queue()
@@ -169,8 +169,8 @@ def test_racing_compare_and_set_promotions_leave_a_consistent_chain(database_url
         outcomes = _collect(results, procs)
         _join(procs)
     with Registry(database_url) as registry:
-        history = registry.alias_history(TASK, "champion")
-        final = registry.get_alias(TASK, "champion")
+        history = registry.promotions.history(TASK, "champion")
+        final = registry.promotions.get(TASK, "champion")
     assert sum(moved for moved, _ in outcomes) == len(history)
     assert sum(moved + conflicts for moved, conflicts in outcomes) == writers * rounds
     assert history[0].from_version is None
@@ -183,7 +183,7 @@ def test_a_process_killed_mid_registration_leaves_no_half_version(
     database_url: str, tmp_path: Path
 ) -> None:
     with Registry(database_url) as registry:
-        registry.create_task(TaskSpec(name=TASK))
+        registry.tasks.create(TaskSpec(name=TASK))
     store_root, model_dir = tmp_path / "artifacts", tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "config.json").write_text('{"kind": "text"}')
@@ -199,13 +199,13 @@ def test_a_process_killed_mid_registration_leaves_no_half_version(
     orphans = store.digests()
     assert len(orphans) == 1  # the artifact was written, the version never committed
     with Registry(database_url) as registry:
-        assert registry.list_models(TASK) == []
+        assert registry.models.all(TASK) == []
         assert registry.referenced_digests() == set()
         # `niche gc` removes the orphan.
         assert store.gc(registry.referenced_digests()) == sorted(orphans)
         assert store.digests() == set()
         # The dead writer's lock is gone and its version number was never taken.
-        assert registry.register_model(TASK, **_model_values("next")).version == 1
+        assert registry.models.register(TASK, **_model_values("next")).version == 1
     engine = create_engine_for(database_url)
     try:
         with engine.connect() as connection:

@@ -52,7 +52,7 @@ def _register(registry: Registry, task: str = "tickets", n: int = 1, **overrides
             "lineage": {"encoder_id": "minilm-int8", "params": {"c": 10.0}},
             **overrides,
         }
-        records.append(registry.register_model(task, **values))
+        records.append(registry.models.register(task, **values))
     return records
 
 
@@ -77,7 +77,7 @@ def test_a_fresh_database_is_migrated_on_first_use(database_url: str) -> None:
     try:
         assert sa.inspect(engine).get_table_names() == []
         with Registry(database_url) as registry:
-            assert registry.list_tasks() == []
+            assert registry.tasks.all() == []
         assert current_revision(engine) == head_revision()
         assert set(Base.metadata.tables) <= set(sa.inspect(engine).get_table_names())
     finally:
@@ -85,11 +85,11 @@ def test_a_fresh_database_is_migrated_on_first_use(database_url: str) -> None:
 
 
 def test_upgrade_twice_is_a_no_op_and_returns_the_head_revision(registry: Registry) -> None:
-    registry.create_task(_spec())
+    registry.tasks.create(_spec())
     head = head_revision()
     assert registry.upgrade() == head
     assert registry.upgrade() == head
-    assert [task.name for task in registry.list_tasks()] == ["tickets"]
+    assert [task.name for task in registry.tasks.all()] == ["tickets"]
 
 
 def test_the_migrations_build_exactly_the_models(database_url: str) -> None:
@@ -98,7 +98,7 @@ def test_the_migrations_build_exactly_the_models(database_url: str) -> None:
 
     with Registry(database_url) as registry:
         registry.upgrade()
-        engine = registry._engine()
+        engine = registry.database.engine()
         with engine.connect() as connection:
             context = MigrationContext.configure(connection, opts={"compare_type": True})
             assert compare_metadata(context, Base.metadata) == []
@@ -111,7 +111,7 @@ def test_an_unreachable_database_is_named_with_its_password_masked() -> None:
         url = f"postgresql+psycopg://niche:s3cret-pw@127.0.0.1:{port}/niche"
         registry = Registry(url)
         with pytest.raises(DatabaseError) as caught:
-            registry.list_tasks()
+            registry.tasks.all()
     error = caught.value
     assert f"niche:***@127.0.0.1:{port}/niche" in str(error)
     assert "s3cret-pw" not in str(error)
@@ -134,7 +134,7 @@ def test_the_sqlite_directory_is_created_on_connect_not_before(tmp_path: Path) -
     engine.dispose()
     assert not target.parent.exists()
     with registry:
-        registry.list_tasks()
+        registry.tasks.all()
     assert target.is_file()
 
 
@@ -150,15 +150,15 @@ def test_the_default_url_comes_from_the_settings(tmp_path: Path) -> None:
     registry = Registry(settings=Settings(home=str(tmp_path)))
     assert registry.database_url == f"sqlite:///{tmp_path / 'niche.db'}"
     with registry:
-        registry.ensure_task(_spec())
+        registry.tasks.ensure(_spec())
     assert (tmp_path / "niche.db").is_file()
 
 
 def test_a_registry_pickles_as_its_arguments(registry: Registry) -> None:
-    registry.create_task(_spec())
+    registry.tasks.create(_spec())
     copy = pickle.loads(pickle.dumps(Registry(registry.url)))
     with copy:
-        assert copy.engine_ is None
+        assert copy.database.engine_ is None
         assert copy.get_task("tickets").name == "tickets"
 
 
@@ -166,36 +166,36 @@ def test_a_registry_pickles_as_its_arguments(registry: Registry) -> None:
 
 
 def test_create_get_list_and_update_tasks(registry: Registry) -> None:
-    created = registry.create_task(_spec(sla=SLA(min_quality=0.8)))
+    created = registry.tasks.create(_spec(sla=SLA(min_quality=0.8)))
     assert created.spec == _spec(sla=SLA(min_quality=0.8))
     assert created.created_at == created.updated_at == START
-    registry.create_task(_spec("alerts"))
-    assert [task.name for task in registry.list_tasks()] == ["alerts", "tickets"]
+    registry.tasks.create(_spec("alerts"))
+    assert [task.name for task in registry.tasks.all()] == ["alerts", "tickets"]
 
-    updated = registry.update_task("tickets", sla={"latency_p95_ms": 20}, domain="support")
+    updated = registry.tasks.update("tickets", sla={"latency_p95_ms": 20}, domain="support")
     assert updated.spec.sla == SLA(latency_p95_ms=20, min_quality=0.8)
     assert updated.spec.domain == "support"
     assert updated.created_at == START and updated.updated_at > START
-    assert registry.get_task("tickets") == updated
+    assert registry.tasks.get("tickets") == updated
 
 
 def test_a_duplicate_task_is_refused_by_name(registry: Registry) -> None:
-    registry.create_task(_spec())
+    registry.tasks.create(_spec())
     with pytest.raises(AlreadyExistsError, match="task 'tickets' exists already") as caught:
-        registry.create_task(_spec(domain="other"))
+        registry.tasks.create(_spec(domain="other"))
     assert caught.value.exit_code == 2
-    assert registry.get_task("tickets").spec.domain is None
+    assert registry.tasks.get("tickets").spec.domain is None
 
 
 def test_an_unknown_task_error_lists_the_known_ones(registry: Registry) -> None:
     with pytest.raises(TaskNotFoundError, match="none yet"):
-        registry.get_task("tickets")
-    registry.create_task(_spec())
-    registry.create_task(_spec("alerts"))
+        registry.tasks.get("tickets")
+    registry.tasks.create(_spec())
+    registry.tasks.create(_spec("alerts"))
     with pytest.raises(TaskNotFoundError, match=r"no task 'ticket' \(known: alerts, tickets\)"):
-        registry.get_task("ticket")
+        registry.tasks.get("ticket")
     with pytest.raises(TaskNotFoundError) as caught:
-        registry.register_model("nope", **_model_values())
+        registry.models.register("nope", **_model_values())
     assert caught.value.task == "nope" and caught.value.http_status == 404
 
 
@@ -210,20 +210,20 @@ def _model_values() -> dict:
 
 
 def test_ensure_task_creates_once_and_then_returns_the_existing_task(registry: Registry) -> None:
-    first = registry.ensure_task(_spec(domain="support"))
-    again = registry.ensure_task(_spec(domain="ignored"))
+    first = registry.tasks.ensure(_spec(domain="support"))
+    again = registry.tasks.ensure(_spec(domain="ignored"))
     assert again == first
-    assert [task.name for task in registry.list_tasks()] == ["tickets"]
+    assert [task.name for task in registry.tasks.all()] == ["tickets"]
 
 
 def test_update_task_refuses_renames_and_unknown_fields(registry: Registry) -> None:
-    registry.create_task(_spec())
+    registry.tasks.create(_spec())
     with pytest.raises(ConfigurationError, match="cannot be renamed"):
-        registry.update_task("tickets", name="other")
+        registry.tasks.update("tickets", name="other")
     with pytest.raises(ConfigurationError, match="unknown field"):
-        registry.update_task("tickets", latency=3)
+        registry.tasks.update("tickets", latency=3)
     with pytest.raises(ConfigurationError, match="unknown field"):
-        registry.update_task("tickets", sla={"latency": 3})
+        registry.tasks.update("tickets", sla={"latency": 3})
 
 
 # -- datasets --------------------------------------------------------------------------------
@@ -231,67 +231,67 @@ def test_update_task_refuses_renames_and_unknown_fields(registry: Registry) -> N
 
 def test_dataset_registration_is_idempotent_by_fingerprint(registry: Registry) -> None:
     version = _dataset()
-    first = registry.register_dataset(version)
+    first = registry.datasets.register_path(version)
     assert first.uri is None
     assert first.splits == {split: len(rows) for split, rows in version.splits.items()}
     assert CurationReport.from_dict(first.report) == version.report
-    again = registry.register_dataset(version, uri=Path("/data/tickets"))
+    again = registry.datasets.register_path(version, uri=Path("/data/tickets"))
     assert again.uri == "/data/tickets"  # filled in, the rest untouched
     assert again.created_at == first.created_at
-    assert registry.register_dataset(version, uri="/elsewhere").uri == "/data/tickets"
-    assert [d.fingerprint for d in registry.list_datasets()] == [version.fingerprint]
+    assert registry.datasets.register_path(version, uri="/elsewhere").uri == "/data/tickets"
+    assert [d.fingerprint for d in registry.datasets.all()] == [version.fingerprint]
 
 
 def test_datasets_are_found_by_fingerprint_or_unique_prefix(registry: Registry) -> None:
-    a = registry.register_dataset(_dataset("abcdef01" + "0" * 56))
-    registry.register_dataset(_dataset("abcdef02" + "0" * 56))
-    assert registry.get_dataset(a.fingerprint) == a
-    assert registry.get_dataset("ABCDEF01") == a
+    a = registry.datasets.register_path(_dataset("abcdef01" + "0" * 56))
+    registry.datasets.register_path(_dataset("abcdef02" + "0" * 56))
+    assert registry.datasets.get(a.fingerprint) == a
+    assert registry.datasets.get("ABCDEF01") == a
     with pytest.raises(DatasetNotFoundError, match="ambiguous"):
-        registry.get_dataset("abcdef")
+        registry.datasets.get("abcdef")
     with pytest.raises(DatasetNotFoundError, match="at least 6 hex digits"):
-        registry.get_dataset("abc")
+        registry.datasets.get("abc")
     with pytest.raises(DatasetNotFoundError, match=r"no dataset version '123456' \(latest: "):
-        registry.get_dataset("123456")
+        registry.datasets.get("123456")
 
 
 # -- model versions --------------------------------------------------------------------------
 
 
 def test_versions_are_dense_per_task(registry: Registry) -> None:
-    registry.create_task(_spec())
-    registry.create_task(_spec("alerts"))
+    registry.tasks.create(_spec())
+    registry.tasks.create(_spec("alerts"))
     assert [r.version for r in _register(registry, n=3)] == [1, 2, 3]
     assert [r.version for r in _register(registry, "alerts", n=2)] == [1, 2]
-    assert [(m.task, m.version) for m in registry.list_models()] == [
+    assert [(m.task, m.version) for m in registry.models.all()] == [
         ("alerts", 1),
         ("alerts", 2),
         ("tickets", 1),
         ("tickets", 2),
         ("tickets", 3),
     ]
-    assert [m.version for m in registry.list_models("alerts")] == [1, 2]
+    assert [m.version for m in registry.models.all("alerts")] == [1, 2]
 
 
 def test_get_model_by_number_text_or_alias(registry: Registry) -> None:
-    registry.create_task(_spec())
+    registry.tasks.create(_spec())
     records = _register(registry, n=3)
-    registry.set_alias("tickets", "champion", 2, actor="test")
+    registry.promotions.move("tickets", "champion", 2, actor="test")
     for ref in (2, "2", "v2", "champion"):
-        assert registry.get_model("tickets", ref) == records[1]
+        assert registry.models.get("tickets", ref) == records[1]
     with pytest.raises(ModelNotFoundError, match=r"known: v1, v2, v3, champion → v2") as caught:
-        registry.get_model("tickets", "challenger")
+        registry.models.get("tickets", "challenger")
     assert caught.value.ref == "challenger"
     with pytest.raises(ModelNotFoundError, match="no model version 9"):
-        registry.get_model("tickets", 9)
+        registry.models.get("tickets", 9)
 
 
 def test_model_records_keep_their_lineage_as_plain_json(registry: Registry) -> None:
-    registry.create_task(_spec())
+    registry.tasks.create(_spec())
     lineage = {"encoder_id": "minilm", "temperature": np.float32(1.5), "rows": np.int64(7)}
     (record,) = _register(registry, lineage=lineage)
     assert record.lineage == {"encoder_id": "minilm", "temperature": 1.5, "rows": 7}
-    assert registry.get_model("tickets", 1) == record
+    assert registry.models.get("tickets", 1) == record
     assert record.created_at.tzinfo is not None and record.created_at == START + timedelta(
         1 / 86400
     )
@@ -299,17 +299,17 @@ def test_model_records_keep_their_lineage_as_plain_json(registry: Registry) -> N
 
 
 def test_invalid_model_input_registers_nothing(registry: Registry) -> None:
-    registry.create_task(_spec())
+    registry.tasks.create(_spec())
     with pytest.raises(DataValidationError, match="lineage is not JSON-serialisable"):
         _register(registry, lineage={"bad": object()})
     with pytest.raises(ConfigurationError, match="artifact_digest must be a non-empty string"):
         _register(registry, artifact_digest="")
-    assert registry.list_models() == []
+    assert registry.models.all() == []
     assert [r.version for r in _register(registry)] == [1]
 
 
 def test_referenced_digests_are_every_models_artifacts(registry: Registry) -> None:
-    registry.create_task(_spec())
+    registry.tasks.create(_spec())
     _register(registry, artifact_digest="aaa")
     _register(registry, artifact_digest="bbb")
     _register(registry, artifact_digest="aaa")
@@ -320,65 +320,67 @@ def test_referenced_digests_are_every_models_artifacts(registry: Registry) -> No
 
 
 def test_alias_moves_are_recorded_with_actor_reason_and_versions(registry: Registry) -> None:
-    registry.create_task(_spec())
+    registry.tasks.create(_spec())
     _register(registry, n=3)
-    assert registry.get_alias("tickets", "champion") is None
-    registry.set_alias("tickets", "champion", 1, actor="ana", reason="first", expected_current=None)
-    registry.set_alias("tickets", "challenger", 3, actor="bo")
-    registry.set_alias("tickets", "champion", 2, actor="bo", reason="gate passed")
-    history = registry.alias_history("tickets", "champion")
+    assert registry.promotions.get("tickets", "champion") is None
+    registry.promotions.move(
+        "tickets", "champion", 1, actor="ana", reason="first", expected_current=None
+    )
+    registry.promotions.move("tickets", "challenger", 3, actor="bo")
+    registry.promotions.move("tickets", "champion", 2, actor="bo", reason="gate passed")
+    history = registry.promotions.history("tickets", "champion")
     assert [(e.from_version, e.to_version, e.actor, e.reason) for e in history] == [
         (None, 1, "ana", "first"),
         (1, 2, "bo", "gate passed"),
     ]
     assert history[0].at < history[1].at
-    assert [e.alias for e in registry.alias_history("tickets")] == [
+    assert [e.alias for e in registry.promotions.history("tickets")] == [
         "champion",
         "challenger",
         "champion",
     ]
-    assert registry.list_aliases("tickets") == {"challenger": 3, "champion": 2}
-    champion = registry.get_alias("tickets", "champion")
+    assert registry.promotions.aliases("tickets") == {"challenger": 3, "champion": 2}
+    champion = registry.promotions.get("tickets", "champion")
     assert champion is not None and champion.version == 2
     orjson.dumps([e.to_dict() for e in history])
 
 
 def test_compare_and_set_refuses_a_stale_expectation(registry: Registry) -> None:
-    registry.create_task(_spec())
+    registry.tasks.create(_spec())
     _register(registry, n=3)
-    registry.set_alias("tickets", "champion", 1, actor="ana", expected_current=None)
+    registry.promotions.move("tickets", "champion", 1, actor="ana", expected_current=None)
     with pytest.raises(ConflictError, match="is v1, not unset as expected") as caught:
-        registry.set_alias("tickets", "champion", 2, actor="bo", expected_current=None)
+        registry.promotions.move("tickets", "champion", 2, actor="bo", expected_current=None)
     assert (caught.value.expected, caught.value.actual) == (None, 1)
     assert caught.value.http_status == 409
     with pytest.raises(ConflictError, match="is v1, not v3"):
-        registry.set_alias("tickets", "champion", 2, actor="bo", expected_current=3)
-    assert registry.list_aliases("tickets") == {"champion": 1}
-    assert len(registry.alias_history("tickets")) == 1
-    registry.set_alias("tickets", "champion", 2, actor="bo", expected_current=1)
-    assert registry.list_aliases("tickets") == {"champion": 2}
+        registry.promotions.move("tickets", "champion", 2, actor="bo", expected_current=3)
+    assert registry.promotions.aliases("tickets") == {"champion": 1}
+    assert len(registry.promotions.history("tickets")) == 1
+    registry.promotions.move("tickets", "champion", 2, actor="bo", expected_current=1)
+    assert registry.promotions.aliases("tickets") == {"champion": 2}
 
 
 def test_aliases_must_name_an_existing_version_and_not_look_like_one(registry: Registry) -> None:
-    registry.create_task(_spec())
+    registry.tasks.create(_spec())
     _register(registry)
     with pytest.raises(ModelNotFoundError):
-        registry.set_alias("tickets", "champion", 5, actor="ana")
+        registry.promotions.move("tickets", "champion", 5, actor="ana")
     for bad in ("3", "Champion", ""):
         with pytest.raises(ConfigurationError, match="alias"):
-            registry.set_alias("tickets", bad, 1, actor="ana")
+            registry.promotions.move("tickets", bad, 1, actor="ana")
     with pytest.raises(ConfigurationError, match="actor"):
-        registry.set_alias("tickets", "champion", 1, actor=" ")
-    assert registry.alias_history("tickets") == []
+        registry.promotions.move("tickets", "champion", 1, actor=" ")
+    assert registry.promotions.history("tickets") == []
 
 
 # -- evaluations, gates, lineage -------------------------------------------------------------
 
 
 def test_evaluations_are_recorded_per_model_version(registry: Registry) -> None:
-    registry.create_task(_spec())
+    registry.tasks.create(_spec())
     _register(registry, n=2)
-    recorded = registry.record_evaluation(
+    recorded = registry.models.record_evaluation(
         "tickets",
         "v2",
         dataset_fingerprint=FINGERPRINT,
@@ -389,17 +391,17 @@ def test_evaluations_are_recorded_per_model_version(registry: Registry) -> None:
     )
     assert recorded.version == 2
     assert recorded.metrics == {"accuracy": 0.91, "ci": [0.88, 0.94], "latency_p95_ms": None}
-    assert registry.list_evaluations("tickets", 2) == [recorded]
-    assert registry.list_evaluations("tickets", 1) == []
+    assert registry.models.evaluations("tickets", 2) == [recorded]
+    assert registry.models.evaluations("tickets", 1) == []
     orjson.dumps(recorded.to_dict())
 
 
 def test_gate_decisions_are_stored_whether_passed_or_failed(registry: Registry) -> None:
     from niche.registry.gates import GateCheck
 
-    registry.create_task(_spec())
+    registry.tasks.create(_spec())
     _register(registry, n=2)
-    failed = registry.record_gate(
+    failed = registry.promotions.record_gate(
         "tickets",
         1,
         alias="champion",
@@ -407,7 +409,7 @@ def test_gate_decisions_are_stored_whether_passed_or_failed(registry: Registry) 
         checks=[GateCheck("sla.min_quality", False, 0.7, 0.8, "accuracy below the SLA")],
         actor="ana",
     )
-    forced = registry.record_gate(
+    forced = registry.promotions.record_gate(
         "tickets",
         2,
         alias="champion",
@@ -417,7 +419,7 @@ def test_gate_decisions_are_stored_whether_passed_or_failed(registry: Registry) 
         checks=[{"name": "held_out", "passed": True, "value": 0.0, "threshold": 0.0, "detail": ""}],
         actor="bo",
     )
-    assert registry.gate_decisions("tickets") == [failed, forced]
+    assert registry.promotions.gates("tickets") == [failed, forced]
     assert failed.checks == [
         {
             "name": "sla.min_quality",
@@ -429,27 +431,31 @@ def test_gate_decisions_are_stored_whether_passed_or_failed(registry: Registry) 
     ]
     assert (forced.version, forced.forced, forced.why) == (2, True, "hotfix for an outage")
     with pytest.raises(ConfigurationError, match="needs a reason"):
-        registry.record_gate(
+        registry.promotions.record_gate(
             "tickets", 2, alias="champion", passed=False, checks=[], forced=True, actor="bo"
         )
-    passed = registry.record_gate("tickets", 2, alias="champion", passed=True, checks=[], actor="c")
-    assert [g.passed for g in registry.gate_decisions("tickets")] == [False, False, True]
+    passed = registry.promotions.record_gate(
+        "tickets", 2, alias="champion", passed=True, checks=[], actor="c"
+    )
+    assert [g.passed for g in registry.promotions.gates("tickets")] == [False, False, True]
     orjson.dumps(passed.to_dict())
 
 
 def test_lineage_walks_from_the_model_to_its_dataset_and_evaluations(registry: Registry) -> None:
     version = _dataset()
-    registry.register_dataset(version, uri="/data/tickets")
-    registry.create_task(_spec())
+    registry.datasets.register_path(version, uri="/data/tickets")
+    registry.tasks.create(_spec())
     _register(registry, dataset_fingerprint=version.fingerprint)
     _register(registry)  # its dataset was never registered
-    registry.record_evaluation(
+    registry.models.record_evaluation(
         "tickets", 1, dataset_fingerprint=version.fingerprint, split="test", metrics={"a": 1}
     )
-    registry.record_gate("tickets", 1, alias="champion", passed=True, checks=[], actor="ana")
-    registry.set_alias("tickets", "champion", 1, actor="ana")
+    registry.promotions.record_gate(
+        "tickets", 1, alias="champion", passed=True, checks=[], actor="ana"
+    )
+    registry.promotions.move("tickets", "champion", 1, actor="ana")
 
-    walked = registry.lineage("tickets", "champion")
+    walked = registry.models.lineage("tickets", "champion")
     assert walked["model"]["version"] == 1
     assert walked["model"]["lineage"]["encoder_id"] == "minilm-int8"
     assert walked["dataset"]["registered"] is True
@@ -462,7 +468,7 @@ def test_lineage_walks_from_the_model_to_its_dataset_and_evaluations(registry: R
     assert [g["passed"] for g in walked["gates"]] == [True]
     orjson.dumps(walked)
 
-    unregistered = registry.lineage("tickets", 2)["dataset"]
+    unregistered = registry.models.lineage("tickets", 2)["dataset"]
     assert unregistered == {"registered": False, "fingerprint": FINGERPRINT}
 
 
@@ -475,9 +481,9 @@ def test_timestamps_come_from_the_injected_clock_in_utc(database_url: str) -> No
     plus_two = timezone(timedelta(hours=2))
     fixed = datetime(2026, 1, 1, 11, 30, tzinfo=plus_two)
     with Registry(database_url, clock=lambda: fixed) as registry:
-        record = registry.create_task(_spec())
+        record = registry.tasks.create(_spec())
         assert record.created_at == fixed and record.created_at.tzinfo == UTC
-        stored = registry.get_task("tickets").created_at
+        stored = registry.tasks.get("tickets").created_at
         assert stored == fixed and stored.tzinfo == UTC
         assert stored.isoformat() == "2026-01-01T09:30:00+00:00"
 
@@ -486,12 +492,14 @@ def test_the_registry_package_exports_its_public_names() -> None:
     assert set(niche.registry.__all__) == {
         "UNSET",
         "AliasEventRecord",
+        "AuditEventRecord",
         "DatasetRecord",
         "EvaluationRecord",
         "GateRecord",
         "KeyRecord",
         "LocalStore",
         "ModelVersionRecord",
+        "PromotionRecord",
         "Registry",
         "TaskRecord",
         "TrafficRecord",

@@ -15,7 +15,7 @@ from niche.cli import app
 from niche.errors import ConfigurationError, NotFoundError
 from niche.registry import KeyRecord, Registry, TrafficRecord
 from niche.registry.models import Base
-from niche.registry.store import parse_since
+from niche.registry.since import parse_since
 from tests.clocks import START
 
 runner = CliRunner()
@@ -23,7 +23,7 @@ runner = CliRunner()
 
 def _all_rows_as_text(registry: Registry) -> str:
     """Every value of every registry table, as one string (to search for leaked secrets)."""
-    with registry._engine().connect() as connection:
+    with registry.database.engine().connect() as connection:
         return "\n".join(
             repr(tuple(row))
             for table in Base.metadata.sorted_tables
@@ -46,7 +46,7 @@ def _traffic(**fields: Any) -> TrafficRecord:
 
 
 def test_a_created_key_verifies_and_its_secret_is_never_stored(registry: Registry) -> None:
-    record, secret = registry.create_key(scope="inference", budget_usd=5.0, name="ci")
+    record, secret = registry.keys.create(scope="inference", budget_usd=5.0, name="ci")
     assert secret.startswith("nk-") and len(secret) > 40
     assert record.prefix == secret[:8]
     assert (record.name, record.scope, record.budget_usd, record.spent_usd) == (
@@ -56,39 +56,39 @@ def test_a_created_key_verifies_and_its_secret_is_never_stored(registry: Registr
         0.0,
     )
     assert record.created_at == START and not record.revoked
-    assert registry.verify_key(secret) == record
-    assert registry.verify_key(secret + "x") is None
-    assert registry.verify_key("") is None
+    assert registry.keys.verify(secret) == record
+    assert registry.keys.verify(secret + "x") is None
+    assert registry.keys.verify("") is None
 
     stored = _all_rows_as_text(registry)
     assert secret not in stored and secret[8:] not in stored
-    assert registry.list_keys() == [record]
-    listed = json.dumps([key.to_dict() for key in registry.list_keys()])
+    assert registry.keys.all() == [record]
+    listed = json.dumps([key.to_dict() for key in registry.keys.all()])
     assert secret not in listed and "sha256" not in listed
 
 
 def test_two_keys_never_share_a_secret(registry: Registry) -> None:
-    (a, secret_a), (b, secret_b) = (registry.create_key(scope="admin") for _ in range(2))
+    (a, secret_a), (b, secret_b) = (registry.keys.create(scope="admin") for _ in range(2))
     assert secret_a != secret_b and a.id != b.id
-    assert registry.verify_key(secret_b) == b
-    assert [key.id for key in registry.list_keys()] == [a.id, b.id]
+    assert registry.keys.verify(secret_b) == b
+    assert [key.id for key in registry.keys.all()] == [a.id, b.id]
 
 
 def test_revoked_keys_stop_verifying_by_id_or_prefix(registry: Registry) -> None:
-    first, first_secret = registry.create_key(scope="inference")
-    second, second_secret = registry.create_key(scope="admin")
-    revoked = registry.revoke_key(first.prefix)
+    first, first_secret = registry.keys.create(scope="inference")
+    second, second_secret = registry.keys.create(scope="admin")
+    revoked = registry.keys.revoke(first.prefix)
     assert revoked.id == first.id and revoked.revoked_at is not None
-    assert registry.verify_key(first_secret) is None
-    assert registry.revoke_key(str(second.id)).revoked
-    assert registry.verify_key(second_secret) is None
+    assert registry.keys.verify(first_secret) is None
+    assert registry.keys.revoke(str(second.id)).revoked
+    assert registry.keys.verify(second_secret) is None
     # Revoking again keeps the first revocation time.
-    assert registry.revoke_key(first.id).revoked_at == revoked.revoked_at
-    assert all(key.revoked for key in registry.list_keys())
+    assert registry.keys.revoke(first.id).revoked_at == revoked.revoked_at
+    assert all(key.revoked for key in registry.keys.all())
     with pytest.raises(NotFoundError, match="nk-nope"):
-        registry.revoke_key("nk-nope")
+        registry.keys.revoke("nk-nope")
     with pytest.raises(NotFoundError):
-        registry.revoke_key(999)
+        registry.keys.revoke(999)
 
 
 @pytest.mark.parametrize(
@@ -104,18 +104,18 @@ def test_bad_key_settings_create_nothing(
     registry: Registry, fields: dict[str, Any], match: str
 ) -> None:
     with pytest.raises(ConfigurationError, match=match):
-        registry.create_key(**fields)
-    assert registry.list_keys() == []
+        registry.keys.create(**fields)
+    assert registry.keys.all() == []
 
 
 def test_spend_adds_up_under_concurrent_writers(registry: Registry) -> None:
-    record, _ = registry.create_key(scope="inference", budget_usd=100.0)
+    record, _ = registry.keys.create(scope="inference", budget_usd=100.0)
     errors: list[BaseException] = []
 
     def spend() -> None:
         try:
             for _ in range(25):
-                registry.add_spend(record.id, 0.25)
+                registry.keys.add_spend(record.id, 0.25)
         except BaseException as exc:
             errors.append(exc)
 
@@ -125,26 +125,28 @@ def test_spend_adds_up_under_concurrent_writers(registry: Registry) -> None:
     for thread in threads:
         thread.join()
     assert errors == []
-    (key,) = registry.list_keys()
+    (key,) = registry.keys.all()
     assert key.spent_usd == 25.0 and key.remaining_usd == 75.0 and not key.exhausted
 
 
 def test_a_key_is_exhausted_once_its_budget_is_spent(registry: Registry) -> None:
-    record, secret = registry.create_key(scope="inference", budget_usd=1.0)
-    assert registry.add_spend(record.id, 0.5).remaining_usd == 0.5
-    spent = registry.add_spend(record.id, 0.75)
+    record, secret = registry.keys.create(scope="inference", budget_usd=1.0)
+    assert registry.keys.add_spend(record.id, 0.5).remaining_usd == 0.5
+    spent = registry.keys.add_spend(record.id, 0.75)
     assert spent.spent_usd == 1.25 and spent.remaining_usd == 0.0 and spent.exhausted
-    assert registry.verify_key(secret) == spent  # still valid: the budget is the caller's check
-    unlimited, _ = registry.create_key(scope="admin")
-    assert unlimited.remaining_usd is None and not registry.add_spend(unlimited.id, 1e6).exhausted
+    assert registry.keys.verify(secret) == spent  # still valid: the budget is the caller's check
+    unlimited, _ = registry.keys.create(scope="admin")
+    assert (
+        unlimited.remaining_usd is None and not registry.keys.add_spend(unlimited.id, 1e6).exhausted
+    )
     with pytest.raises(ConfigurationError, match="negative"):
-        registry.add_spend(record.id, -0.1)
+        registry.keys.add_spend(record.id, -0.1)
     with pytest.raises(NotFoundError):
-        registry.add_spend(12345, 0.1)
+        registry.keys.add_spend(12345, 0.1)
 
 
 def test_key_records_are_plain_values(registry: Registry) -> None:
-    record, _ = registry.create_key(scope="admin", budget_usd=2.0)
+    record, _ = registry.keys.create(scope="admin", budget_usd=2.0)
     assert isinstance(record, KeyRecord)
     payload = record.to_dict()
     assert payload["remaining_usd"] == 2.0 and payload["exhausted"] is False
@@ -157,7 +159,7 @@ def test_key_records_are_plain_values(registry: Registry) -> None:
 
 
 def test_a_thousand_records_are_stored_in_one_batch(registry: Registry) -> None:
-    key, _ = registry.create_key(scope="inference")
+    key, _ = registry.keys.create(scope="inference")
     records = [
         _traffic(
             task=("a", "b", None)[i % 3],
@@ -172,7 +174,7 @@ def test_a_thousand_records_are_stored_in_one_batch(registry: Registry) -> None:
         )
         for i in range(1000)
     ]
-    engine = registry._engine()
+    engine = registry.database.engine()
     inserts: list[str] = []
 
     def on_execute(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -181,19 +183,19 @@ def test_a_thousand_records_are_stored_in_one_batch(registry: Registry) -> None:
 
     sa.event.listen(engine, "before_cursor_execute", on_execute)
     try:
-        assert registry.record_traffic(records) == 1000
+        assert registry.traffic.record(records) == 1000
     finally:
         sa.event.remove(engine, "before_cursor_execute", on_execute)
     assert len(inserts) == 1
 
-    assert registry.count_traffic() == 1000
-    assert registry.count_traffic("a") == 334 and registry.count_traffic("b") == 333
-    assert registry.count_traffic("unknown") == 0
+    assert registry.traffic.count() == 1000
+    assert registry.traffic.count("a") == 334 and registry.traffic.count("b") == 333
+    assert registry.traffic.count("unknown") == 0
     since = START + timedelta(seconds=900)
-    assert registry.count_traffic(since=since) == 100
-    assert registry.count_traffic("a", since=since) == 34
+    assert registry.traffic.count(since=since) == 100
+    assert registry.traffic.count("a", since=since) == 34
 
-    listed = registry.list_traffic("a", since=since)
+    listed = registry.traffic.query("a", since=since)
     assert [r.at for r in listed] == sorted(r.at for r in listed)
     assert listed[0].at == since and listed[0].input == [{"role": "user", "content": "message 900"}]
     assert (listed[0].specialist_label, listed[0].model_version, listed[0].key_id) == (
@@ -201,15 +203,15 @@ def test_a_thousand_records_are_stored_in_one_batch(registry: Registry) -> None:
         2,
         key.id,
     )
-    newest = registry.list_traffic(limit=3)
+    newest = registry.traffic.query(limit=3)
     assert [r.at - START for r in newest] == [timedelta(seconds=s) for s in (997, 998, 999)]
-    assert registry.list_traffic(limit=0) == []
-    assert len({r.id for r in registry.list_traffic()}) == 1000
+    assert registry.traffic.query(limit=0) == []
+    assert len({r.id for r in registry.traffic.query()}) == 1000
 
 
 def test_records_without_a_time_take_the_registry_clock(registry: Registry) -> None:
-    assert registry.record_traffic([_traffic(), _traffic(task="a", input="hello")]) == 2
-    first, second = registry.list_traffic()
+    assert registry.traffic.record([_traffic(), _traffic(task="a", input="hello")]) == 2
+    first, second = registry.traffic.query()
     assert first.at == second.at == START
     assert first.task is None and second.to_dict() == {
         "id": second.id,
@@ -232,7 +234,7 @@ def test_records_without_a_time_take_the_registry_clock(registry: Registry) -> N
         "status": 200,
         "at": "2026-03-01T12:00:00+00:00",
     }
-    assert registry.record_traffic([]) == 0
+    assert registry.traffic.record([]) == 0
 
 
 @pytest.mark.parametrize(
@@ -249,8 +251,8 @@ def test_a_bad_record_stores_none_of_its_batch(
     registry: Registry, fields: dict[str, Any], error: type[Exception]
 ) -> None:
     with pytest.raises(error):
-        registry.record_traffic([_traffic(), _traffic(**fields)])
-    assert registry.count_traffic() == 0
+        registry.traffic.record([_traffic(), _traffic(**fields)])
+    assert registry.traffic.count() == 0
 
 
 def test_since_accepts_iso_times_and_durations_back_from_now() -> None:

@@ -2,11 +2,12 @@
 
     >>> from niche.registry import LocalStore, Registry
     >>> path = LocalStore(Settings()).save_dataset(version)
-    >>> Registry().get_model("banking77", "champion").version
+    >>> Registry().models.get("banking77", "champion").version
     3
 
-The database half (:class:`Registry` and its records) loads SQLAlchemy on first access, so
-importing this package stays cheap for code that only needs task specs or files.
+The database half (:class:`Registry`, its stores) loads SQLAlchemy on first access, so
+importing this package, or a record class from it, stays cheap for code that only needs task
+specs, records or files.
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ if TYPE_CHECKING:
     from niche.registry.store import (
         UNSET,
         AliasEventRecord,
+        AuditEventRecord,
         DatasetRecord,
         EvaluationRecord,
         GateRecord,
         KeyRecord,
         ModelVersionRecord,
+        PromotionRecord,
         Registry,
         StoredTrafficRecord,
         TaskRecord,
@@ -34,19 +37,27 @@ if TYPE_CHECKING:
 __all__ = [
     "UNSET",
     "AliasEventRecord",
+    "AuditEventRecord",
     "DatasetRecord",
     "EvaluationRecord",
     "GateRecord",
     "KeyRecord",
     "LocalStore",
     "ModelVersionRecord",
+    "PromotionRecord",
     "Registry",
     "StoredTrafficRecord",
     "TaskRecord",
     "TrafficRecord",
 ]
 
-_LAZY = {name: "niche.registry.store" for name in __all__ if name != "LocalStore"}
+# Records need no SQLAlchemy; the Registry (and UNSET, beside its stores) do.
+_LAZY = {
+    name: "niche.registry.records"
+    for name in __all__
+    if name not in ("LocalStore", "Registry", "UNSET")
+}
+_LAZY |= {"Registry": "niche.registry.store", "UNSET": "niche.registry.stores.promotions"}
 
 
 def __getattr__(name: str) -> Any:

@@ -38,6 +38,7 @@ __all__ = [
     "AliasEventRow",
     "AliasRow",
     "ApiKeyRow",
+    "AuditEventRow",
     "Base",
     "DatasetVersionRow",
     "EvaluationRow",
@@ -103,6 +104,8 @@ class DatasetVersionRow(Base):
     report: Mapped[dict[str, Any]] = mapped_column(JSON)
     splits: Mapped[dict[str, int]] = mapped_column(JSON)
     uri: Mapped[str | None] = mapped_column(Text)
+    # The files' artifact in the artifact store; None for versions registered with a path.
+    artifact_digest: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
@@ -218,3 +221,19 @@ class TrafficRow(Base):
     key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
     status: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class AuditEventRow(Base):
+    """One change to the registry, written in the same transaction as the change itself."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_task_at", "task", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    # A task name, not a foreign key: key events have none, and the trail outlives its rows.
+    task: Mapped[str | None] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(200))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -1,0 +1,104 @@
+"""The audit trail: every change to the registry, written in the transaction that makes it.
+
+    >>> [(e.action, e.subject, e.actor) for e in registry.audit.events("banking77")]
+    [('task.created', 'banking77', 'cli:ana'), ('model.registered', 'v1', 'cli:ana')]
+
+Stores call :func:`write_event` inside their own session, so an event exists exactly when its
+change was committed: a refused or failed change leaves neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from niche.registry.models import AuditEventRow
+from niche.registry.records import AuditEventRecord
+from niche.registry.stores.base import Store
+from niche.registry.validation import aware, json_value, limit_count
+
+__all__ = ["ACTIONS", "AuditStore", "write_event"]
+
+ACTIONS: Final = (
+    "task.created",
+    "task.updated",
+    "dataset.registered",
+    "dataset.files_added",
+    "model.registered",
+    "alias.moved",
+    "gate.decided",
+    "key.created",
+    "key.revoked",
+)
+"""Every ``action`` an audit event can have."""
+
+
+def write_event(
+    session: Session,
+    *,
+    at: datetime,
+    actor: str,
+    action: str,
+    task: str | None = None,
+    subject: str | None = None,
+    detail: Mapping[str, Any] | None = None,
+) -> AuditEventRow:
+    """Add an audit event to ``session``'s transaction (committed or rolled back with it)."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown audit action {action!r}")  # a bug in a store, not input
+    row = AuditEventRow(
+        at=at,
+        actor=actor,
+        action=action,
+        task=task,
+        subject=subject,
+        detail=json_value(dict(detail or {}), "detail"),
+    )
+    session.add(row)
+    return row
+
+
+def event_record(row: AuditEventRow) -> AuditEventRecord:
+    return AuditEventRecord(
+        id=row.id,
+        at=row.at,
+        actor=row.actor,
+        action=row.action,
+        task=row.task,
+        subject=row.subject,
+        detail=row.detail,
+    )
+
+
+class AuditStore(Store):
+    """Reads the audit trail (stores write it).
+
+    >>> registry.audit.events(since=parse_since("1d", now))
+    """
+
+    def events(
+        self, task: str | None = None, *, since: datetime | None = None, limit: int | None = None
+    ) -> list[AuditEventRecord]:
+        """Events of ``task`` (or all) at or after ``since``, oldest first.
+
+        With ``limit``, the most recent ``limit`` of them (still oldest first).
+
+            >>> registry.audit.events("banking77", limit=20)
+        """
+        limit_count(limit)
+        query = select(AuditEventRow)
+        if task is not None:
+            query = query.where(AuditEventRow.task == task)
+        if since is not None:
+            query = query.where(AuditEventRow.at >= aware(since, "since"))
+        with self.database.session() as session:
+            if limit is not None:
+                newest = query.order_by(AuditEventRow.at.desc(), AuditEventRow.id.desc())
+                rows = list(session.scalars(newest.limit(limit)))[::-1]
+            else:
+                rows = list(session.scalars(query.order_by(AuditEventRow.at, AuditEventRow.id)))
+            return [event_record(row) for row in rows]
