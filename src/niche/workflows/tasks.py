@@ -77,23 +77,30 @@ def _shape(value: Any) -> str:
     return "value"
 
 
+# What a change must be for a field of each shape (a section is given as a JSON object).
+_GIVEN: dict[str, type | tuple[type, ...]] = {"fields": dict, "object": dict, "list": list}
+
+
 def _changed(spec: TaskSpec, pairs: Sequence[str], fixed: dict[str, Any]) -> TaskSpec:
     """``spec`` with ``pairs`` and then ``fixed`` applied; a pair that does not fit is named."""
     changes = parse_changes(pairs) | fixed
+    known = {field.name for field in fields(spec)}
+    for key, value in changes.items():
+        if key not in known:
+            continue  # the spec refuses it, listing the known fields
+        expected = _shape(getattr(spec, key))
+        given = _GIVEN.get(expected)
+        if not (isinstance(value, given) if given else not isinstance(value, dict | list)):
+            rule = _SHAPES[expected].format(name=key)
+            raise ValidationError(f"task {spec.name}: {key} {rule}", param="set")
     try:
-        changed = spec.with_changes(**changes)
+        return spec.with_changes(**changes)
     except (TypeError, ValueError) as exc:
         # The spec compares and converts values without checking their types first.
         raise ValidationError(
             f"task {spec.name}: {_culprit(spec, pairs)} has a value of the wrong type ({exc})",
             param="set",
         ) from exc
-    for field in fields(changed):
-        expected = _shape(getattr(spec, field.name))
-        if _shape(getattr(changed, field.name)) != expected:
-            rule = _SHAPES[expected].format(name=field.name)
-            raise ValidationError(f"task {spec.name}: {field.name} {rule}", param="set")
-    return changed
 
 
 def _culprit(spec: TaskSpec, pairs: Sequence[str]) -> str:
