@@ -14,6 +14,8 @@ import typer
 from typer.testing import CliRunner
 
 from niche.cli import app
+from niche.cli.app import NicheGroup
+from niche.errors import ConflictError, GateRefusedError, NicheError, ValidationError
 
 runner = CliRunner()
 
@@ -182,3 +184,25 @@ def test_unparsable_options_are_usage_errors_without_a_traceback():
     assert result.exit_code == 2
     assert "--fraction" in result.stderr
     assert isinstance(result.exception, SystemExit), result.exception
+
+
+def test_the_root_group_turns_each_niche_error_into_its_exit_code_and_one_line():
+    demo = typer.Typer(cls=NicheGroup)
+    raised: dict[str, NicheError] = {
+        "bad": ValidationError("--limit must be 0 or more", param="limit"),
+        "moved": ConflictError("alias 'champion' of task 'spam' is v3, not v2 as expected"),
+        "refused": GateRefusedError("gate refused spam v4 for champion: failed held_out"),
+        "other": NicheError("something else"),
+    }
+
+    for name, error in raised.items():
+
+        def command(error: NicheError = error) -> None:
+            raise error
+
+        demo.command(name)(command)
+
+    for name, code in (("bad", 2), ("moved", 3), ("refused", 4), ("other", 1)):
+        result = runner.invoke(demo, [name])
+        assert result.exit_code == code, (name, result.output)
+        assert result.stderr == f"error: {raised[name]}\n"

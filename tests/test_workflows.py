@@ -307,3 +307,20 @@ def test_promoting_a_model_whose_dataset_is_gone_names_the_model(registry: Regis
     _register_model(registry, "cd" * 32)
     with pytest.raises(DatasetNotFoundError, match=f"model {TASK} v1 was trained on dataset"):
         promote(TASK, 1, registry=registry)
+
+
+def test_workflows_import_neither_the_gateway_nor_the_cli():
+    import ast
+
+    package = Path(workflows.__file__).parent
+    for module in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(module.read_text(encoding="utf-8"))):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            for name in names:
+                assert not name.startswith(("niche.gateway", "niche.cli")), (module.name, name)
