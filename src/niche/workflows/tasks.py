@@ -77,8 +77,13 @@ def _shape(value: Any) -> str:
     return "value"
 
 
-# What a change must be for a field of each shape (a section is given as a JSON object).
-_GIVEN: dict[str, type | tuple[type, ...]] = {"fields": dict, "object": dict, "list": list}
+def _fits(value: Any, shape: str) -> bool:
+    """Whether a change can set a field of ``shape`` (a section takes a JSON object)."""
+    if shape in ("fields", "object"):
+        return isinstance(value, dict)
+    if shape == "list":
+        return isinstance(value, list)
+    return not isinstance(value, dict | list)
 
 
 def _changed(spec: TaskSpec, pairs: Sequence[str], fixed: dict[str, Any]) -> TaskSpec:
@@ -89,8 +94,7 @@ def _changed(spec: TaskSpec, pairs: Sequence[str], fixed: dict[str, Any]) -> Tas
         if key not in known:
             continue  # the spec refuses it, listing the known fields
         expected = _shape(getattr(spec, key))
-        given = _GIVEN.get(expected)
-        if not (isinstance(value, given) if given else not isinstance(value, dict | list)):
+        if not _fits(value, expected):
             rule = _SHAPES[expected].format(name=key)
             raise ValidationError(f"task {spec.name}: {key} {rule}", param="set")
     try:
