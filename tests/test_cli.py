@@ -101,6 +101,7 @@ def test_settings_json_lists_values_and_sources(cli_env):
     assert by_name["NICHE_CPU_HOUR_USD"]["source"] == "default"
 
 
+@pytest.mark.slow
 def test_quickstart_on_any_labelled_csv(cli_env, tickets_csv):
     result = runner.invoke(
         app,
@@ -144,6 +145,7 @@ def test_quickstart_on_any_labelled_csv(cli_env, tickets_csv):
     assert spec["artifact_digest"] in spec["artifact_uri"]
 
 
+@pytest.mark.slow
 def test_quickstart_prints_the_comparison(cli_env, tickets_csv):
     result = runner.invoke(
         app,
@@ -160,6 +162,7 @@ def test_quickstart_prints_the_comparison(cli_env, tickets_csv):
         assert expected in result.stdout
 
 
+@pytest.mark.slow
 def test_curate_train_evaluate_as_separate_steps(cli_env, tickets_csv):
     columns = ["--data", str(tickets_csv), "--text-col", "body", "--label-col", "queue"]
     inspected = _json(runner.invoke(app, ["data", "inspect", *columns, "--json"]))
@@ -169,6 +172,9 @@ def test_curate_train_evaluate_as_separate_steps(cli_env, tickets_csv):
     curated = _json(runner.invoke(app, ["data", "curate", *columns, "--seed", "3", "--json"]))
     fingerprint = curated["fingerprint"]
     assert curated["curation"]["rows_out"]["test"] > 0
+    # Curating registers the version: the registry lists it before anything is trained.
+    listed = _json(runner.invoke(app, ["datasets", "list", "--json"]))
+    assert [d["fingerprint"] for d in listed] == [fingerprint]
 
     trained = _json(runner.invoke(app, ["train", fingerprint[:10], "--task", "queues", "--json"]))
     assert (trained["task"], trained["version"]) == ("queues", 1)
@@ -182,6 +188,7 @@ def test_curate_train_evaluate_as_separate_steps(cli_env, tickets_csv):
     assert len(shown["evaluations"]) == 1
 
 
+@pytest.mark.slow
 def test_registry_round_trip_promotion_history_lineage_refusal_and_gc(cli_env, tickets_csv):
     columns = ["--data", str(tickets_csv), "--text-col", "body", "--label-col", "queue"]
     out = _json(runner.invoke(app, ["quickstart", *columns, "--json"]))
@@ -205,9 +212,13 @@ def test_registry_round_trip_promotion_history_lineage_refusal_and_gc(cli_env, t
     )
     assert worse["version"] == 2
     refused = runner.invoke(app, ["promote", task, "2", "--json"])
-    assert refused.exit_code == 3, refused.output
+    # 4: the gate refused (3 would say someone else moved the alias meanwhile).
+    assert refused.exit_code == 4, refused.output
     verdict = json.loads(refused.stdout)
     failed = [c["name"] for c in verdict["checks"] if not c["passed"]]
+    assert refused.stderr.strip() == (
+        f"error: gate refused {task} v2 for champion: failed {', '.join(failed)}"
+    )
     assert "non_inferior_to_champion" in failed
     assert verdict["moved"] is False
     gates = _json(runner.invoke(app, ["gates", task, "--json"]))
@@ -237,6 +248,7 @@ def test_registry_round_trip_promotion_history_lineage_refusal_and_gc(cli_env, t
     assert _json(runner.invoke(app, ["evaluate", task, "champion", "--json"]))["rows"] > 0
 
 
+@pytest.mark.slow
 def test_a_tampered_artifact_is_refused_naming_the_digest(cli_env, tickets_csv):
     columns = ["--data", str(tickets_csv), "--text-col", "body", "--label-col", "queue"]
     out = _json(runner.invoke(app, ["quickstart", *columns, "--json"]))
@@ -246,7 +258,8 @@ def test_a_tampered_artifact_is_refused_naming_the_digest(cli_env, tickets_csv):
     data[-1] ^= 0xFF
     head.write_bytes(bytes(data))
     result = runner.invoke(app, ["evaluate", out["registry"]["task"], "1"])
-    assert result.exit_code != 0
+    assert result.exit_code == 1, result.output
+    assert result.stderr.strip().count("\n") == 0
     assert "mismatch" in result.stderr and digest in result.stderr
 
 
@@ -284,6 +297,7 @@ def test_bad_files_exit_2_naming_file_line_and_column_and_write_nothing(
     assert os.listdir(cli_env) == []
 
 
+@pytest.mark.slow
 def test_a_second_quickstart_on_the_same_data_keeps_one_version_and_one_alias_move(
     cli_env, tickets_csv
 ):

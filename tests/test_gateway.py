@@ -231,7 +231,7 @@ def test_upstream_down_or_slow_gives_the_specialists_answer_marked_fallback(sett
 
 
 def test_a_raising_specialist_falls_back_to_the_fake_vendor(settings_for):
-    from niche.lifecycle import load_specialist
+    from niche.workflows import load_specialist
 
     settings = settings_for()
 

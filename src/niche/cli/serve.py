@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from niche.cli.app import _run, app
+from niche.cli.app import app
 from niche.settings import Settings
 
 
@@ -26,12 +26,10 @@ def serve_command(
     """
     from niche.gateway.server import serve
 
-    _run(
-        lambda: serve(
-            Settings(),
-            host=host,
-            port=port,
-            workers=workers,
-            echo=lambda m: typer.echo(m, err=True),
-        )
+    serve(
+        Settings(),
+        host=host,
+        port=port,
+        workers=workers,
+        echo=lambda m: typer.echo(m, err=True),
     )

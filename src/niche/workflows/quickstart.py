@@ -12,27 +12,21 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from niche.data import DatasetVersion
 from niche.encoders import default_encoder
-from niche.lifecycle import (
-    PromotionOutcome,
-    load_specialist,
-    promote,
-    task_name_for,
-    train_and_register,
-)
-from niche.pipeline import (
-    DEFAULT_DATASET,
-    DataSpec,
-    EvaluationReport,
-    curate_data,
-    evaluate_model,
-)
 from niche.progress import NO_PROGRESS, Progress
-from niche.registry.store import ModelVersionRecord, Registry
 from niche.settings import Settings
+from niche.workflows._context import resolve
+from niche.workflows.data import DEFAULT_DATASET, DataSpec, curate_data
+from niche.workflows.evaluate import EvaluationReport, evaluate_model
+from niche.workflows.models import load_specialist
+from niche.workflows.promote import PromotionOutcome, promote
+from niche.workflows.train import task_name_for, train_and_register
+
+if TYPE_CHECKING:
+    from niche.registry import ModelVersionRecord, Registry
 
 __all__ = ["QuickstartResult", "quickstart"]
 
@@ -51,6 +45,7 @@ class QuickstartResult:
     timings_s: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """What ``niche quickstart --json`` prints."""
         evaluation = self.evaluation.to_dict()
         return {
             "dataset": {
@@ -94,41 +89,46 @@ def quickstart(
     *,
     task: str | None = None,
     seed: int | None = None,
+    registry: Registry | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> QuickstartResult:
-    """Curate, train, register, evaluate against the general model, and attempt promotion."""
+    """Curate, train, register, evaluate against the general model, and attempt promotion.
+
+    A refused promotion is part of the result (``result.promotion.refused``), not an error.
+
+    >>> quickstart(DataSpec(data=Path("tickets.csv"), text_col="body", label_col="queue")).task
+    'tickets'
+    """
     spec = spec or DataSpec(dataset=DEFAULT_DATASET)
-    settings = settings or Settings()
+    settings, registry = resolve(settings, registry)
     seed = settings.get("NICHE_SEED") if seed is None else seed
-    registry = Registry(settings=settings)
     timings: dict[str, float] = {}
 
     started = time.perf_counter()
-    version, _, loaded = curate_data(spec, settings, seed=seed, progress=progress)
+    curated = curate_data(spec, settings, seed=seed, registry=registry, progress=progress)
     timings["curate"] = round(time.perf_counter() - started, 3)
 
     started = time.perf_counter()
-    task = task or task_name_for(loaded.name)
+    task = task or task_name_for(curated.loaded.name)
     encoder = default_encoder(settings)
     model = train_and_register(
-        version,
+        curated.version,
         settings,
         task=task,
         encoder=encoder,
         seed=seed,
         registry=registry,
-        label_descriptions=loaded.label_descriptions,
+        label_descriptions=curated.loaded.label_descriptions,
         progress=progress,
     )
     timings["train"] = round(time.perf_counter() - started, 3)
 
     started = time.perf_counter()
-    specialist = load_specialist(model, settings, encoder=encoder)
     report = evaluate_model(
-        specialist,
-        version,
+        load_specialist(model, settings, encoder=encoder),
+        curated.version,
         settings,
-        label_descriptions=loaded.label_descriptions,
+        label_descriptions=curated.loaded.label_descriptions,
         seed=seed,
         progress=progress,
     )
@@ -147,10 +147,10 @@ def quickstart(
     )
     timings["gate"] = round(time.perf_counter() - started, 3)
     return QuickstartResult(
-        name=loaded.name,
+        name=curated.loaded.name,
         task=task,
-        version=version,
-        dataset_path=Path(registry.get_dataset(version.fingerprint).uri or ""),
+        version=curated.version,
+        dataset_path=curated.path.resolve(),
         model=model,
         evaluation=report,
         promotion=outcome,

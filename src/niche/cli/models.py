@@ -1,0 +1,257 @@
+"""Model commands: train, evaluate, promote, gates, gc, ``models …`` and ``aliases history``.
+
+Each command parses options, calls one library function (:mod:`niche.workflows` or the
+registry) and prints (rich or ``--json``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from niche.cli.app import (
+    JsonOpt,
+    SeedOpt,
+    TaskArg,
+    VersionArg,
+    aliases_app,
+    app,
+    models_app,
+    open_registry,
+)
+from niche.cli.output import (
+    RichProgress,
+    cascade_table,
+    comparison_table,
+    pretty,
+    print_json,
+    print_lineage,
+    print_promotion,
+    table,
+)
+from niche.settings import Settings
+
+
+@app.command()
+def train(
+    dataset_version: Annotated[
+        str, typer.Argument(help="Dataset version fingerprint (or a unique prefix).")
+    ],
+    task: Annotated[
+        str | None,
+        typer.Option(help="Register under this task (default: named after the dataset)."),
+    ] = None,
+    seed: SeedOpt = None,
+    fraction: Annotated[
+        float,
+        typer.Option(help="Train on this share of each label's rows (e.g. 0.05 for a baseline)."),
+    ] = 1.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Train a text specialist on a curated dataset version and register it."""
+    from niche.workflows import train_and_register
+
+    with RichProgress(enabled=not json_out) as progress:
+        record = train_and_register(
+            dataset_version, Settings(), task=task, seed=seed, fraction=fraction, progress=progress
+        )
+    if json_out:
+        print_json(record.to_dict())
+        return
+    typer.echo(
+        f"{record.task} v{record.version} registered (artifact {record.artifact_digest[:16]})"
+    )
+    typer.echo(f"next: niche evaluate {record.task} {record.version}")
+
+
+@app.command("evaluate")
+def evaluate_command(
+    task: Annotated[str, typer.Argument(help="Task name.")],
+    version: Annotated[str, typer.Argument(help="Model version number, or an alias.")],
+    dataset_version: Annotated[
+        str | None,
+        typer.Option("--dataset-version", help="Defaults to the one the model was trained on."),
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test",
+    seed: SeedOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Evaluate a model version and the general model on the same rows, and record it."""
+    from rich.console import Console
+
+    from niche.workflows import evaluate_registered
+
+    with RichProgress(enabled=not json_out) as progress:
+        report = evaluate_registered(
+            task,
+            version,
+            Settings(),
+            dataset=dataset_version,
+            split=split,
+            seed=seed,
+            progress=progress,
+        )
+    payload = report.to_dict()
+    if json_out:
+        print_json(payload)
+        return
+    console = Console()
+    console.print(comparison_table(payload, title=f"{report.split} split, {report.rows} rows"))
+    console.print(cascade_table(payload["cascade"]))
+
+
+@app.command("promote")
+def promote_command(
+    task: TaskArg,
+    version: VersionArg,
+    alias: Annotated[str, typer.Option(help="The alias to move.")] = "champion",
+    margin: Annotated[
+        float, typer.Option(help="Accuracy the candidate may lose to the current holder.")
+    ] = 0.01,
+    force: Annotated[bool, typer.Option(help="Move the alias even if the gate fails.")] = False,
+    why: Annotated[str | None, typer.Option(help="Why (required with --force).")] = None,
+    seed: SeedOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Gate a model version for an alias: exit 0 when promoted, 4 when refused.
+
+    Exit 3 when someone else moved the alias meanwhile (nothing changed; decide again).
+    """
+    from niche.workflows import promote
+
+    with RichProgress(enabled=not json_out) as progress:
+        outcome = promote(
+            task,
+            version,
+            Settings(),
+            alias=alias,
+            margin=margin,
+            force=force,
+            why=why,
+            seed=seed,
+            progress=progress,
+        )
+    if json_out:
+        print_json(outcome.to_dict())
+    else:
+        print_promotion(outcome)
+    outcome.raise_for_refusal()
+
+
+@app.command("gates")
+def gates_command(task: TaskArg, json_out: JsonOpt = False) -> None:
+    """Every promotion attempt for a task, passed or refused, with its checks."""
+    payload = [g.to_dict() for g in open_registry().gate_decisions(task)]
+    if json_out:
+        print_json(payload)
+        return
+    table(
+        f"gate decisions: {task}",
+        ["at", "version", "alias", "passed", "forced", "failed checks", "actor"],
+        [
+            [
+                g["at"],
+                g["version"],
+                g["alias"],
+                g["passed"],
+                g["forced"],
+                ", ".join(c["name"] for c in g["checks"] if not c["passed"]),
+                g["actor"],
+            ]
+            for g in payload
+        ],
+    )
+
+
+@app.command("gc")
+def gc_command(
+    dry_run: Annotated[bool, typer.Option(help="Only list what would be removed.")] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Remove artifacts that no model version references."""
+    from niche.workflows import collect_garbage
+
+    result = collect_garbage(Settings(), dry_run=dry_run)
+    if json_out:
+        print_json(result.to_dict())
+        return
+    verb = "would remove" if dry_run else "removed"
+    typer.echo(f"{verb} {len(result.removed)} unreferenced artifact(s)")
+    for digest in result.removed:
+        typer.echo(f"  {digest}")
+
+
+# -- models ------------------------------------------------------------------------------
+
+
+@models_app.command("list")
+def models_list(
+    task: Annotated[str | None, typer.Argument(help="Only this task's versions.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Model versions, newest last."""
+    payload = [record.to_dict() for record in open_registry().list_models(task)]
+    if json_out:
+        print_json(payload)
+        return
+    table(
+        "model versions",
+        ["task", "version", "kind", "dataset", "artifact", "created"],
+        [
+            [
+                m["task"],
+                m["version"],
+                m["kind"],
+                m["dataset_fingerprint"][:16],
+                m["artifact_digest"][:16],
+                m["created_at"],
+            ]
+            for m in payload
+        ],
+    )
+
+
+@models_app.command("show")
+def models_show(task: TaskArg, version: VersionArg, json_out: JsonOpt = False) -> None:
+    """One model version with its lineage and evaluations."""
+    from niche.workflows import show_model
+
+    payload = show_model(task, version, Settings())
+    if json_out:
+        print_json(payload)
+        return
+    pretty(payload)
+
+
+@models_app.command("lineage")
+def models_lineage(task: TaskArg, version: VersionArg, json_out: JsonOpt = False) -> None:
+    """Walk a model version back to the dataset version (fingerprint) it was trained on."""
+    from niche.workflows import lineage
+
+    payload = lineage(task, version, Settings())
+    if json_out:
+        print_json(payload)
+        return
+    print_lineage(payload)
+
+
+@aliases_app.command("history")
+def aliases_history(
+    task: TaskArg,
+    alias: Annotated[str | None, typer.Option(help="Only this alias.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Every move of a task's aliases: from, to, when, who and why."""
+    payload = [e.to_dict() for e in open_registry().alias_history(task, alias)]
+    if json_out:
+        print_json(payload)
+        return
+    table(
+        f"alias history: {task}",
+        ["at", "alias", "from", "to", "actor", "reason"],
+        [
+            [e["at"], e["alias"], e["from_version"], e["to_version"], e["actor"], e["reason"]]
+            for e in payload
+        ],
+    )

@@ -1,0 +1,95 @@
+"""Use cases over the registry and the specialists: data, train, evaluate, promote, gc, quickstart.
+
+    >>> from niche.workflows import DataSpec, curate_data, promote, train_and_register
+    >>> curated = curate_data(DataSpec(dataset="banking77"))
+    >>> model = train_and_register(curated.version, task="banking77")
+    >>> promote("banking77", model.version).moved
+    True
+
+Each function is one use case: it takes plain arguments, ``settings`` and a ``registry``
+keyword (built from the settings when omitted), and returns records or a result with
+``to_dict()``. The CLI and, next, the closed loop (distil, monitor, retrain) call these; the
+gateway does not, nor do these call the gateway. A caller's bad argument raises
+:class:`~niche.errors.ValidationError`; a refused gate is an outcome, turned into
+:class:`~niche.errors.GateRefusedError` by :meth:`PromotionOutcome.raise_for_refusal`.
+"""
+
+from niche.workflows.audit import AuditEvent, audit_events
+from niche.workflows.data import (
+    DEFAULT_DATASET,
+    CuratedData,
+    DataSpec,
+    LoadedData,
+    curate_data,
+    inspect_data,
+    load_data,
+    open_dataset,
+    save_dataset,
+)
+from niche.workflows.evaluate import (
+    EvaluationReport,
+    evaluate_model,
+    evaluate_predictor,
+    evaluate_registered,
+    record_evaluation,
+    training_data,
+    uncached_encoder,
+)
+from niche.workflows.gc import GarbageCollected, collect_garbage
+from niche.workflows.models import lineage, load_specialist, register_trained, show_model
+from niche.workflows.promote import PromotionOutcome, default_actor, held_out_overlap, promote
+from niche.workflows.quickstart import QuickstartResult, quickstart
+from niche.workflows.tasks import create_task, edit_task, parse_changes, show_task
+from niche.workflows.traffic import (
+    GENERAL_ROUTES,
+    answered,
+    count_traffic,
+    list_traffic,
+    parse_since,
+)
+from niche.workflows.train import ensure_task_for, task_name_for, train_and_register
+
+__all__ = [
+    "DEFAULT_DATASET",
+    "GENERAL_ROUTES",
+    "AuditEvent",
+    "CuratedData",
+    "DataSpec",
+    "EvaluationReport",
+    "GarbageCollected",
+    "LoadedData",
+    "PromotionOutcome",
+    "QuickstartResult",
+    "answered",
+    "audit_events",
+    "collect_garbage",
+    "count_traffic",
+    "create_task",
+    "curate_data",
+    "default_actor",
+    "edit_task",
+    "ensure_task_for",
+    "evaluate_model",
+    "evaluate_predictor",
+    "evaluate_registered",
+    "held_out_overlap",
+    "inspect_data",
+    "lineage",
+    "list_traffic",
+    "load_data",
+    "load_specialist",
+    "open_dataset",
+    "parse_changes",
+    "parse_since",
+    "promote",
+    "quickstart",
+    "record_evaluation",
+    "register_trained",
+    "save_dataset",
+    "show_model",
+    "show_task",
+    "task_name_for",
+    "train_and_register",
+    "training_data",
+    "uncached_encoder",
+]

@@ -1,0 +1,126 @@
+"""Model versions: store a trained specialist, load one back, show and trace it.
+
+    >>> record = register_trained(trained, "banking77")
+    >>> load_specialist(record).predict(["my card has not arrived"]).labels
+    ['card_arrival']
+    >>> lineage("banking77", record.version)["dataset"]["source"]
+    'catalog:banking77'
+
+:func:`register_trained` and :func:`load_specialist` are the only places model artifacts are
+written and read.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from niche.encoders import Encoder, default_encoder
+from niche.errors import DatasetNotFoundError
+from niche.settings import Settings
+from niche.specialists import TextSpecialist
+from niche.workflows._context import resolve
+
+if TYPE_CHECKING:
+    from niche.registry import ModelVersionRecord, Registry
+    from niche.training import TrainedModel
+
+__all__ = ["lineage", "load_specialist", "register_trained", "show_model"]
+
+
+def register_trained(
+    trained: TrainedModel,
+    task: str,
+    settings: Settings | None = None,
+    *,
+    registry: Registry | None = None,
+) -> ModelVersionRecord:
+    """Store the model's artifacts (content-addressed) and register it as the task's next version.
+
+    The artifact is written first and the rows in one transaction after, so a crash in
+    between leaves an unreferenced artifact (``niche gc`` removes it), never a half version.
+    Registering the same bytes again returns the existing version.
+
+    >>> register_trained(trained, "banking77").version
+    4
+    """
+    from niche.registry.artifacts import ArtifactStore
+
+    settings, registry = resolve(settings, registry)
+    artifacts = ArtifactStore.from_settings(settings)
+    with tempfile.TemporaryDirectory(prefix="niche-model-") as tmp:
+        model_dir = trained.specialist.save(Path(tmp) / "model")
+        artifact = artifacts.put_dir(model_dir)
+    # Retraining the same data with the same code gives the same bytes: keep one version.
+    for existing in registry.list_models(task):
+        if existing.artifact_digest == artifact.digest:
+            return existing
+    return registry.register_model(
+        task,
+        kind=trained.specialist.kind,
+        artifact_digest=artifact.digest,
+        artifact_uri=artifact.uri,
+        dataset_fingerprint=trained.lineage["dataset_fingerprint"],
+        lineage=trained.lineage,
+    )
+
+
+def load_specialist(
+    record: ModelVersionRecord, settings: Settings | None = None, *, encoder: Encoder | None = None
+) -> TextSpecialist:
+    """The specialist of a registered model version, its artifact digest verified.
+
+    >>> load_specialist(registry.get_model("banking77", "champion")).kind
+    'text'
+    """
+    from niche.registry.artifacts import ArtifactStore
+
+    settings = settings or Settings()
+    path = ArtifactStore.from_settings(settings).get_dir(record.artifact_digest)
+    return TextSpecialist.load(path, encoder or default_encoder(settings))
+
+
+def show_model(
+    task: str,
+    version: int | str,
+    settings: Settings | None = None,
+    *,
+    registry: Registry | None = None,
+) -> dict[str, Any]:
+    """One model version as a dict, with its ``evaluations`` (what ``niche models show`` prints).
+
+    >>> show_model("banking77", "champion")["evaluations"][0]["split"]
+    'test'
+    """
+    _, registry = resolve(settings, registry)
+    record = registry.get_model(task, version)
+    evaluations = registry.list_evaluations(task, record.version)
+    return record.to_dict() | {"evaluations": [e.to_dict() for e in evaluations]}
+
+
+def lineage(
+    task: str,
+    version: int | str,
+    settings: Settings | None = None,
+    *,
+    registry: Registry | None = None,
+) -> dict[str, Any]:
+    """Where a model version came from: ``model`` → ``dataset`` → ``evaluations``, ``gates``.
+
+    Raises :class:`~niche.errors.DatasetNotFoundError` naming the task, version and dataset
+    fingerprint when the dataset it was trained on is not registered: its lineage cannot be
+    walked.
+
+    >>> lineage("banking77", "champion")["dataset"]["fingerprint"]
+    """
+    _, registry = resolve(settings, registry)
+    walked = registry.lineage(task, version)
+    dataset = walked["dataset"]
+    if not dataset.get("registered", True):
+        model = walked["model"]
+        raise DatasetNotFoundError(
+            f"model {model['task']} v{model['version']} was trained on dataset version "
+            f"{dataset['fingerprint']}, which is not registered: its lineage stops at the model"
+        )
+    return walked

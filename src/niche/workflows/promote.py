@@ -1,0 +1,225 @@
+"""Promote a model version through its gate: evaluate, decide, record, move the alias.
+
+    >>> outcome = promote("banking77", 4)
+    >>> outcome.moved, [c.name for c in outcome.decision.failed]
+    (True, [])
+    >>> promote("banking77", 5).raise_for_refusal()
+    Traceback (most recent call last):
+    niche.errors.GateRefusedError: gate refused banking77 v5 for champion: ...
+
+A promotion evaluates the candidate on the test split of its own dataset version (checked by
+text fingerprint to be disjoint from its training rows), evaluates the current holder of the
+alias on the same rows, applies the gate, stores the decision either way, and moves the alias
+only when the gate passed (or was forced, with a reason). :func:`promote` is the one place
+this happens.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from niche.data import DatasetVersion, normalise_text
+from niche.encoders import Encoder, default_encoder
+from niche.errors import GateRefusedError, ValidationError
+from niche.progress import NO_PROGRESS, Progress
+from niche.registry.gates import DEFAULT_MARGIN, GateResult, decide
+from niche.settings import Settings
+from niche.workflows._context import resolve
+from niche.workflows.evaluate import (
+    EvaluationReport,
+    evaluate_model,
+    evaluate_predictor,
+    record_evaluation,
+    training_data,
+)
+from niche.workflows.models import load_specialist
+
+if TYPE_CHECKING:
+    from niche.registry import ModelVersionRecord, Registry
+
+__all__ = ["PromotionOutcome", "default_actor", "held_out_overlap", "promote"]
+
+
+def default_actor() -> str:
+    """Who is acting, for alias history and gate decisions: ``cli:<user>``.
+
+    >>> default_actor()
+    'cli:ana'
+    """
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli:unknown"
+
+
+def _text_digest(text: str) -> str:
+    return hashlib.sha256(normalise_text(text).casefold().encode("utf-8")).hexdigest()
+
+
+def held_out_overlap(version: DatasetVersion, split: str = "test") -> int:
+    """How many rows of ``split`` have a text fingerprint that is also in ``train``.
+
+    >>> held_out_overlap(version)
+    0
+    """
+    train = {_text_digest(text) for text in version.splits["train"].texts}
+    return sum(_text_digest(text) in train for text in version.splits[split].texts)
+
+
+@dataclass(frozen=True)
+class PromotionOutcome:
+    """What a promotion attempt found and did."""
+
+    task: str
+    alias: str
+    candidate: ModelVersionRecord
+    previous: ModelVersionRecord | None
+    decision: GateResult
+    moved: bool
+    forced: bool
+    # The candidate already held the alias (e.g. quickstart re-run on the same data).
+    already: bool
+    evaluation: EvaluationReport
+
+    @property
+    def refused(self) -> bool:
+        """The alias does not point at the candidate: the gate failed and nothing forced it."""
+        return not (self.moved or self.already)
+
+    def raise_for_refusal(self) -> None:
+        """Raise :class:`~niche.errors.GateRefusedError` (exit 4) when the gate refused.
+
+        >>> promote("banking77", 5).raise_for_refusal()
+        """
+        if not self.refused:
+            return
+        failed = tuple(check.name for check in self.decision.failed)
+        raise GateRefusedError(
+            f"gate refused {self.task} v{self.candidate.version} for {self.alias}: "
+            f"failed {', '.join(failed) or 'no check'}",
+            task=self.task,
+            version=self.candidate.version,
+            alias=self.alias,
+            checks=failed,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``niche promote --json`` prints."""
+        return {
+            "task": self.task,
+            "alias": self.alias,
+            "version": self.candidate.version,
+            "previous_version": self.previous.version if self.previous else None,
+            "passed": self.decision.passed,
+            "moved": self.moved,
+            "already": self.already,
+            "forced": self.forced,
+            "checks": [check.to_dict() for check in self.decision.checks],
+        }
+
+
+def promote(
+    task: str,
+    version: int | str,
+    settings: Settings | None = None,
+    *,
+    alias: str = "champion",
+    margin: float = DEFAULT_MARGIN,
+    force: bool = False,
+    why: str | None = None,
+    actor: str | None = None,
+    seed: int | None = None,
+    registry: Registry | None = None,
+    encoder: Encoder | None = None,
+    evaluation: EvaluationReport | None = None,
+    progress: Progress = NO_PROGRESS,
+) -> PromotionOutcome:
+    """Gate model ``version`` of ``task`` for ``alias``; move the alias if it passes.
+
+    ``evaluation`` reuses a fresh evaluation of the candidate on its test split (quickstart has
+    one); otherwise the candidate is evaluated here. A refusal is an outcome, not an error:
+    call :meth:`PromotionOutcome.raise_for_refusal` to make it one. Someone else moving the
+    alias meanwhile raises :class:`~niche.errors.ConflictError`.
+
+    >>> promote("banking77", 5, force=True, why="incident 42: v4 mislabels refunds").forced
+    True
+    """
+    if force and not (why and why.strip()):
+        raise ValidationError(
+            "--force needs --why: a forced promotion records its reason", param="why"
+        )
+    settings, registry = resolve(settings, registry)
+    encoder = encoder or default_encoder(settings)
+    actor = actor or default_actor()
+    seed = settings.get("NICHE_SEED") if seed is None else seed
+
+    spec = registry.get_task(task).spec
+    candidate = registry.get_model(task, version)
+    dataset = training_data(candidate, settings, registry=registry)
+    if evaluation is None:
+        evaluation = evaluate_model(
+            load_specialist(candidate, settings, encoder=encoder),
+            dataset,
+            settings,
+            label_descriptions=spec.label_descriptions,
+            seed=seed,
+            progress=progress,
+        )
+    record_evaluation(registry, candidate, dataset, evaluation)
+
+    previous = registry.get_alias(task, alias)
+    champion_eval = None
+    if previous is not None and previous.version != candidate.version:
+        with progress.task(f"evaluating {alias} v{previous.version} on the same rows"):
+            champion = load_specialist(previous, settings, encoder=encoder)
+            champion_eval = evaluate_predictor(
+                champion, dataset, settings, split=evaluation.split, seed=seed
+            )
+
+    decision = decide(
+        spec,
+        evaluation.specialist,
+        evaluation.general,
+        champion=champion_eval,
+        overlap=held_out_overlap(dataset, evaluation.split),
+        margin=margin,
+        n_resamples=settings.get("NICHE_BOOTSTRAP_RESAMPLES"),
+        seed=seed,
+    )
+    moved = False
+    already = previous is not None and previous.version == candidate.version
+    if (decision.passed or force) and not already:
+        reason = why or f"gate passed ({len(decision.checks)} checks)"
+        registry.set_alias(
+            task,
+            alias,
+            candidate.version,
+            actor=actor,
+            reason=reason if decision.passed else f"forced: {why}",
+            expected_current=previous.version if previous else None,
+        )
+        moved = True
+    registry.record_gate(
+        task,
+        candidate.version,
+        alias=alias,
+        passed=decision.passed,
+        checks=[check.to_dict() for check in decision.checks],
+        forced=force and not decision.passed,
+        why=why,
+        actor=actor,
+    )
+    return PromotionOutcome(
+        task=task,
+        alias=alias,
+        candidate=candidate,
+        previous=previous,
+        decision=decision,
+        moved=moved,
+        forced=force and not decision.passed,
+        already=already,
+        evaluation=evaluation,
+    )

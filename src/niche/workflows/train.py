@@ -1,0 +1,110 @@
+"""Train a specialist on a registered dataset version and register it as a model version.
+
+>>> record = train_and_register("3f2a9c0d", task="banking77")
+>>> record.task, record.version
+('banking77', 1)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from niche.data import DatasetVersion
+from niche.encoders import Encoder, default_encoder
+from niche.errors import ValidationError
+from niche.progress import NO_PROGRESS, Progress
+from niche.settings import Settings
+from niche.workflows._context import resolve
+from niche.workflows.data import open_dataset, save_dataset
+from niche.workflows.evaluate import uncached_encoder
+from niche.workflows.models import register_trained
+
+if TYPE_CHECKING:
+    from niche.registry import ModelVersionRecord, Registry, TaskRecord
+
+__all__ = ["ensure_task_for", "task_name_for", "train_and_register"]
+
+
+def task_name_for(name: str) -> str:
+    """A valid task name from a dataset or file name.
+
+    >>> task_name_for("clinc150/banking")
+    'clinc150.banking'
+    """
+    cleaned = "".join(c if c.isalnum() or c in "_.-" else "." for c in name.lower()).strip(".-_")
+    return cleaned[:64] or "task"
+
+
+def ensure_task_for(
+    version: DatasetVersion,
+    name: str,
+    registry: Registry,
+    *,
+    label_descriptions: dict[str, str] | None = None,
+) -> TaskRecord:
+    """The task ``name``, created from the dataset's label set when it does not exist yet.
+
+    >>> ensure_task_for(version, "tickets", registry).spec.labels
+    """
+    from niche.registry.tasks import TaskSpec
+
+    return registry.ensure_task(
+        TaskSpec(
+            name=name,
+            labels=version.label_set,
+            label_descriptions=dict(label_descriptions or {}),
+        )
+    )
+
+
+def train_and_register(
+    dataset: DatasetVersion | str,
+    settings: Settings | None = None,
+    *,
+    task: str | None = None,
+    encoder: Encoder | None = None,
+    seed: int | None = None,
+    fraction: float = 1.0,
+    registry: Registry | None = None,
+    label_descriptions: dict[str, str] | None = None,
+    progress: Progress = NO_PROGRESS,
+) -> ModelVersionRecord:
+    """Train a text specialist on ``dataset`` and register it as ``task``'s next version.
+
+    ``dataset`` is a dataset version or the fingerprint (or a unique prefix) of a registered
+    one. ``task`` defaults to a name derived from the dataset's source, created when missing
+    (with ``label_descriptions`` for its zero-shot general model). ``fraction`` trains on that
+    share of each label's rows (a deliberately weak baseline).
+
+    >>> train_and_register(version, task="tickets", fraction=0.05).version
+    2
+    """
+    from niche.training import train_text_specialist
+
+    if not 0 < fraction <= 1:
+        raise ValidationError(f"fraction must be in (0, 1], got {fraction}", param="fraction")
+    settings, registry = resolve(settings, registry)
+    if isinstance(dataset, str):
+        version = open_dataset(dataset, settings, registry=registry)
+    else:
+        version = dataset
+        save_dataset(version, settings, registry=registry)
+    seed = settings.get("NICHE_SEED") if seed is None else seed
+    task = task or task_name_for(_source_name(version.source))
+    ensure_task_for(version, task, registry, label_descriptions=label_descriptions)
+    encoder = encoder or default_encoder(settings)
+    load = getattr(uncached_encoder(encoder), "load", None)
+    if callable(load):
+        with progress.task("loading the encoder (exported to ONNX on first use)", total=None):
+            load()
+    trained = train_text_specialist(
+        version, encoder, seed=seed, fraction=fraction, progress=progress
+    )
+    return register_trained(trained, task, settings, registry=registry)
+
+
+def _source_name(source: str) -> str:
+    if source.startswith("catalog:"):
+        return source.removeprefix("catalog:")
+    return Path(source).stem

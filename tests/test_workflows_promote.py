@@ -1,0 +1,84 @@
+"""Curate → train → promote → a weaker model refused, through the library, with the real
+encoder on a small slice of BANKING77 and a real registry."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from niche.errors import GateRefusedError
+from niche.registry import Registry
+from niche.settings import Settings
+from niche.workflows import (
+    DataSpec,
+    curate_data,
+    evaluate_registered,
+    promote,
+    train_and_register,
+)
+
+LABELS = ("card_arrival", "exchange_rate", "pin_blocked", "top_up_failed")
+
+
+@pytest.fixture
+def four_intents(tmp_path: Path, datasets_dir: Path) -> Path:
+    """40 rows of each of 4 BANKING77 intents, as a CSV with the default column names."""
+    taken = dict.fromkeys(LABELS, 0)
+    path = tmp_path / "intents.csv"
+    with (
+        open(datasets_dir / "banking77" / "train.csv", newline="", encoding="utf-8") as src,
+        open(path, "w", newline="", encoding="utf-8") as dst,
+    ):
+        writer = csv.writer(dst)
+        writer.writerow(["text", "label"])
+        for row in csv.DictReader(src):
+            if taken.get(row["category"], 40) < 40:
+                taken[row["category"]] += 1
+                writer.writerow([row["text"], row["category"]])
+    return path
+
+
+@pytest.mark.slow
+def test_a_weaker_model_is_refused_with_exit_4_and_the_champion_stays(
+    four_intents, encoder, monkeypatch
+):
+    monkeypatch.setenv("NICHE_BOOTSTRAP_RESAMPLES", "200")
+    settings = Settings()
+    registry = Registry(settings=settings)
+    curated = curate_data(DataSpec(data=four_intents), settings, seed=0, registry=registry)
+    assert [d.fingerprint for d in registry.list_datasets()] == [curated.version.fingerprint]
+
+    prefix = curated.version.fingerprint[:10]
+    first = train_and_register(prefix, settings, task="intents", encoder=encoder, registry=registry)
+    again = train_and_register(prefix, settings, task="intents", encoder=encoder, registry=registry)
+    assert (first.version, again.version) == (1, 1)  # the same bytes: one version
+
+    promoted = promote("intents", 1, settings, encoder=encoder, registry=registry, actor="test")
+    assert (promoted.moved, promoted.refused) == (True, False)
+    promoted.raise_for_refusal()  # a passed gate raises nothing
+
+    weaker = train_and_register(
+        prefix, settings, task="intents", encoder=encoder, registry=registry, fraction=0.05
+    )
+    refused = promote("intents", weaker.version, settings, encoder=encoder, registry=registry)
+    assert (refused.moved, refused.refused, refused.previous.version) == (False, True, 1)
+    with pytest.raises(GateRefusedError) as caught:
+        refused.raise_for_refusal()
+    error = caught.value
+    assert (error.exit_code, error.http_status) == (4, 409)
+    assert (error.task, error.version, error.alias) == ("intents", 2, "champion")
+    assert "non_inferior_to_champion" in error.checks
+    assert error.checks == tuple(check.name for check in refused.decision.failed)
+    assert registry.list_aliases("intents") == {"champion": 1}
+    assert [(g.version, g.passed) for g in registry.gate_decisions("intents")] == [
+        (1, True),
+        (2, False),
+    ]
+    # Each promotion recorded its evaluation of the candidate; this one adds a third.
+    report = evaluate_registered(
+        "intents", "champion", settings, encoder=encoder, registry=registry
+    )
+    assert report.rows == curated.version.report.to_dict()["rows_out"]["test"]
+    assert len(registry.list_evaluations("intents", 1)) == 2
