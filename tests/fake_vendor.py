@@ -1,7 +1,14 @@
 """A test double of a vendor's OpenAI-compatible API (the only thing the gateway tests fake).
 
 It runs a real HTTP server (aiohttp) on 127.0.0.1 in a thread, answers chat completions with
-``answer(prompt)``, streams SSE when asked, and can be slowed down or made to fail.
+``answer(prompt)``, streams SSE when asked, and can be made to fail, or to hold its answers
+until the test releases them (instead of sleeping: the test decides when the vendor answers).
+
+    with FakeVendorAPI(answer=lambda prompt: "spam") as vendor:
+        vendor.hold()                  # chat completions wait from now on
+        ...                            # send a request through the gateway
+        vendor.wait_for_requests(1)    # the vendor has it (and has not answered)
+        vendor.release()               # now it answers
 """
 
 from __future__ import annotations
@@ -32,6 +39,11 @@ class FakeVendorAPI:
         self.fail_status: int | None = None
         self.requests: list[dict[str, Any]] = []
         self.authorization: list[str | None] = []
+        self.answered = 0  # chat completions answered (after any hold)
+        self._arrived = threading.Condition()
+        self._gate: asyncio.Event | None = None  # set: answer; None: not holding
+        self._stream_gate: asyncio.Event | None = None
+        self.chunks_sent = 0  # SSE chunks written, over all streams
         self.port = 0  # bound at start: the kernel picks a free port
         self.base_url = ""
         self._loop = asyncio.new_event_loop()
@@ -51,7 +63,43 @@ class FakeVendorAPI:
         self._thread.join(10)
         self._loop.close()
 
+    def hold(self) -> None:
+        """Make chat completions wait until :meth:`release` (those arriving from now on)."""
+
+        async def new_gate() -> None:
+            self._gate = asyncio.Event()
+
+        asyncio.run_coroutine_threadsafe(new_gate(), self._loop).result(10)
+
+    def hold_stream(self) -> None:
+        """Make streams pause after their first chunk until :meth:`release`."""
+
+        async def new_gate() -> None:
+            self._stream_gate = asyncio.Event()
+
+        asyncio.run_coroutine_threadsafe(new_gate(), self._loop).result(10)
+
+    def release(self) -> None:
+        """Let every held chat completion (and stream) go on, and new ones not wait."""
+        for gate in (self._gate, self._stream_gate):
+            if gate is not None:
+                self._loop.call_soon_threadsafe(gate.set)
+
+    def wait_for_requests(self, count: int, timeout_s: float = 30.0) -> None:
+        """Block until the vendor has received ``count`` requests in all."""
+        with self._arrived:
+            if not self._arrived.wait_for(lambda: len(self.requests) >= count, timeout_s):
+                raise AssertionError(
+                    f"the fake vendor received {len(self.requests)} request(s), not {count}"
+                )
+
+    def _received(self, body: dict[str, Any]) -> None:
+        with self._arrived:
+            self.requests.append(body)
+            self._arrived.notify_all()
+
     async def _stop(self) -> None:
+        self.release()  # a held request must not keep the server from stopping
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -71,7 +119,7 @@ class FakeVendorAPI:
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.requests.append(body)
+        self._received(body)
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
         return web.json_response(
             {
@@ -87,10 +135,14 @@ class FakeVendorAPI:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.requests.append(body)
         self.authorization.append(request.headers.get("Authorization"))
+        self._received(body)
+        gate = self._gate
+        if gate is not None:
+            await gate.wait()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
+        self.answered += 1
         if self.fail_status is not None:
             return web.json_response(
                 {"error": {"message": "vendor failure", "type": "server_error"}},
@@ -132,6 +184,9 @@ class FakeVendorAPI:
                 ],
             }
             await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            self.chunks_sent += 1
+            if i == 0 and self._stream_gate is not None:
+                await self._stream_gate.wait()
             await asyncio.sleep(0.01)
         final = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
         await response.write(b"data: " + orjson.dumps(final) + b"\n\n")

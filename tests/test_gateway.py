@@ -1,54 +1,85 @@
-"""The gateway on a real uvicorn server, driven by the official OpenAI SDK and plain HTTP.
+"""The gateway in-process, through httpx2's ASGI transport, driven by the official OpenAI SDK
+and plain HTTP — on a SQLite and on a PostgreSQL registry.
 
 The specialists are real (trained on SMS spam rows with the real encoder); the registry is a
-real SQLite file; the only fake is the vendor's API (``FakeVendorAPI``), named in each test.
+real SQLite file or a real PostgreSQL database; the only fake is the vendor's API
+(``FakeVendorAPI``, a real HTTP server), named in each test. Streaming relay and signals are
+tested on a real uvicorn server (``test_gateway_server.py``, ``test_gateway_shutdown.py``).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import json
+import asyncio
+import threading
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import openai
+import orjson
 import pytest
 
 from niche.gateway import Gateway
+from niche.gateway.portfolio import load_version
 from niche.registry import Registry
 from niche.settings import Settings
 from tests.fake_vendor import FakeVendorAPI, free_port
-from tests.gateway_support import HAM, SPAM, TASK, build_portfolio, copy_home, running
+from tests.gateway_support import (
+    HAM,
+    SPAM,
+    TASK,
+    in_process,
+    register_portfolio,
+    sdk,
+    train_specialists,
+    until,
+)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.anyio]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 @pytest.fixture(scope="module")
-def portfolio_source(tmp_path_factory, encoder_cache_dir, encoder, datasets_dir) -> Path:
-    home = tmp_path_factory.mktemp("portfolio")
-    build_portfolio(home, encoder_cache_dir, encoder, datasets_dir)
-    return home
+def trained(tmp_path_factory, encoder, datasets_dir) -> list[Path]:
+    return train_specialists(tmp_path_factory.mktemp("specialists"), encoder, datasets_dir)
+
+
+@pytest.fixture(scope="module")
+def serving_encoder(encoder_cache_dir: Path) -> Any:
+    """The encoder the gateway builds for itself (no embedding cache), loaded once."""
+    from niche.encoders.defaults import default_encoder
+
+    return default_encoder(Settings(cache_dir=str(encoder_cache_dir)), cache=False)
 
 
 @pytest.fixture
-def home(portfolio_source: Path, niche_home: Path) -> Path:
-    return copy_home(portfolio_source, niche_home)
+def settings_for(niche_home: Path, encoder_cache_dir: Path, database_url: str, trained):
+    """Settings of a registry (SQLite or PostgreSQL) holding the portfolio; ``make(**kw)``
+    adds gateway settings."""
+    base = {
+        "home": str(niche_home),
+        "cache_dir": str(encoder_cache_dir),
+        "database_url": database_url,
+    }
+    register_portfolio(Settings(**base), trained)
 
-
-@pytest.fixture
-def settings_for(home: Path, encoder_cache_dir: Path):
     def make(**overrides: Any) -> Settings:
-        values = {
-            "home": str(home),
-            "cache_dir": str(encoder_cache_dir),
-            "gateway_refresh_s": 0.2,
-            "gateway_capture_flush_ms": 50.0,
-            **overrides,
-        }
-        return Settings(**values)
+        return Settings(
+            **{**base, "gateway_refresh_s": 0.2, "gateway_capture_flush_ms": 50.0, **overrides}
+        )
+
+    return make
+
+
+@pytest.fixture
+def gateway(serving_encoder) -> Callable[..., Gateway]:
+    def make(settings: Settings, **kwargs: Any) -> Gateway:
+        return Gateway(settings, encoder=serving_encoder, **kwargs)
 
     return make
 
@@ -66,44 +97,26 @@ def _set_general(settings: Settings, vendor: FakeVendorAPI | str, **general: Any
         )
 
 
-def _post(url: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, dict, Any]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, headers={"content-type": "application/json", **(headers or {})}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), json.loads(exc.read())
-
-
-def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, dict(response.headers), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
-
-
-def _ask(client: openai.OpenAI, text: str, model: str = TASK):
-    raw = client.chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": text}]
+async def _ask(client: openai.AsyncOpenAI, text: str, model: str = TASK, **options: Any):
+    raw = await client.chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": text}], **options
     )
     return raw.headers, raw.parse()
 
 
-def _client(url: str, key: str = "local") -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+def _metric(body: bytes, line: str) -> bool:
+    return line.encode() in body.split(b"\n")
 
 
-def test_sdk_task_requests_specialist_answers_and_low_confidence_cascades_to_fake_vendor(
-    settings_for, monkeypatch, caplog
+async def test_sdk_task_requests_specialist_answers_and_low_confidence_cascades_to_fake_vendor(
+    settings_for, gateway, serving_encoder, monkeypatch, caplog
 ):
     settings = settings_for()
     monkeypatch.setenv("VENDOR_KEY_FOR_TEST", "sk-vendor-secret")
     caplog.set_level("DEBUG")
+    with _registry(settings) as registry:
+        v1 = load_version(registry.get_model(TASK, 1), settings, serving_encoder)
+    expected = v1.predict([SPAM])
     with FakeVendorAPI(answer=lambda prompt: "Spam.") as vendor:
         _set_general(
             settings,
@@ -111,20 +124,23 @@ def test_sdk_task_requests_specialist_answers_and_low_confidence_cascades_to_fak
             price_input_per_1m_tokens_usd=1.0,
             api_key_env="VENDOR_KEY_FOR_TEST",
         )
-        with running(Gateway(settings)) as url:
-            client = _client(url)
-            headers, completion = _ask(client, SPAM)
+        app = gateway(settings)
+        async with in_process(app) as http:
+            client = sdk(http)
+            headers, completion = await _ask(client, SPAM)
             assert completion.choices[0].message.content == "spam"
             assert headers["x-niche-route"] == "specialist"
             assert headers["x-niche-model-version"] == "1"
+            # The confidence v1 gives this text, and above the task's threshold (0.5).
+            assert headers["x-niche-confidence"] == f"{float(expected.confidences[0]):.4f}"
             assert float(headers["x-niche-confidence"]) >= 0.5
             assert completion.model_extra["niche"]["route"] == "specialist"
             assert vendor.requests == []
 
             with _registry(settings) as registry:
                 registry.update_task(TASK, cascade_threshold=1.0)
-            _wait_for(lambda: _ask(client, HAM)[0]["x-niche-route"] == "general")
-            headers, completion = _ask(client, HAM)
+            await app.portfolio.refresh()  # what the refresher does every refresh_s
+            headers, completion = await _ask(client, HAM)
             assert completion.choices[0].message.content == "spam"  # what the vendor said
             assert completion.usage.prompt_tokens == 12
             assert headers["x-niche-route"] == "general"
@@ -134,193 +150,190 @@ def test_sdk_task_requests_specialist_answers_and_low_confidence_cascades_to_fak
             assert vendor.authorization[-1] == "Bearer sk-vendor-secret"
     assert "sk-vendor-secret" not in caplog.text
     records = _registry(settings).list_traffic(TASK)
-    assert [r.route for r in records][:1] == ["specialist"]
+    assert [r.route for r in records] == ["specialist", "general"]
     general = records[-1]
     assert (general.route, general.general_answer, general.general_label) == (
         "general",
         "Spam.",
         "spam",
     )
-    assert general.specialist_label is not None and general.input_tokens == 12
-    assert general.cost_usd > 12 / 1e6 - 1e-12
+    assert general.specialist_label == v1.predict([HAM]).labels[0]
+    assert general.input_tokens == 12
+    # The vendor's 12 tokens at $1 per 1M, plus the specialist's compute (which took less
+    # than the whole request did).
+    compute_usd = general.latency_ms / 1000 * settings.get("NICHE_CPU_HOUR_USD") / 3600
+    assert 12 / 1e6 < general.cost_usd < 12 / 1e6 + compute_usd
     assert general.input == [{"role": "user", "content": HAM}]
 
 
-def _wait_for(condition, timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.1)
-
-
-def test_sdk_pass_through_to_fake_vendor_with_and_without_stream(settings_for):
+async def test_sdk_pass_through_to_fake_vendor_and_other_routes_relayed(settings_for, gateway):
     with FakeVendorAPI(answer=lambda prompt: "hello from the vendor") as vendor:
         settings = settings_for(general_base_url=vendor.base_url, general_model="vendor-model")
-        with running(Gateway(settings)) as url:
-            client = _client(url)
-            headers, completion = _ask(client, "say hello", model="gpt-vendor")
+        async with in_process(gateway(settings)) as http:
+            client = sdk(http)
+            headers, completion = await _ask(client, "say hello", model="gpt-vendor")
             assert completion.choices[0].message.content == "hello from the vendor"
             assert headers["x-niche-route"] == "passthrough"
             assert vendor.requests[-1]["model"] == "gpt-vendor"
 
-            stream = client.chat.completions.create(
-                model="gpt-vendor",
-                messages=[{"role": "user", "content": "say hello"}],
-                stream=True,
-            )
-            pieces = [
-                chunk.choices[0].delta.content
-                for chunk in stream
-                if chunk.choices and chunk.choices[0].delta.content
-            ]
-            assert pieces == ["hello", " from", " the", " vendor"]
-            assert vendor.requests[-1]["stream"] is True
-
             # Other routes of the API are relayed too: the base URL is all a client changes.
-            embedding = client.embeddings.create(model="vendor-embed", input="hello")
+            embedding = await client.embeddings.create(model="vendor-embed", input="hello")
             assert embedding.data[0].embedding == [0.5, -0.5, 5.0]
             assert vendor.requests[-1]["model"] == "vendor-embed"
             assert vendor.requests[-1]["input"] == "hello"
-            status, _, _ = _get(f"{url}/v1/no-such-route")
-            assert status == 404  # the vendor's answer, relayed
+            missing = await http.get("/v1/no-such-route")
+            # The vendor's own answer (aiohttp's), relayed.
+            assert (missing.status_code, missing.text) == (404, "404: Not Found")
+            assert missing.headers["x-niche-route"] == "passthrough"
 
             # A task request with stream=True gets a one-chunk stream of its label.
-            chunks = list(
-                client.chat.completions.create(
-                    model=TASK, messages=[{"role": "user", "content": SPAM}], stream=True
-                )
+            stream = await client.chat.completions.create(
+                model=TASK, messages=[{"role": "user", "content": SPAM}], stream=True
             )
+            chunks = [chunk async for chunk in stream]
             assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "spam"
     records = _registry(settings).list_traffic()
-    assert [(r.route, r.general_answer) for r in records[:2]] == [
-        ("passthrough", "hello from the vendor"),
-        ("passthrough", "hello from the vendor"),
+    assert [(r.route, r.general_answer) for r in records[:1]] == [
+        ("passthrough", "hello from the vendor")
     ]
-    assert records[1].input_tokens == 12
-    assert (records[2].model, records[2].route, records[2].input["path"]) == (
+    assert records[0].input_tokens == 12
+    assert (records[1].model, records[1].route, records[1].input["path"]) == (
         "vendor-embed",
         "passthrough",
         "/v1/embeddings",
     )
-    assert records[-1].route == "specialist"
+    assert [r.route for r in records] == ["passthrough"] * 3 + ["specialist"]
 
 
-def test_upstream_down_or_slow_gives_the_specialists_answer_marked_fallback(settings_for):
+async def test_upstream_down_gives_the_specialists_answer_marked_fallback(settings_for, gateway):
     settings = settings_for()
     closed = f"http://127.0.0.1:{free_port()}/v1"
     _set_general(settings, closed)
     with _registry(settings) as registry:
-        registry.update_task(TASK, cascade_threshold=1.0, serving={"timeout_s": 0.5})
-    with running(Gateway(settings)) as url:
-        headers, completion = _ask(_client(url), SPAM)
+        registry.update_task(TASK, cascade_threshold=1.0)
+    async with in_process(gateway(settings)) as http:
+        headers, completion = await _ask(sdk(http), SPAM)
         assert completion.choices[0].message.content == "spam"
         assert headers["x-niche-route"] == "specialist-fallback"
         assert headers["x-niche-fallback-reason"] == "upstream-error"
 
+
+async def test_a_slow_fake_vendor_times_out_and_the_specialist_answers(settings_for, gateway):
+    # The one test where a real timeout is the point: the vendor holds its answer, and the
+    # gateway must stop waiting after the task's timeout_s (0.5 s).
+    settings = settings_for()
     with FakeVendorAPI() as vendor:
-        vendor.delay_s = 3.0
         _set_general(settings, vendor)
-        with running(Gateway(settings)) as url:
+        with _registry(settings) as registry:
+            registry.update_task(TASK, cascade_threshold=1.0, serving={"timeout_s": 0.5})
+        vendor.hold()
+        async with in_process(gateway(settings)) as http:
             started = time.monotonic()
-            headers, completion = _ask(_client(url), SPAM)
-            assert time.monotonic() - started < 2.5
+            headers, completion = await _ask(sdk(http), SPAM)
+            waited = time.monotonic() - started
+            assert vendor.answered == 0  # answered without the vendor's answer
+            assert 0.5 <= waited < 2.5
             assert headers["x-niche-route"] == "specialist-fallback"
             assert headers["x-niche-fallback-reason"] == "timeout"
             assert completion.choices[0].message.content == "spam"
+            vendor.release()
 
 
-def test_a_raising_specialist_falls_back_to_the_fake_vendor(settings_for):
-    from niche.workflows import load_specialist
+class _Broken:
+    """Fault injection: the real specialist, whose predict raises."""
 
+    def __init__(self, inner: Any) -> None:
+        self.kind, self.label_set = inner.kind, inner.label_set
+
+    def predict(self, texts):
+        raise RuntimeError("onnxruntime session failed")
+
+
+async def test_a_raising_specialist_falls_back_to_the_fake_vendor(
+    settings_for, gateway, serving_encoder
+):
     settings = settings_for()
 
-    class Broken:
-        """Fault injection: the real specialist, whose predict raises."""
-
-        def __init__(self, inner: Any) -> None:
-            self.kind, self.label_set = inner.kind, inner.label_set
-
-        def predict(self, texts):
-            raise RuntimeError("onnxruntime session failed")
-
     def loader(record):
-        return Broken(load_specialist(record, settings))
+        return _Broken(load_version(record, settings, serving_encoder))
 
     with FakeVendorAPI(answer=lambda prompt: "ham") as vendor:
         _set_general(settings, vendor)
-        with running(Gateway(settings, loader=loader)) as url:
-            headers, completion = _ask(_client(url), SPAM)
+        async with in_process(gateway(settings, loader=loader)) as http:
+            headers, completion = await _ask(sdk(http), SPAM)
             assert completion.choices[0].message.content == "ham"  # the vendor's answer
             assert headers["x-niche-route"] == "general-fallback"
             assert headers["x-niche-fallback-reason"] == "specialist-error"
         assert len(vendor.requests) == 1
 
 
-def test_an_answer_naming_no_label_is_counted_invalid(settings_for):
+async def test_an_answer_naming_no_label_is_counted_invalid(settings_for, gateway):
     settings = settings_for()
     with FakeVendorAPI(answer=lambda prompt: "I cannot tell, sorry") as vendor:
         _set_general(settings, vendor)
         with _registry(settings) as registry:
             registry.update_task(TASK, cascade_threshold=1.0)
-        with running(Gateway(settings)) as url:
-            headers, completion = _ask(_client(url), SPAM)
+        async with in_process(gateway(settings)) as http:
+            headers, completion = await _ask(sdk(http), SPAM)
             assert headers["x-niche-route"] == "specialist-fallback"
             assert headers["x-niche-fallback-reason"] == "invalid-answer"
             assert completion.choices[0].message.content == "spam"
-            _, _, metrics = _get(f"{url}/metrics")
-    assert b'niche_general_invalid_total{task="sms_spam"} 1.0' in metrics
-    assert b'niche_cascaded_total{task="sms_spam"} 1.0' in metrics
+            metrics = (await http.get("/metrics")).content
+    assert _metric(metrics, 'niche_general_invalid_total{task="sms_spam"} 1.0')
+    assert _metric(metrics, 'niche_cascaded_total{task="sms_spam"} 1.0')
 
 
-def test_circuit_breaker_stops_calling_a_failing_vendor(settings_for):
+async def test_circuit_breaker_stops_calling_a_failing_fake_vendor(settings_for, gateway):
     settings = settings_for(gateway_breaker_failures=2, gateway_breaker_reset_s=60.0)
     with FakeVendorAPI() as vendor:
         vendor.fail_status = 500
         _set_general(settings, vendor)
         with _registry(settings) as registry:
             registry.update_task(TASK, cascade_threshold=1.0)
-        with running(Gateway(settings)) as url:
-            client = _client(url)
+        async with in_process(gateway(settings)) as http:
+            client = sdk(http)
             reasons = []
             for _ in range(5):
-                headers, _ = _ask(client, SPAM)
+                headers, _ = await _ask(client, SPAM)
                 assert headers["x-niche-route"] == "specialist-fallback"
                 reasons.append(headers["x-niche-fallback-reason"])
             assert reasons == ["upstream-error"] * 2 + ["circuit-open"] * 3
-            _, _, metrics = _get(f"{url}/metrics")
+            metrics = (await http.get("/metrics")).content
         assert len(vendor.requests) == 2  # the breaker opened after two failures
-    assert b"niche_upstream_circuit_open" in metrics
+    upstream = f"vendor-model at {vendor.base_url}"
+    assert _metric(metrics, f'niche_upstream_circuit_open{{upstream="{upstream}"}} 1.0')
 
 
-def test_shadow_traffic_records_agreement_without_delaying_the_answer(settings_for):
+async def test_shadow_traffic_records_agreement_without_delaying_the_answer(settings_for, gateway):
     settings = settings_for()
     with FakeVendorAPI(answer=lambda prompt: "spam") as vendor:
-        vendor.delay_s = 1.0
         _set_general(settings, vendor)
         with _registry(settings) as registry:
             registry.update_task(TASK, serving={"shadow_fraction": 1.0})
-        with running(Gateway(settings)) as url:
-            started = time.monotonic()
-            headers, _completion = _ask(_client(url), SPAM)
-            assert time.monotonic() - started < 0.9
+        vendor.hold()
+        async with in_process(gateway(settings)) as http:
+            headers, _completion = await _ask(sdk(http), SPAM)
             assert headers["x-niche-route"] == "specialist"
-        assert len(vendor.requests) == 1  # the shadow call finished before shutdown ended
+            # Answered while the vendor still holds the shadow call.
+            await asyncio.to_thread(vendor.wait_for_requests, 1)
+            assert vendor.answered == 0
+            vendor.release()
+        assert (len(vendor.requests), vendor.answered) == (1, 1)  # done before shutdown ended
     (record,) = _registry(settings).list_traffic(TASK)
     assert record.shadow and record.route == "specialist"
     assert record.specialist_label == record.general_label == "spam"
 
 
-def test_canary_promotion_without_restart_and_batch_predict(settings_for):
+async def test_canary_promotion_without_restart_and_batch_predict(settings_for, gateway):
     settings = settings_for()
     with _registry(settings) as registry:
         registry.set_alias(TASK, "challenger", 2, actor="test", reason="canary")
         registry.update_task(TASK, serving={"canary_fraction": 1.0})
-    with running(Gateway(settings)) as url:
-        status, _headers, body = _post(
-            f"{url}/v1/tasks/{TASK}/predict", {"inputs": [SPAM, HAM, SPAM]}
-        )
-        assert status == 200
+    app = gateway(settings)
+    async with in_process(app) as http:
+        response = await http.post(f"/v1/tasks/{TASK}/predict", json={"inputs": [SPAM, HAM, SPAM]})
+        assert response.status_code == 200
+        body = response.json()
         assert [p["label"] for p in body["predictions"]] == ["spam", "ham", "spam"]
         assert {(p["alias"], p["model_version"]) for p in body["predictions"]} == {
             ("challenger", 2)
@@ -328,28 +341,120 @@ def test_canary_promotion_without_restart_and_batch_predict(settings_for):
         with _registry(settings) as registry:
             registry.update_task(TASK, serving={"canary_fraction": 0.0})
             registry.set_alias(TASK, "champion", 2, actor="test", reason="promoted")
-
-        def on_v2() -> bool:
-            _, _headers, body = _post(f"{url}/v1/tasks/{TASK}/predict", {"inputs": [HAM]})
-            prediction = body["predictions"][0]
-            return (prediction["alias"], prediction["model_version"]) == ("champion", 2)
-
-        _wait_for(on_v2)
+        await app.portfolio.refresh()  # the same app: no restart
+        body = (await http.post(f"/v1/tasks/{TASK}/predict", json={"inputs": [HAM]})).json()
+        prediction = body["predictions"][0]
+        assert (prediction["alias"], prediction["model_version"]) == ("champion", 2)
 
 
-def test_concurrent_requests_are_micro_batched(settings_for):
+class _Gated:
+    """The real specialist, whose first batch waits for the test (threading.Event) so that
+    the other requests queue up behind it."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.kind, self.label_set = inner.kind, inner.label_set
+        self.go = threading.Event()
+        self.batches: list[int] = []
+
+    def predict(self, texts):
+        self.batches.append(len(texts))
+        if len(self.batches) == 1 and not self.go.wait(30):
+            raise RuntimeError("the test never released the first batch")
+        return self.inner.predict(texts)
+
+
+async def test_concurrent_requests_are_micro_batched(settings_for, gateway, serving_encoder):
     settings = settings_for(gateway_batch_wait_ms=20.0)
-    app = Gateway(settings)
-    with running(app) as url:
-        client = _client(url)
-        with concurrent.futures.ThreadPoolExecutor(16) as pool:
-            answers = list(pool.map(lambda i: _ask(client, f"{SPAM} #{i}")[1], range(32)))
-        batches = app.portfolio.get(TASK).champion.batcher.batches
+    gated: list[_Gated] = []
+
+    def loader(record):
+        gated.append(_Gated(load_version(record, settings, serving_encoder)))
+        return gated[-1]
+
+    app = gateway(settings, loader=loader)
+    async with in_process(app) as http:
+        client = sdk(http)
+        asks = [asyncio.ensure_future(_ask(client, f"{SPAM} #{i}")) for i in range(32)]
+        (model,) = gated
+        batcher = app.portfolio.get(TASK).champion.batcher
+        # The first batch is held in the model; every other text waits in the queue.
+        await until(lambda: bool(model.batches) and model.batches[0] + batcher.queued == 32)
+        model.go.set()
+        answers = [completion for _, completion in await asyncio.gather(*asks)]
+        metrics = (await http.get("/metrics")).content
     assert [a.choices[0].message.content for a in answers] == ["spam"] * 32
-    assert batches < 32
+    assert sum(model.batches) == 32 and max(model.batches) > 1
+    assert batcher.batches == len(model.batches) < 32
+    # The batch-size histogram counts each answer with the size of its batch.
+    alone = sum(size for size in model.batches if size == 1)
+    squares = sum(size * size for size in model.batches)
+    assert _metric(metrics, f'niche_batch_size_bucket{{le="1.0",task="sms_spam"}} {alone}.0')
+    assert _metric(metrics, 'niche_batch_size_count{task="sms_spam"} 32.0')
+    assert _metric(metrics, f'niche_batch_size_sum{{task="sms_spam"}} {squares}.0')
 
 
-def test_keys_scopes_and_budgets(settings_for):
+async def test_a_slow_load_does_not_delay_answers_of_another_task(
+    settings_for, gateway, serving_encoder, trained
+):
+    settings = settings_for()
+    other = "sms_spam_b"
+    register_portfolio(settings, trained[1:], task=other, champion=False)
+    loading, finish = threading.Event(), threading.Event()
+
+    def loader(record):
+        if record.task == other:  # a load that takes as long as the test wants
+            loading.set()
+            if not finish.wait(30):
+                raise RuntimeError("the test never let the load finish")
+        return load_version(record, settings, serving_encoder)
+
+    app = gateway(settings, loader=loader)
+    async with in_process(app) as http:
+        with _registry(settings) as registry:
+            registry.set_alias(other, "champion", 1, actor="test", reason="slow load")
+        refresh = asyncio.ensure_future(app.portfolio.refresh())
+        await asyncio.to_thread(loading.wait, 30)
+        # sms_spam answers while sms_spam_b's new version is still loading.
+        response = await asyncio.wait_for(
+            http.post(f"/v1/tasks/{TASK}/predict", json={"inputs": [SPAM]}), 10
+        )
+        assert response.json()["predictions"][0]["route"] == "specialist"
+        assert not refresh.done()
+        finish.set()
+        await refresh
+        assert app.portfolio.get(other).served() == {"champion": 1}
+        response = await http.post(f"/v1/tasks/{other}/predict", json={"inputs": [SPAM]})
+        assert response.json()["predictions"][0]["model_version"] == 1
+
+
+async def test_a_refresh_reads_every_tasks_aliases_in_two_queries(settings_for, gateway, trained):
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    settings = settings_for(gateway_refresh_s=600.0)  # no background refresh meanwhile
+    register_portfolio(settings, trained[1:], task="sms_spam_b")
+    register_portfolio(settings, trained[:1], task="sms_spam_c")
+    app = gateway(settings)
+    statements: list[str] = []
+
+    def executed(connection, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    async with in_process(app):
+        event.listen(Engine, "before_cursor_execute", executed)
+        try:
+            await app.portfolio.refresh()
+        finally:
+            event.remove(Engine, "before_cursor_execute", executed)
+    # Three tasks: one query for the tasks, one for every alias (not 2 per task + 1).
+    kinds = [statement.split(None, 1)[0].upper() for statement in statements]
+    assert kinds.count("SELECT") == 2, statements
+    assert set(kinds) <= {"SELECT", "BEGIN", "COMMIT"}, statements  # SQLite sends its BEGINs
+    assert app.portfolio.names() == "sms_spam, sms_spam_b, sms_spam_c"
+
+
+async def test_keys_scopes_and_budgets(settings_for, gateway):
     settings = settings_for()
     with _registry(settings) as registry:
         admin, admin_secret = registry.create_key(scope="admin")
@@ -359,28 +464,32 @@ def test_keys_scopes_and_budgets(settings_for):
         _set_general(settings, vendor, price_input_per_1m_tokens_usd=1000.0)
         with _registry(settings) as registry:
             registry.update_task(TASK, cascade_threshold=1.0)
-        with running(Gateway(settings)) as url:
-            with pytest.raises(openai.AuthenticationError):
-                _ask(_client(url, key="nk-wrong"), SPAM)
-            status, _, body = _post(f"{url}/v1/chat/completions", {"model": TASK})
-            assert status == 401 and body["error"]["type"] == "authentication_error"
+        async with in_process(gateway(settings)) as http:
+            with pytest.raises(openai.AuthenticationError) as wrong:
+                await _ask(sdk(http, key="nk-wrong"), SPAM)
+            assert wrong.value.status_code == 401
+            assert wrong.value.body["message"] == "invalid API key (unknown or revoked)"
+            response = await http.post("/v1/chat/completions", json={"model": TASK})
+            body = response.json()
+            assert response.status_code == 401 and body["error"]["type"] == "authentication_error"
 
-            user = _client(url, key=user_secret)
-            assert _ask(user, SPAM)[1].choices[0].message.content == "ham"
+            user = sdk(http, key=user_secret)
+            assert (await _ask(user, SPAM))[1].choices[0].message.content == "ham"
             with pytest.raises(openai.RateLimitError) as exhausted:
-                _ask(user, SPAM)
+                await _ask(user, SPAM)
             assert exhausted.value.body["code"] == "insufficient_quota"
             assert "spent its budget" in exhausted.value.body["message"]
 
-            status, _, body = _get(
-                f"{url}/v1/admin/keys", {"authorization": f"Bearer {user_secret}"}
+            response = await http.get(
+                "/v1/admin/keys", headers={"authorization": f"Bearer {user_secret}"}
             )
-            assert status == 403
-            status, _, body = _get(
-                f"{url}/v1/admin/keys", {"authorization": f"Bearer {admin_secret}"}
+            assert response.status_code == 403
+            assert response.json()["error"]["code"] == "insufficient_scope"
+            response = await http.get(
+                "/v1/admin/keys", headers={"authorization": f"Bearer {admin_secret}"}
             )
-            assert status == 200
-            assert user_secret not in body.decode() and admin_secret not in body.decode()
+            assert response.status_code == 200
+            assert user_secret not in response.text and admin_secret not in response.text
     keys = {k.scope: k for k in _registry(settings).list_keys()}
     # The vendor's tokens, plus the specialist's compute (a few micro-dollars).
     assert keys["inference"].spent_usd == pytest.approx(0.012, abs=1e-5)
@@ -388,10 +497,9 @@ def test_keys_scopes_and_budgets(settings_for):
     assert admin.id == keys["admin"].id
 
 
-def test_openai_style_errors_never_500(settings_for):
+async def test_openai_style_errors_never_500(settings_for, gateway):
     settings = settings_for(gateway_max_body_bytes=2048)
-    with running(Gateway(settings)) as url:
-        chat = f"{url}/v1/chat/completions"
+    async with in_process(gateway(settings)) as http:
         cases = [
             (b"{not json", 400, None),
             (b"[1, 2]", 400, None),
@@ -412,27 +520,37 @@ def test_openai_style_errors_never_500(settings_for):
             ({"model": TASK, "messages": [{"role": "user", "content": "x" * 5000}]}, 413, None),
         ]
         for body, status, param in cases:
-            got, _, payload = _post(chat, body)
-            assert got == status, (body, payload)
+            data = body if isinstance(body, bytes) else orjson.dumps(body)
+            response = await http.post(
+                "/v1/chat/completions", content=data, headers={"content-type": "application/json"}
+            )
+            payload = response.json()
+            assert response.status_code == status, (body, payload)
             assert set(payload["error"]) == {"message", "type", "param", "code"}
             assert payload["error"]["param"] == param
-        status, _, payload = _post(f"{url}/v1/tasks/nope/predict", {"inputs": ["x"]})
-        assert status == 404 and "sms_spam" in payload["error"]["message"]
-        status, _, _ = _post(f"{url}/v1/tasks/{TASK}/predict", {"inputs": []})
-        assert status == 400
-        assert _get(f"{url}/nowhere")[0] == 404
-        assert _get(f"{url}/v1/chat/completions")[0] == 405
-        assert _get(f"{url}/healthz")[0] == 200
-        status, _, ready = _get(f"{url}/readyz")
-        assert status == 200 and json.loads(ready)["tasks"] == {TASK: {"champion": 1}}
-        status, _, models = _get(f"{url}/v1/models")
-        assert [m["id"] for m in json.loads(models)["data"]] == [TASK]
+        response = await http.post("/v1/tasks/nope/predict", json={"inputs": ["x"]})
+        assert response.status_code == 404 and "sms_spam" in response.json()["error"]["message"]
+        response = await http.post(f"/v1/tasks/{TASK}/predict", json={"inputs": []})
+        assert response.status_code == 400 and response.json()["error"]["param"] == "inputs"
+        response = await http.get("/nowhere")
+        assert response.status_code == 404
+        assert response.json()["error"]["message"] == "no route GET /nowhere"
+        response = await http.get("/v1/chat/completions")
+        assert response.status_code == 405
+        assert response.json()["error"]["code"] == "method_not_allowed"
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["tasks"] == {TASK: {"champion": 1}}
+        models = await http.get("/v1/models")
+        assert [m["id"] for m in models.json()["data"]] == [TASK]
     # Requests that parsed but failed are traffic too; malformed ones are not.
     failed = [(r.model, r.route, r.status) for r in _registry(settings).list_traffic()]
     assert failed == [(TASK, "error", 400), ("no-such-model", "error", 404)]
 
 
-def test_capture_can_be_turned_off_per_task_and_redacted(settings_for, monkeypatch, tmp_path):
+async def test_capture_can_be_turned_off_per_task_and_redacted(
+    settings_for, gateway, monkeypatch, tmp_path
+):
     (tmp_path / "redactor.py").write_text(
         "import dataclasses\n"
         "def redact(record):\n"
@@ -440,91 +558,102 @@ def test_capture_can_be_turned_off_per_task_and_redacted(settings_for, monkeypat
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     settings = settings_for(gateway_redact="redactor:redact")
-    app = Gateway(settings)
-    with running(app) as url:
-        _ask(_client(url), SPAM)  # captured, through the redaction hook
+    app = gateway(settings)
+    async with in_process(app) as http:
+        client = sdk(http)
+        await _ask(client, SPAM)  # captured, through the redaction hook
         with _registry(settings) as registry:
             registry.update_task(TASK, serving={"capture": False})
-        _wait_for(lambda: not app.portfolio.get(TASK).spec.serving.capture)
+        # The background refresher (every 0.2 s) picks the change up, no restart.
+        await until(lambda: not app.portfolio.get(TASK).spec.serving.capture)
         for _ in range(3):
-            _ask(_client(url), SPAM)  # answered, not captured
+            await _ask(client, SPAM)  # answered, not captured
     (record,) = _registry(settings).list_traffic(TASK)
     assert record.input == "[redacted]" and record.route == "specialist"
 
 
-def test_low_confidence_without_an_upstream_cascades_to_the_offline_zero_shot_model(
-    settings_for,
+async def test_low_confidence_without_an_upstream_cascades_to_the_offline_zero_shot_model(
+    settings_for, gateway, serving_encoder
 ):
+    from niche.specialists.zeroshot import ZeroShot
+
     settings = settings_for()
     with _registry(settings) as registry:
         registry.update_task(TASK, cascade_threshold=1.0)
-    with running(Gateway(settings)) as url:
-        headers, completion = _ask(_client(url), SPAM)
+    expected = ZeroShot(["ham", "spam"], serving_encoder).predict([SPAM]).labels[0]
+    async with in_process(gateway(settings)) as http:
+        headers, completion = await _ask(sdk(http), SPAM)
         assert headers["x-niche-route"] == "general"
-        assert completion.choices[0].message.content in {"ham", "spam"}
-        assert completion.model_extra["niche"]["general_label"] == (
-            completion.choices[0].message.content
-        )
+        assert completion.choices[0].message.content == expected
+        assert completion.model_extra["niche"]["general_label"] == expected
 
 
-def test_over_the_concurrency_limit_gets_429_with_retry_after(settings_for):
+async def test_over_the_concurrency_limit_gets_429_with_retry_after(settings_for, gateway):
     with FakeVendorAPI(answer=lambda prompt: "slow") as vendor:
-        vendor.delay_s = 1.0
         settings = settings_for(
             general_base_url=vendor.base_url,
             general_model="vendor-model",
             gateway_max_concurrency=1,
         )
         body = {"model": "vendor-model", "messages": [{"role": "user", "content": "hi"}]}
-        with running(Gateway(settings)) as url, concurrent.futures.ThreadPoolExecutor(2) as pool:
-            first = pool.submit(_post, f"{url}/v1/chat/completions", body)
-            time.sleep(0.3)
-            second = pool.submit(_post, f"{url}/v1/chat/completions", body)
-            results = [first.result(), second.result()]
-    assert results[0][0] == 200
-    status, headers, payload = results[1]
-    assert status == 429 and headers["retry-after"] == "1"
-    assert payload["error"]["type"] == "rate_limit_error"
+        vendor.hold()
+        async with in_process(gateway(settings)) as http:
+            first = asyncio.ensure_future(http.post("/v1/chat/completions", json=body))
+            await asyncio.to_thread(vendor.wait_for_requests, 1)  # the first is in flight
+            second = await http.post("/v1/chat/completions", json=body)
+            vendor.release()
+            first_done = await first
+    assert first_done.status_code == 200
+    assert second.status_code == 429 and second.headers["retry-after"] == "1"
+    assert second.json()["error"]["type"] == "rate_limit_error"
+    assert len(vendor.requests) == 1  # the refused one never reached the vendor
 
 
-def test_admin_alias_moves_need_a_passed_gate_or_force(settings_for):
+async def test_admin_alias_moves_need_a_passed_gate_or_force(settings_for, gateway):
     settings = settings_for()
-    with running(Gateway(settings)) as url:
-        route = f"{url}/v1/admin/tasks/{TASK}/aliases/champion"
-        request = urllib.request.Request(
-            route,
-            data=json.dumps({"version": 2, "reason": "rollforward"}).encode(),
-            method="PUT",
-            headers={"content-type": "application/json"},
-        )
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(request, timeout=30)
-        error = json.loads(refused.value.read())["error"]
-        assert refused.value.code == 400 and error["code"] == "gate_required"
+    async with in_process(gateway(settings)) as http:
+        route = f"/v1/admin/tasks/{TASK}/aliases/champion"
+        refused = await http.put(route, json={"version": 2, "reason": "rollforward"})
+        error = refused.json()["error"]
+        assert refused.status_code == 400 and error["code"] == "gate_required"
+        assert error["param"] == "version"
 
-        forced = urllib.request.Request(
-            route,
-            data=json.dumps(
-                {"version": 2, "reason": "hotfix", "force": True, "expected_current": 1}
-            ).encode(),
-            method="PUT",
-            headers={"content-type": "application/json"},
+        forced = await http.put(
+            route, json={"version": 2, "reason": "hotfix", "force": True, "expected_current": 1}
         )
-        with urllib.request.urlopen(forced, timeout=30) as response:
-            event = json.loads(response.read())
+        assert forced.status_code == 200
+        event = forced.json()
         assert (event["from_version"], event["to_version"], event["actor"]) == (
             1,
             2,
             "api:local",
         )
-        _, _, body = _post(f"{url}/v1/tasks/{TASK}/predict", {"inputs": [HAM]})
+        body = (await http.post(f"/v1/tasks/{TASK}/predict", json={"inputs": [HAM]})).json()
         assert body["predictions"][0]["model_version"] == 2  # no restart, no wait
 
-        status, _, aliases = _get(f"{url}/v1/admin/tasks/{TASK}/aliases")
-        assert status == 200 and json.loads(aliases)["aliases"] == {"champion": 2}
+        aliases = await http.get(f"/v1/admin/tasks/{TASK}/aliases")
+        assert aliases.status_code == 200 and aliases.json()["aliases"] == {"champion": 2}
+
+
+async def test_admin_answers_bad_values_with_400_and_unknown_keys_with_404(settings_for, gateway):
+    settings = settings_for()
+    async with in_process(gateway(settings)) as http:
+        response = await http.put(
+            f"/v1/admin/tasks/{TASK}/aliases/Bad_Alias",
+            json={"version": 2, "reason": "typo", "force": True},
+        )
+        error = response.json()["error"]
+        assert (response.status_code, error["type"]) == (400, "invalid_request_error")
+        assert error["message"].startswith("alias 'Bad_Alias' must be 1-64 lower-case letters")
+        response = await http.delete("/v1/admin/keys/zz")
+        assert response.status_code == 404
+        assert response.json()["error"]["message"] == (
+            "no API key with id or prefix 'zz' (see `niche keys list`)"
+        )
 
 
 def test_serve_plan_binds_loopback_until_a_key_exists(settings_for):
+    from niche.errors import ConfigurationError
     from niche.gateway.server import plan
 
     settings = settings_for()
@@ -534,7 +663,23 @@ def test_serve_plan_binds_loopback_until_a_key_exists(settings_for):
     with _registry(settings) as registry:
         registry.create_key(scope="inference")
     assert plan(settings, host="0.0.0.0", port=8000, workers=2).host == "0.0.0.0"
-    from niche.errors import ConfigurationError
-
     with pytest.raises(ConfigurationError, match="--workers"):
         plan(settings, host="127.0.0.1", port=8000, workers=0)
+
+
+async def test_an_unreachable_database_is_never_named_to_clients(niche_home, gateway):
+    url = f"postgresql+psycopg://niche@127.0.0.1:{free_port()}/registry"
+    settings = Settings(home=str(niche_home), database_url=url)
+    async with in_process(gateway(settings)) as http:
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503
+        models = await http.get("/v1/models")
+        assert models.status_code == 503
+    message = "the registry database cannot be used right now; the gateway's log says why"
+    assert ready.json() == {"status": "not ready", "reason": message}
+    assert models.json()["error"] == {
+        "message": message,
+        "type": "server_error",
+        "param": None,
+        "code": None,
+    }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import orjson
@@ -235,3 +236,39 @@ def test_capture_writer_keeps_records_when_the_database_fails_and_drops_unredact
     writer = asyncio.run(main())
     assert [r.input for r in registry.list_traffic()] == ["text 0", "text 2"]
     assert writer.dropped == 1
+
+
+def test_capture_writer_closing_mid_flush_writes_each_record_and_spend_once(registry):
+    from niche.gateway.capture import CaptureWriter
+
+    key, _ = registry.create_key(scope="inference", budget_usd=1.0)
+    writing, go = threading.Event(), threading.Event()
+
+    class Slow:
+        """The real registry, whose first spend write waits for the test."""
+
+        def record_traffic(self, records):
+            return registry.record_traffic(records)
+
+        def add_spend(self, key_id, usd):
+            if not writing.is_set():
+                writing.set()
+                if not go.wait(30):
+                    raise RuntimeError("the test never let the write finish")
+            return registry.add_spend(key_id, usd)
+
+    async def main():
+        writer = CaptureWriter(Slow(), flush_s=0.01)
+        writer.start()
+        writer.submit(_traffic(0), spend=(key.id, 0.25))
+        await asyncio.to_thread(writing.wait, 30)  # the background flush is writing
+        closing = asyncio.ensure_future(writer.aclose())
+        await asyncio.sleep(0)  # the shutdown has begun, the write is still going on
+        go.set()
+        await closing
+        return writer
+
+    writer = asyncio.run(main())
+    assert registry.list_keys()[0].spent_usd == 0.25
+    assert [r.input for r in registry.list_traffic()] == ["text 0"]
+    assert (writer.written, writer.pending, writer.pending_spend(key.id)) == (1, 0, 0.0)

@@ -6,6 +6,8 @@ no key created at all, the gateway is in local mode: requests from loopback need
 
     >>> keys = KeyCache(registry, ttl_s=2.0)
     >>> record = await keys.authenticate(b"Bearer nk-...", client_host="10.0.0.7")
+    >>> guard = Guard(keys, pending_spend=capture.pending_spend)
+    >>> record = await guard.check(request, admin=True)
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from niche.errors import AuthenticationError
+from niche.errors import AuthenticationError, BudgetExceededError, PermissionDeniedError
 
 if TYPE_CHECKING:
+    from niche.gateway.asgi import Request
     from niche.registry.store import KeyRecord, Registry
 
-__all__ = ["LOOPBACK_HOSTS", "KeyCache"]
+__all__ = ["LOOPBACK_HOSTS", "Guard", "KeyCache"]
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 _MAX_CACHED = 10_000
@@ -87,3 +90,36 @@ class KeyCache:
                 return None  # local mode: a dummy key (the OpenAI SDK needs one) is fine
             raise AuthenticationError("invalid API key (unknown or revoked)")
         return cached[1]
+
+
+class Guard:
+    """What every route checks first: the request's key, its scope and its budget.
+
+    ``pending_spend(key_id)`` is spend not yet written to the registry (the capture
+    writer's), so a key cannot overspend between two flushes.
+    """
+
+    def __init__(self, keys: KeyCache, *, pending_spend: Callable[[int], float]) -> None:
+        self.keys = keys
+        self.pending_spend = pending_spend
+
+    async def check(self, request: Request, *, admin: bool = False) -> KeyRecord | None:
+        """The request's key (None in local mode); raises 401, 403 or 429 (budget spent)."""
+        key = await self.keys.authenticate(
+            request.headers.get(b"authorization"), client_host=request.client
+        )
+        if key is None:
+            return None
+        if admin and key.scope != "admin":
+            raise PermissionDeniedError(
+                f"key {key.prefix}… has scope {key.scope!r}; this route needs an 'admin' key"
+            )
+        if key.budget_usd is not None:
+            spent = key.spent_usd + self.pending_spend(key.id)
+            if spent >= key.budget_usd:
+                raise BudgetExceededError(
+                    f"key {key.prefix}… has spent its budget (${spent:.4f} of "
+                    f"${key.budget_usd:.4f}); raise it or use another key",
+                    key_id=key.id,
+                )
+        return key

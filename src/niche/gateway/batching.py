@@ -26,7 +26,8 @@ __all__ = ["BatchAnswer", "MicroBatcher"]
 
 @dataclass(frozen=True)
 class BatchAnswer:
-    """One text's prediction and its share of the batch's compute time."""
+    """One text's prediction and its usage: its share of the batch's compute seconds, and
+    the size of the batch it was predicted in."""
 
     label: str
     confidence: float
@@ -53,6 +54,11 @@ class MicroBatcher:
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0
         self._last_batch = 0
+
+    @property
+    def queued(self) -> int:
+        """Texts waiting for a batch (not counting the batch being predicted)."""
+        return self._queue.qsize() if self._queue is not None else 0
 
     async def submit(self, text: str) -> BatchAnswer:
         """The prediction for ``text``; the model's exception if the batch failed."""

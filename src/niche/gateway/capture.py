@@ -57,6 +57,7 @@ class CaptureWriter:
         self._task: asyncio.Task[None] | None = None
         self._wake: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
+        self._closing = False
         self.written = 0
         self.dropped = 0
         self.failures = 0
@@ -108,7 +109,7 @@ class CaptureWriter:
         self._task = asyncio.create_task(self._run(wake), name="niche-capture-writer")
 
     async def _run(self, wake: asyncio.Event) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self.flush_s)
             wake.clear()
@@ -153,9 +154,12 @@ class CaptureWriter:
     async def aclose(self, *, attempts: int = 5) -> None:
         """Stop the background task and flush every queued record (retrying a few times)."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Let a flush in progress finish rather than cancel it: its database write would
+            # complete on its thread anyway, and then be written a second time here.
+            self._closing = True
+            if self._wake is not None:
+                self._wake.set()
+            await self._task
             self._task = None
         for attempt in range(attempts):
             await self.flush()

@@ -132,4 +132,5 @@ def load_redactor(spec: str | None) -> Callable[[Any], Any] | None:
         raise ConfigurationError(
             f"NICHE_GATEWAY_REDACT={spec!r} is not callable", setting="NICHE_GATEWAY_REDACT"
         )
-    return function
+    redactor: Callable[[Any], Any] = function
+    return redactor

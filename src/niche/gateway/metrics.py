@@ -15,6 +15,7 @@ of them reports the sum over all.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -112,6 +113,16 @@ class GatewayMetrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def set_state(
+        self, *, capture_pending: int, capture_dropped: int, circuits: Iterable[tuple[str, str]]
+    ) -> None:
+        """Set the gauges from the state they describe: ``circuits`` is (upstream, breaker
+        state) pairs. Set, not computed at scrape time, so worker processes can share them."""
+        self.capture_pending.set(capture_pending)
+        self.capture_dropped.set(capture_dropped)
+        for name, state in circuits:
+            self.circuit_open.labels(name).set(float(state == "open"))
 
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

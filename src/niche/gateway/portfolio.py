@@ -1,12 +1,14 @@
 """The tasks the gateway serves and the specialists answering them, kept in step with the
 registry.
 
-:meth:`Portfolio.refresh` re-reads tasks and aliases (on a thread) and loads any new version
-an alias points to, its artifact verified, before swapping it in: a promotion takes effect
-at the next refresh, without a restart, and a version that fails to load leaves the one
-serving in place.
+:meth:`Portfolio.refresh` reads every task and every alias (two queries, on a thread) and
+loads any new version an alias points to, its artifact verified, before swapping it in: a
+promotion takes effect at the next refresh, without a restart, and a version that fails to
+load leaves the one serving in place. Loading runs on its own thread (``loader_executor``),
+never on the one that runs the specialists, so a slow load delays no answer.
 
-    >>> portfolio = Portfolio(registry, settings, config, executor=executor)
+    >>> portfolio = Portfolio(registry, settings, config, executor=model_thread,
+    ...                       loader_executor=loader_thread)
     >>> await portfolio.refresh()
     >>> portfolio.get("banking77").champion.version
     3
@@ -16,40 +18,44 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from niche.gateway.batching import MicroBatcher
 from niche.gateway.config import GatewayConfig
+from niche.gateway.handles import BatchedHandle, SpecialistHandle
 from niche.registry.tasks import TaskSpec
 from niche.settings import Settings
 
 if TYPE_CHECKING:
     from niche.encoders.base import Encoder
-    from niche.registry.store import ModelVersionRecord, Registry
+    from niche.registry.store import ModelVersionRecord, Registry, TaskRecord
     from niche.specialists.base import Predictions, Predictor
 
-__all__ = ["SERVED_ALIASES", "Deployed", "Portfolio", "TaskState"]
+__all__ = ["SERVED_ALIASES", "Loader", "Portfolio", "TaskState", "load_version"]
 
 log = logging.getLogger("niche.gateway")
 
 SERVED_ALIASES = ("champion", "challenger")
 
 Loader = Callable[["ModelVersionRecord"], "Predictor"]
+"""Builds the predictor of a registered model version (tests inject one)."""
 
 
-@dataclass
-class Deployed:
-    """A model version serving under an alias, with its micro-batcher."""
+def load_version(record: ModelVersionRecord, settings: Settings, encoder: Encoder) -> Predictor:
+    """The predictor of ``record``, read from the artifact store with its digest verified.
 
-    alias: str
-    version: int
-    digest: str
-    predictor: Predictor
-    batcher: MicroBatcher
+    >>> predictor = load_version(registry.get_model("banking77", 3), settings, encoder)
+    """
+    from niche.registry.artifacts import ArtifactStore
+    from niche.specialists.kinds import load_predictor
+
+    path = ArtifactStore.from_settings(settings).get_dir(record.artifact_digest)
+    return load_predictor(record.kind, path, encoder)
 
 
 @dataclass
@@ -58,24 +64,28 @@ class TaskState:
 
     spec: TaskSpec
     created_at: datetime
-    deployed: dict[str, Deployed] = field(default_factory=dict)
+    deployed: dict[str, SpecialistHandle] = field(default_factory=dict)
     zero_shot: MicroBatcher | None = None
 
     @property
-    def champion(self) -> Deployed | None:
+    def champion(self) -> SpecialistHandle | None:
         return self.deployed.get("champion")
 
     @property
-    def challenger(self) -> Deployed | None:
+    def challenger(self) -> SpecialistHandle | None:
         return self.deployed.get("challenger")
 
     @property
     def labels(self) -> list[str]:
         if self.spec.labels:
             return list(self.spec.labels)
-        for deployed in self.deployed.values():
-            return list(deployed.predictor.label_set)
+        for handle in self.deployed.values():
+            return handle.label_set
         return []
+
+    def served(self) -> dict[str, int]:
+        """Each served alias and its version: ``{"champion": 3}``."""
+        return {alias: handle.version for alias, handle in self.deployed.items()}
 
 
 class Portfolio:
@@ -88,6 +98,7 @@ class Portfolio:
         config: GatewayConfig,
         *,
         executor: Executor,
+        loader_executor: Executor,
         encoder: Encoder | None = None,
         loader: Loader | None = None,
     ) -> None:
@@ -95,22 +106,26 @@ class Portfolio:
         self.settings = settings
         self.config = config
         self.executor = executor
+        self.loader_executor = loader_executor
         self._encoder = encoder
+        self._encoder_lock = threading.Lock()
         self._loader = loader
         self._tasks: dict[str, TaskState] = {}
         self._lock = asyncio.Lock()
         self.loaded = False
-        self.last_error: str | None = None
+        self.last_error: BaseException | None = None
 
     @property
     def encoder(self) -> Encoder:
-        if self._encoder is None:
-            from niche.encoders.defaults import default_encoder
+        # Built on first use, by the loader thread or the event loop, whichever comes first.
+        with self._encoder_lock:
+            if self._encoder is None:
+                from niche.encoders.defaults import default_encoder
 
-            # No embedding cache when serving: a SQLite lookup per request costs more than
-            # it saves, and live texts rarely repeat.
-            self._encoder = default_encoder(self.settings, cache=False)
-        return self._encoder
+                # No embedding cache when serving: a SQLite lookup per request costs more
+                # than it saves, and live texts rarely repeat.
+                self._encoder = default_encoder(self.settings, cache=False)
+            return self._encoder
 
     def get(self, name: str) -> TaskState | None:
         return self._tasks.get(name)
@@ -118,17 +133,16 @@ class Portfolio:
     def tasks(self) -> list[TaskState]:
         return list(self._tasks.values())
 
+    def names(self) -> str:
+        """The served tasks for a message: ``"banking77, sms_spam"`` (or ``"none"``)."""
+        return ", ".join(sorted(self._tasks)) or "none"
+
     def _load(self, record: ModelVersionRecord) -> Predictor:
         if self._loader is not None:
-            predictor = self._loader(record)
-        else:
-            from niche.registry.artifacts import ArtifactStore
-            from niche.specialists.kinds import load_predictor
-
-            path = ArtifactStore.from_settings(self.settings).get_dir(record.artifact_digest)
-            predictor = load_predictor(record.kind, path, self.encoder)
-            # Warm up (the encoder's session loads on first use) so no request pays for it.
-            predictor.predict(["warm-up"])
+            return self._loader(record)
+        predictor = load_version(record, self.settings, self.encoder)
+        # Warm up (the encoder's session loads on first use) so no request pays for it.
+        predictor.predict(["warm-up"])
         return predictor
 
     def _batcher(self, predict: Callable[[Sequence[str]], Predictions]) -> MicroBatcher:
@@ -139,15 +153,23 @@ class Portfolio:
             executor=self.executor,
         )
 
-    def _read(self) -> tuple[list[Any], dict[str, dict[str, ModelVersionRecord]]]:
+    def deploy(self, alias: str, record: ModelVersionRecord, predictor: Predictor) -> BatchedHandle:
+        """The handle serving ``predictor`` (``record``'s version) under ``alias``."""
+        return BatchedHandle(
+            alias=alias,
+            version=record.version,
+            digest=record.artifact_digest,
+            predictor=predictor,
+            batcher=self._batcher(predictor.predict),
+        )
+
+    def _read(self) -> tuple[list[TaskRecord], dict[str, dict[str, ModelVersionRecord]]]:
         tasks = self.registry.list_tasks()
-        served: dict[str, dict[str, ModelVersionRecord]] = {}
-        for task in tasks:
-            served[task.name] = {}
-            for alias in SERVED_ALIASES:
-                record = self.registry.get_alias(task.name, alias)
-                if record is not None:
-                    served[task.name][alias] = record
+        aliased = self.registry.aliased_models()
+        served = {
+            task: {a: r for a, r in aliases.items() if a in SERVED_ALIASES}
+            for task, aliases in aliased.items()
+        }
         return tasks, served
 
     async def refresh(self) -> None:
@@ -161,41 +183,47 @@ class Portfolio:
                 state = TaskState(spec=task.spec, created_at=task.created_at)
                 if old is not None and old.spec == task.spec:
                     state.zero_shot = old.zero_shot
-                for alias, record in served[task.name].items():
+                for alias, record in served.get(task.name, {}).items():
                     previous = old.deployed.get(alias) if old is not None else None
-                    if previous is not None and previous.digest == record.artifact_digest:
-                        previous.alias, previous.version = alias, record.version
-                        state.deployed[alias] = previous
-                        continue
-                    try:
-                        predictor = await asyncio.get_running_loop().run_in_executor(
-                            self.executor, self._load, record
-                        )
-                    except Exception as exc:
-                        log.error(
-                            "task %s: cannot load %s v%d (%s); %s",
-                            task.name,
-                            alias,
-                            record.version,
-                            exc,
-                            "keeping the version serving" if previous else "alias not served",
-                        )
-                        if previous is not None:
-                            state.deployed[alias] = previous
-                        continue
-                    state.deployed[alias] = Deployed(
-                        alias=alias,
-                        version=record.version,
-                        digest=record.artifact_digest,
-                        predictor=predictor,
-                        batcher=self._batcher(predictor.predict),
-                    )
-                    if previous is None or previous.version != record.version:
-                        log.info("task %s: %s is now v%d", task.name, alias, record.version)
+                    handle = await self._deployed(task.name, alias, record, previous)
+                    if handle is not None:
+                        state.deployed[alias] = handle
                 fresh[task.name] = state
             self._tasks = fresh
             self.loaded = True
             self.last_error = None
+
+    async def _deployed(
+        self,
+        task: str,
+        alias: str,
+        record: ModelVersionRecord,
+        previous: SpecialistHandle | None,
+    ) -> SpecialistHandle | None:
+        """The handle serving ``alias`` after this refresh: the one serving it already when
+        it is the same version, a newly loaded one, or (if that fails) the previous one."""
+        if (
+            previous is not None
+            and previous.digest == record.artifact_digest
+            and previous.version == record.version
+        ):
+            return previous
+        loop = asyncio.get_running_loop()
+        try:
+            predictor = await loop.run_in_executor(self.loader_executor, self._load, record)
+        except Exception as exc:
+            log.error(
+                "task %s: cannot load %s v%d (%s); %s",
+                task,
+                alias,
+                record.version,
+                exc,
+                "keeping the version serving" if previous else "alias not served",
+            )
+            return previous
+        if previous is None or previous.version != record.version:
+            log.info("task %s: %s is now v%d", task, alias, record.version)
+        return self.deploy(alias, record, predictor)
 
     def zero_shot(self, state: TaskState) -> MicroBatcher:
         """The built-in offline general model of ``state``'s task, built on first use."""
@@ -208,7 +236,7 @@ class Portfolio:
 
     async def aclose(self) -> None:
         for state in self._tasks.values():
-            for deployed in state.deployed.values():
-                await deployed.batcher.aclose()
+            for handle in state.deployed.values():
+                await handle.aclose()
             if state.zero_shot is not None:
                 await state.zero_shot.aclose()

@@ -20,6 +20,7 @@ import orjson
 from niche.errors import (
     AuthenticationError,
     BudgetExceededError,
+    DatabaseError,
     NicheError,
     NotFoundError,
     PermissionDeniedError,
@@ -30,11 +31,13 @@ from niche.errors import (
 
 __all__ = [
     "chat_completion",
+    "client_message",
     "completion_chunks",
     "error_response",
     "last_user_text",
     "new_completion_id",
     "new_request_id",
+    "only_fields",
     "parse_chat_request",
     "parse_json_object",
 ]
@@ -53,6 +56,13 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise RequestError(f"the request body must be a JSON object, got {type(data).__name__}")
     return data
+
+
+def only_fields(data: dict[str, Any], allowed: set[str]) -> None:
+    """Refuse fields a native route does not know (a misspelt field must not be ignored)."""
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise RequestError(f"unknown field(s) {', '.join(unknown)}", param=unknown[0])
 
 
 def parse_chat_request(body: bytes) -> dict[str, Any]:
@@ -200,6 +210,21 @@ def _error_type(exc: NicheError) -> tuple[str, str | None]:
     return ("invalid_request_error", None) if exc.http_status < 500 else ("server_error", None)
 
 
+INTERNAL_ERROR = "internal error in the gateway; see its log for details"
+
+
+def client_message(exc: BaseException) -> str:
+    """What a client is told of ``exc``: never a database URL or a stack of foreign errors.
+
+    (Upstream errors name the general model, never its host: see ``upstream.py``.)
+    """
+    if isinstance(exc, DatabaseError):
+        return "the registry database cannot be used right now; the gateway's log says why"
+    if isinstance(exc, NicheError):
+        return exc.message
+    return INTERNAL_ERROR
+
+
 def error_response(exc: NicheError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     """The status, OpenAI-style JSON body and extra headers for ``exc``."""
     kind, code = _error_type(exc)
@@ -207,7 +232,7 @@ def error_response(exc: NicheError) -> tuple[int, bytes, list[tuple[bytes, bytes
         code = exc.code
     body = {
         "error": {
-            "message": exc.message,
+            "message": client_message(exc),
             "type": kind,
             "param": getattr(exc, "param", None),
             "code": code,

@@ -2,7 +2,8 @@
 
 aiohttp, not httpx: httpx's async client was ~12x slower under concurrency here (FACTS.md).
 A :class:`CircuitBreaker` stops calling an upstream that keeps failing, so requests fall
-back at once instead of each waiting for a timeout.
+back at once instead of each waiting for a timeout. The errors raised name the model, never
+its host (they reach clients); the log has the endpoint and the cause.
 
     >>> upstream = Upstream(spec, timeout_s=10.0, breaker=CircuitBreaker(5, 30.0))
     >>> reply = await upstream.complete(orjson.dumps(body))
@@ -12,6 +13,7 @@ back at once instead of each waiting for a timeout.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     import aiohttp
 
 __all__ = ["CircuitBreaker", "Upstream", "UpstreamReply"]
+
+log = logging.getLogger("niche.gateway")
 
 
 class CircuitBreaker:
@@ -118,7 +122,8 @@ class Upstream:
         self.max_connections = max_connections
         self.base_url = spec.base_url.rstrip("/")
         self.url = self.base_url + "/chat/completions"
-        self.name = f"{spec.model} at {spec.base_url}"
+        self.name = f"{spec.model} at {spec.base_url}"  # for the log and the metrics
+        self.model = spec.model or "?"  # for errors, which reach clients
         self._environ = os.environ if environ is None else environ
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
@@ -133,7 +138,7 @@ class Upstream:
         key = self._environ.get(self.spec.api_key_env)
         if not key:
             raise UpstreamError(
-                f"general model {self.name}: environment variable "
+                f"general model {self.model}: environment variable "
                 f"{self.spec.api_key_env} (its API key) is not set"
             )
         return {**_PLAIN_HEADERS, "authorization": f"Bearer {key}"}
@@ -157,11 +162,12 @@ class Upstream:
 
     def _failed(self, exc: BaseException, timeout_s: float) -> UpstreamError:
         self.breaker.failure()
+        log.warning("general model %s: %s: %s", self.name, type(exc).__name__, exc)
         if isinstance(exc, asyncio.TimeoutError):
             return UpstreamTimeoutError(
-                f"general model {self.name} did not answer within {timeout_s:g} s"
+                f"general model {self.model} did not answer within {timeout_s:g} s"
             )
-        return UpstreamError(f"general model {self.name} failed: {type(exc).__name__}: {exc}")
+        return UpstreamError(f"general model {self.model} failed: {type(exc).__name__}")
 
     async def complete(self, body: bytes, *, timeout_s: float | None = None) -> UpstreamReply:
         """POST ``body`` and read the whole answer. 5xx, timeouts and connection errors count
@@ -169,7 +175,7 @@ class Upstream:
         import aiohttp
 
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
-        self.breaker.before(self.name)
+        self.breaker.before(self.model)
         headers = self._headers()
         try:
             timeout = self._timeouts.get(timeout_s)
@@ -186,7 +192,7 @@ class Upstream:
         if status >= 500:
             self.breaker.failure()
             raise UpstreamError(
-                f"general model {self.name} answered HTTP {status}: {payload[:200]!r}",
+                f"general model {self.model} answered HTTP {status}: {payload[:200]!r}",
                 status=status,
             )
         self.breaker.success()
@@ -211,7 +217,7 @@ class Upstream:
         import aiohttp
 
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
-        self.breaker.before(self.name)
+        self.breaker.before(self.model)
         headers = self._headers()
         if content_type is not None:
             headers = {**headers, "content-type": content_type}
@@ -234,7 +240,7 @@ class Upstream:
             await context.__aexit__(None, None, None)
             self.breaker.failure()
             raise UpstreamError(
-                f"general model {self.name} answered HTTP {response.status}: {payload[:200]!r}",
+                f"general model {self.model} answered HTTP {response.status}: {payload[:200]!r}",
                 status=response.status,
             )
         self.breaker.success()

@@ -1,0 +1,116 @@
+"""niche's own routes: ``POST /v1/tasks/{task}/predict`` (a batch of inputs, structured
+answers), ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus) and
+``GET /openapi.json``.
+
+    >>> native = NativeRoutes(guard=guard, portfolio=portfolio, policy=policy,
+    ...                       traffic=traffic, metrics=metrics, update_gauges=gauges)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import orjson
+
+from niche.errors import NotFoundError, RequestError
+from niche.gateway.asgi import Params, Request, Send, respond
+from niche.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from niche.gateway.openapi import openapi_document
+from niche.gateway.protocol import client_message, only_fields
+from niche.gateway.routing import Route
+
+if TYPE_CHECKING:
+    from niche.gateway.auth import Guard
+    from niche.gateway.metrics import GatewayMetrics
+    from niche.gateway.policy import CascadePolicy
+    from niche.gateway.portfolio import Portfolio
+    from niche.gateway.traffic import TrafficRecorder
+
+__all__ = ["MAX_PREDICT_INPUTS", "NativeRoutes"]
+
+MAX_PREDICT_INPUTS = 256
+
+
+class NativeRoutes:
+    """The handlers of the native routes."""
+
+    def __init__(
+        self,
+        *,
+        guard: Guard,
+        portfolio: Portfolio,
+        policy: CascadePolicy,
+        traffic: TrafficRecorder,
+        metrics: GatewayMetrics,
+        update_gauges: Callable[[], None],
+    ) -> None:
+        self.guard = guard
+        self.portfolio = portfolio
+        self.policy = policy
+        self.traffic = traffic
+        self.metrics = metrics
+        self.update_gauges = update_gauges
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/tasks/{task}/predict", self.predict, ("POST",)),
+            Route("/healthz", self.healthz),
+            Route("/readyz", self.readyz),
+            Route("/metrics", self.scrape),
+            Route("/openapi.json", self.openapi),
+        ]
+
+    async def predict(self, request: Request, send: Send, params: Params) -> None:
+        key = await self.guard.check(request)
+        task = params["task"]
+        state = self.portfolio.get(task)
+        if state is None:
+            raise NotFoundError(f"no task {task!r} (tasks: {self.portfolio.names()})")
+        data = await request.json()
+        only_fields(data, {"inputs"})
+        inputs = data.get("inputs")
+        if (
+            not isinstance(inputs, list)
+            or not 1 <= len(inputs) <= MAX_PREDICT_INPUTS
+            or not all(isinstance(x, str) and x.strip() for x in inputs)
+        ):
+            raise RequestError(
+                f"'inputs' must be an array of 1 to {MAX_PREDICT_INPUTS} non-empty strings",
+                param="inputs",
+            )
+        answers = await asyncio.gather(*(self.policy.answer(state, text) for text in inputs))
+        for text, answer in zip(inputs, answers, strict=True):
+            self.traffic.record(
+                state=state,
+                model=task,
+                route=answer.route,
+                input=text,
+                status=200,
+                started=request.started,
+                key=key,
+                answer=answer,
+            )
+        payload = {"task": task, "predictions": [a.to_dict() for a in answers]}
+        await respond(send, 200, orjson.dumps(payload))
+
+    async def healthz(self, request: Request, send: Send, params: Params) -> None:
+        await respond(send, 200, b'{"status":"ok"}')
+
+    async def readyz(self, request: Request, send: Send, params: Params) -> None:
+        if not self.portfolio.loaded:
+            error = self.portfolio.last_error
+            reason = client_message(error) if error is not None else "loading the portfolio"
+            body = orjson.dumps({"status": "not ready", "reason": reason})
+            await respond(send, 503, body, [(b"retry-after", b"1")])
+            return
+        tasks = {s.spec.name: s.served() for s in self.portfolio.tasks()}
+        await respond(send, 200, orjson.dumps({"status": "ready", "tasks": tasks}))
+
+    async def scrape(self, request: Request, send: Send, params: Params) -> None:
+        self.update_gauges()
+        await respond(send, 200, self.metrics.render(), content_type=METRICS_CONTENT_TYPE)
+
+    async def openapi(self, request: Request, send: Send, params: Params) -> None:
+        await respond(send, 200, orjson.dumps(openapi_document()))

@@ -1,0 +1,280 @@
+"""The OpenAI-compatible surface: ``POST /v1/chat/completions``, ``GET /v1/models``, and the
+relay of every other ``/v1/`` route (and of unknown models) to the general model.
+
+A chat completion whose ``model`` is a task is answered by the cascade; any other model
+passes through to the general model as it is, streamed chunk by chunk when asked.
+
+    >>> surface = OpenAIRoutes(guard=guard, portfolio=portfolio, policy=policy,
+    ...                        general=general, traffic=traffic, config=config)
+    >>> table = RouteTable(surface.routes(), fallback=surface.fallback())
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from niche.errors import NicheError, NotFoundError
+from niche.gateway.asgi import Params, Request, Send, relay, respond
+from niche.gateway.general import content, price, read_sse, usage
+from niche.gateway.protocol import (
+    chat_completion,
+    completion_chunks,
+    last_user_text,
+    new_completion_id,
+    new_request_id,
+    parse_chat_request,
+)
+from niche.gateway.routing import Fallback, Route
+
+if TYPE_CHECKING:
+    from niche.gateway.auth import Guard
+    from niche.gateway.config import GatewayConfig
+    from niche.gateway.general import GeneralClient
+    from niche.gateway.policy import CascadePolicy
+    from niche.gateway.portfolio import Portfolio
+    from niche.gateway.traffic import TrafficRecorder
+    from niche.gateway.upstream import Upstream
+    from niche.registry.store import KeyRecord
+
+__all__ = ["OpenAIRoutes"]
+
+_PASSTHROUGH = (b"x-niche-route", b"passthrough")
+
+
+class OpenAIRoutes:
+    """The handlers of the OpenAI-compatible routes."""
+
+    def __init__(
+        self,
+        *,
+        guard: Guard,
+        portfolio: Portfolio,
+        policy: CascadePolicy,
+        general: GeneralClient,
+        traffic: TrafficRecorder,
+        config: GatewayConfig,
+    ) -> None:
+        self.guard = guard
+        self.portfolio = portfolio
+        self.policy = policy
+        self.general = general
+        self.traffic = traffic
+        self.config = config
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/chat/completions", self.chat, ("POST",)),
+            Route("/v1/models", self.models, ("GET",)),
+        ]
+
+    def fallback(self) -> Fallback | None:
+        """The relay of the general model's other routes (embeddings, …); None without one."""
+        if self.general.default is None:
+            return None
+        return Fallback(accepts=_forwardable, handler=self.forward)
+
+    async def chat(self, request: Request, send: Send, params: Params) -> None:
+        key = await self.guard.check(request)
+        body = await request.body()
+        data = parse_chat_request(body)
+        model = data["model"]
+        state = self.portfolio.get(model)
+        try:
+            if state is None:
+                await self._passthrough(request, send, body, data, key)
+                return
+            text = last_user_text(data["messages"])
+            answer = await self.policy.answer(state, text)
+        except NicheError as exc:
+            # A failed request is traffic too (the monitor counts errors per task).
+            self.traffic.record(
+                state=state,
+                model=model,
+                route="error",
+                input=data["messages"],
+                status=exc.http_status,
+                started=request.started,
+                key=key,
+            )
+            raise
+        completion_id = new_completion_id()
+        completion = chat_completion(
+            completion_id=completion_id,
+            model=model,
+            content=answer.label,
+            usage={
+                "prompt_tokens": answer.input_tokens or 0,
+                "completion_tokens": answer.output_tokens or 0,
+                "total_tokens": (answer.input_tokens or 0) + (answer.output_tokens or 0),
+            },
+            niche=answer.to_dict(),
+        )
+        headers = [(b"x-request-id", completion_id.encode()), *answer.headers()]
+        self.traffic.record(
+            state=state,
+            model=model,
+            route=answer.route,
+            input=data["messages"],
+            status=200,
+            started=request.started,
+            key=key,
+            answer=answer,
+        )
+        if data.get("stream"):
+            await respond(send, 200, completion_chunks(completion), headers, b"text/event-stream")
+        else:
+            await respond(send, 200, orjson.dumps(completion), headers)
+
+    async def _passthrough(
+        self,
+        request: Request,
+        send: Send,
+        body: bytes,
+        data: dict[str, Any],
+        key: KeyRecord | None,
+    ) -> None:
+        model = data["model"]
+        upstream = self.general.default
+        if upstream is None:
+            raise NotFoundError(
+                f"model {model!r} is not a task of this gateway (tasks: "
+                f"{self.portfolio.names()}), and no general model is configured to pass it "
+                "through to (NICHE_GENERAL_BASE_URL)"
+            )
+        request_id = new_request_id("req-").encode()
+        if data.get("stream"):
+            await self._passthrough_stream(request, send, body, data, key, request_id, upstream)
+            return
+        reply = await upstream.complete(body)
+        await respond(
+            send,
+            reply.status,
+            reply.body,
+            [(b"x-request-id", request_id), _PASSTHROUGH],
+            reply.content_type.encode("latin-1"),
+        )
+        try:
+            parsed = orjson.loads(reply.body)
+        except orjson.JSONDecodeError:
+            parsed = None
+        self._record_passthrough(
+            request, data, key, upstream, reply.status, content(parsed), *usage(parsed)
+        )
+
+    async def _passthrough_stream(
+        self,
+        request: Request,
+        send: Send,
+        body: bytes,
+        data: dict[str, Any],
+        key: KeyRecord | None,
+        request_id: bytes,
+        upstream: Upstream,
+    ) -> None:
+        status, content_type, chunks = await upstream.stream(body)
+        status, received = await relay(
+            send,
+            status,
+            content_type,
+            chunks,
+            [(b"cache-control", b"no-cache"), (b"x-request-id", request_id), _PASSTHROUGH],
+            keep=True,
+            what=f"pass-through stream of {data['model']}",
+        )
+        text, input_tokens, output_tokens = read_sse(received)
+        self._record_passthrough(
+            request, data, key, upstream, status, text, input_tokens, output_tokens
+        )
+
+    async def forward(self, request: Request, send: Send, params: Params) -> None:
+        """Relay a request for another route of the general model's API, as it is."""
+        key = await self.guard.check(request)
+        upstream = self.general.default
+        if upstream is None:  # pragma: no cover - routed here only with an upstream
+            raise NotFoundError(f"no route {request.method} {request.path}")
+        body = await request.body()
+        content_type = request.headers.get(b"content-type")
+        status, reply_type, chunks = await upstream.stream(
+            body,
+            method=request.method,
+            path=request.path[len("/v1") :],
+            query=request.query,
+            content_type=content_type.decode("latin-1") if content_type else None,
+        )
+        status, _ = await relay(
+            send,
+            status,
+            reply_type,
+            chunks,
+            [_PASSTHROUGH],
+            what=f"pass-through of {request.method} {request.path}",
+        )
+        try:
+            data = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            data = None
+        model = data.get("model") if isinstance(data, dict) else None
+        self.traffic.record(
+            state=None,
+            model=model if isinstance(model, str) and model else request.path,
+            route="passthrough",
+            input={"path": request.path, "body": data},
+            status=status,
+            started=request.started,
+            key=key,
+        )
+
+    def _record_passthrough(
+        self,
+        request: Request,
+        data: dict[str, Any],
+        key: KeyRecord | None,
+        upstream: Upstream,
+        status: int,
+        text: str | None,
+        input_tokens: int | None,
+        output_tokens: int | None,
+    ) -> None:
+        self.traffic.record(
+            state=None,
+            model=data["model"],
+            route="passthrough",
+            input=data["messages"],
+            status=status,
+            started=request.started,
+            key=key,
+            general_answer=text,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=price(upstream.spec, input_tokens, output_tokens),
+        )
+
+    async def models(self, request: Request, send: Send, params: Params) -> None:
+        await self.guard.check(request)
+        data = [
+            {
+                "id": state.spec.name,
+                "object": "model",
+                "created": int(state.created_at.timestamp()),
+                "owned_by": "niche",
+                "niche": state.served(),
+            }
+            for state in sorted(self.portfolio.tasks(), key=lambda s: s.spec.name)
+        ]
+        if self.config.general is not None and self.config.general.model:
+            data.append(
+                {
+                    "id": self.config.general.model,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "upstream",
+                }
+            )
+        await respond(send, 200, orjson.dumps({"object": "list", "data": data}))
+
+
+def _forwardable(path: str) -> bool:
+    """Other paths of the OpenAI API are relayed; the native and admin ones never are."""
+    return path.startswith("/v1/") and not path.startswith(("/v1/admin/", "/v1/tasks/"))

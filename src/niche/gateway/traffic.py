@@ -1,0 +1,103 @@
+"""From an answered request to its metrics, its traffic record and its key's spend.
+
+The record is built lazily, in the capture writer's thread: the request path only counts the
+request and queues a closure. A request whose answer has a shadow call still running is
+queued once the shadow call is done, so its record carries the general model's answer.
+
+    >>> traffic = TrafficRecorder(metrics, capture, capture=True)
+    >>> traffic.record(state=state, model="banking77", route=answer.route, input=text,
+    ...                status=200, started=request.started, key=key, answer=answer)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from niche.gateway.capture import CaptureWriter
+from niche.gateway.metrics import GatewayMetrics
+from niche.registry.store import TrafficRecord
+
+if TYPE_CHECKING:
+    from niche.gateway.policy import TaskAnswer
+    from niche.gateway.portfolio import TaskState
+    from niche.registry.store import KeyRecord
+
+__all__ = ["TrafficRecorder"]
+
+
+class TrafficRecorder:
+    """Counts requests in ``metrics`` and queues their records on ``capture``.
+
+    ``capture`` (``NICHE_GATEWAY_CAPTURE``) turns recording off for every task; a task's
+    ``serving.capture`` turns it off for that task. Spend is counted either way.
+    """
+
+    def __init__(self, metrics: GatewayMetrics, writer: CaptureWriter, *, capture: bool) -> None:
+        self.metrics = metrics
+        self.writer = writer
+        self.capture = capture
+
+    def enabled(self, state: TaskState | None) -> bool:
+        return self.capture and (state is None or state.spec.serving.capture)
+
+    def record(
+        self,
+        *,
+        state: TaskState | None,
+        model: str,
+        route: str,
+        input: Any,
+        status: int,
+        started: float,
+        key: KeyRecord | None,
+        answer: TaskAnswer | None = None,
+        general_answer: str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        cost_usd: float = 0.0,
+    ) -> None:
+        """Count the request in the metrics and queue its traffic record and spend.
+
+        ``answer`` (a task request) supplies the answer's fields; a pass-through request
+        gives ``general_answer``, its tokens and its cost instead.
+        """
+        seconds = time.perf_counter() - started
+        task = state.spec.name if state is not None else None
+        self.metrics.observe(task, route, status, seconds)
+        if answer is not None:
+            cost_usd = answer.cost_usd
+        if cost_usd:
+            self.metrics.cost.labels(task or "", route).inc(cost_usd)
+        spend = (key.id, cost_usd) if key is not None and cost_usd > 0 else None
+        if not self.enabled(state):
+            if spend is not None:
+                self.writer.submit(None, spend=spend)
+            return
+
+        def build() -> TrafficRecord:
+            a = answer
+            return TrafficRecord(
+                task=task,
+                model=model,
+                route=route,
+                input=input,
+                status=status,
+                latency_ms=seconds * 1000.0,
+                key_id=key.id if key is not None else None,
+                specialist_label=a.specialist_label if a else None,
+                specialist_confidence=a.confidence if a else None,
+                model_version=a.model_version if a else None,
+                alias=a.alias if a else None,
+                general_answer=a.general_answer if a else general_answer,
+                general_label=a.general_label if a else None,
+                shadow=bool(a and a.shadow is not None),
+                input_tokens=a.input_tokens if a else input_tokens,
+                output_tokens=a.output_tokens if a else output_tokens,
+                cost_usd=a.cost_usd if a else cost_usd,
+            )
+
+        if answer is not None and answer.shadow is not None:
+            answer.shadow.add_done_callback(lambda _: self.writer.submit(build, spend=spend))
+        else:
+            self.writer.submit(build, spend=spend)
