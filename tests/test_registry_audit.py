@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from niche.data import DatasetVersion, Rows, curate
-from niche.errors import AlreadyExistsError, ConfigurationError, ConflictError
+from niche.errors import AlreadyExistsError, ConflictError, ValidationError
 from niche.registry import Registry
 from niche.registry.stores import default_actor
 from niche.registry.tasks import TaskSpec
@@ -203,7 +203,7 @@ def test_the_actor_defaults_to_the_registrys_then_to_the_user(database_url: str)
         registry.tasks.update(TASK, domain="support")
         assert _last(registry).actor == default_actor()
         assert default_actor().startswith("cli:")
-        with pytest.raises(ConfigurationError, match="actor"):
+        with pytest.raises(ValidationError, match="actor"):
             registry.tasks.update(TASK, domain="x", actor=" ")
         assert len(registry.audit.events()) == 4
 
@@ -228,7 +228,7 @@ def test_events_filter_by_task_time_and_count(registry: Registry) -> None:
     ]
     assert registry.audit.events(limit=0) == []
     assert registry.audit.events("nobody") == []
-    with pytest.raises(ConfigurationError, match="limit"):
+    with pytest.raises(ValidationError, match="limit"):
         registry.audit.events(limit=-1)
 
 
@@ -245,7 +245,7 @@ def test_a_refused_change_writes_no_event(registry: Registry) -> None:
         registry.promotions.move(TASK, "champion", 2, actor="bo", expected_current=None)
     with pytest.raises(AlreadyExistsError):
         registry.tasks.create(_spec(domain="other"))
-    with pytest.raises(ConfigurationError, match="unknown field"):
+    with pytest.raises(ValidationError, match="unknown field"):
         registry.tasks.update(TASK, latency=3)
     assert registry.audit.events() == before
     assert [e.action for e in before][-1] == "alias.moved"

@@ -26,6 +26,7 @@ from niche.errors import (
     ModelNotFoundError,
     NicheError,
     TaskNotFoundError,
+    ValidationError,
 )
 from niche.registry import Registry
 from niche.registry.db import create_engine_for, current_revision, head_revision, mask_url
@@ -218,11 +219,11 @@ def test_ensure_task_creates_once_and_then_returns_the_existing_task(registry: R
 
 def test_update_task_refuses_renames_and_unknown_fields(registry: Registry) -> None:
     registry.tasks.create(_spec())
-    with pytest.raises(ConfigurationError, match="cannot be renamed"):
+    with pytest.raises(ValidationError, match="cannot be renamed"):
         registry.tasks.update("tickets", name="other")
-    with pytest.raises(ConfigurationError, match="unknown field"):
+    with pytest.raises(ValidationError, match="unknown field"):
         registry.tasks.update("tickets", latency=3)
-    with pytest.raises(ConfigurationError, match="unknown field"):
+    with pytest.raises(ValidationError, match="unknown field"):
         registry.tasks.update("tickets", sla={"latency": 3})
 
 
@@ -302,7 +303,7 @@ def test_invalid_model_input_registers_nothing(registry: Registry) -> None:
     registry.tasks.create(_spec())
     with pytest.raises(DataValidationError, match="lineage is not JSON-serialisable"):
         _register(registry, lineage={"bad": object()})
-    with pytest.raises(ConfigurationError, match="artifact_digest must be a non-empty string"):
+    with pytest.raises(ValidationError, match="artifact_digest must be a non-empty string"):
         _register(registry, artifact_digest="")
     assert registry.models.all() == []
     assert [r.version for r in _register(registry)] == [1]
@@ -367,9 +368,9 @@ def test_aliases_must_name_an_existing_version_and_not_look_like_one(registry: R
     with pytest.raises(ModelNotFoundError):
         registry.promotions.move("tickets", "champion", 5, actor="ana")
     for bad in ("3", "Champion", ""):
-        with pytest.raises(ConfigurationError, match="alias"):
+        with pytest.raises(ValidationError, match="alias"):
             registry.promotions.move("tickets", bad, 1, actor="ana")
-    with pytest.raises(ConfigurationError, match="actor"):
+    with pytest.raises(ValidationError, match="actor"):
         registry.promotions.move("tickets", "champion", 1, actor=" ")
     assert registry.promotions.history("tickets") == []
 
@@ -430,7 +431,7 @@ def test_gate_decisions_are_stored_whether_passed_or_failed(registry: Registry) 
         }
     ]
     assert (forced.version, forced.forced, forced.why) == (2, True, "hotfix for an outage")
-    with pytest.raises(ConfigurationError, match="needs a reason"):
+    with pytest.raises(ValidationError, match="needs a reason"):
         registry.promotions.record_gate(
             "tickets", 2, alias="champion", passed=False, checks=[], forced=True, actor="bo"
         )

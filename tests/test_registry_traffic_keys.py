@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from niche.cli import app
-from niche.errors import ConfigurationError, NotFoundError
+from niche.errors import NotFoundError, ValidationError
 from niche.registry import KeyRecord, Registry, TrafficRecord
 from niche.registry.models import Base
 from niche.registry.since import parse_since
@@ -103,7 +103,7 @@ def test_revoked_keys_stop_verifying_by_id_or_prefix(registry: Registry) -> None
 def test_bad_key_settings_create_nothing(
     registry: Registry, fields: dict[str, Any], match: str
 ) -> None:
-    with pytest.raises(ConfigurationError, match=match):
+    with pytest.raises(ValidationError, match=match):
         registry.keys.create(**fields)
     assert registry.keys.all() == []
 
@@ -139,7 +139,7 @@ def test_a_key_is_exhausted_once_its_budget_is_spent(registry: Registry) -> None
     assert (
         unlimited.remaining_usd is None and not registry.keys.add_spend(unlimited.id, 1e6).exhausted
     )
-    with pytest.raises(ConfigurationError, match="negative"):
+    with pytest.raises(ValidationError, match="negative"):
         registry.keys.add_spend(record.id, -0.1)
     with pytest.raises(NotFoundError):
         registry.keys.add_spend(12345, 0.1)
@@ -240,10 +240,10 @@ def test_records_without_a_time_take_the_registry_clock(registry: Registry) -> N
 @pytest.mark.parametrize(
     ("fields", "error"),
     [
-        ({"model": ""}, ConfigurationError),
-        ({"latency_ms": -1.0}, ConfigurationError),
-        ({"status": "200"}, ConfigurationError),
-        ({"at": datetime(2026, 3, 1)}, ConfigurationError),
+        ({"model": ""}, ValidationError),
+        ({"latency_ms": -1.0}, ValidationError),
+        ({"status": "200"}, ValidationError),
+        ({"at": datetime(2026, 3, 1)}, ValidationError),
         ({"key_id": 424242}, NotFoundError),
     ],
 )
@@ -261,7 +261,7 @@ def test_since_accepts_iso_times_and_durations_back_from_now() -> None:
     assert parse_since("2026-03-01T10:00:00+02:00", START) == datetime(2026, 3, 1, 8, tzinfo=UTC)
     assert parse_since("2026-03-01", START) == datetime(2026, 3, 1, tzinfo=UTC)
     for bad in ("yesterday", "1y", "-1h", ""):
-        with pytest.raises(ConfigurationError, match="--since"):
+        with pytest.raises(ValidationError, match="--since"):
             parse_since(bad, START)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime, timedelta
 
-from niche.errors import ConfigurationError
+from niche.errors import ValidationError
 from niche.registry.validation import aware
 
 __all__ = ["parse_since"]
@@ -33,8 +33,9 @@ def parse_since(text: str, now: datetime) -> datetime:
     try:
         parsed = datetime.fromisoformat(raw)
     except ValueError:
-        raise ConfigurationError(
+        raise ValidationError(
             f"--since {text!r} is neither ISO-8601 (2026-03-01T12:00:00Z) nor a duration "
-            "like 30m, 1h or 2d"
+            "like 30m, 1h or 2d",
+            param="since",
         ) from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

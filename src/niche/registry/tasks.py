@@ -16,7 +16,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from niche.errors import ConfigurationError
+from niche.errors import ValidationError
 
 __all__ = ["INPUT_KINDS", "OUTPUT_KINDS", "SLA", "GeneralModelSpec", "ServingSpec", "TaskSpec"]
 
@@ -30,7 +30,7 @@ def _strict(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ConfigurationError(
+        raise ValidationError(
             f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
         )
     return data
@@ -38,7 +38,7 @@ def _strict(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _non_negative(value: float | None, name: str) -> None:
     if value is not None and (not isinstance(value, int | float) or value < 0):
-        raise ConfigurationError(f"{name} must be a non-negative number, got {value!r}")
+        raise ValidationError(f"{name} must be a non-negative number, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -59,9 +59,9 @@ class SLA:
         _non_negative(self.latency_p95_ms, "sla.latency_p95_ms")
         _non_negative(self.max_cost_per_1k_usd, "sla.max_cost_per_1k_usd")
         if self.min_quality is not None and not 0 <= self.min_quality <= 1:
-            raise ConfigurationError(f"sla.min_quality must be in [0, 1], got {self.min_quality}")
+            raise ValidationError(f"sla.min_quality must be in [0, 1], got {self.min_quality}")
         if self.min_quality_vs_general is not None and not -1 <= self.min_quality_vs_general <= 1:
-            raise ConfigurationError(
+            raise ValidationError(
                 f"sla.min_quality_vs_general must be in [-1, 1], got {self.min_quality_vs_general}"
             )
 
@@ -89,13 +89,13 @@ class GeneralModelSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in ("zero-shot", "openai"):
-            raise ConfigurationError(
+            raise ValidationError(
                 f"general.kind must be 'zero-shot' or 'openai', got {self.kind!r}"
             )
         if self.kind == "openai" and not (self.base_url and self.model):
-            raise ConfigurationError("an 'openai' general model needs base_url and model")
+            raise ValidationError("an 'openai' general model needs base_url and model")
         if self.api_key_env is not None and not _ENV_NAME.match(self.api_key_env):
-            raise ConfigurationError(
+            raise ValidationError(
                 f"general.api_key_env must name an environment variable, got {self.api_key_env!r}"
                 " (store the variable's name, never the key)"
             )
@@ -111,7 +111,7 @@ def _fraction(value: float | None, name: str) -> None:
     if value is not None and (
         isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1
     ):
-        raise ConfigurationError(f"{name} must be a number in [0, 1], got {value!r}")
+        raise ValidationError(f"{name} must be a number in [0, 1], got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -135,13 +135,13 @@ class ServingSpec:
             or not isinstance(self.timeout_s, int | float)
             or self.timeout_s <= 0
         ):
-            raise ConfigurationError(
+            raise ValidationError(
                 f"serving.timeout_s must be a positive number of seconds, got {self.timeout_s!r}"
             )
         _fraction(self.shadow_fraction, "serving.shadow_fraction")
         _fraction(self.canary_fraction, "serving.canary_fraction")
         if not isinstance(self.capture, bool):
-            raise ConfigurationError(f"serving.capture must be true or false, got {self.capture!r}")
+            raise ValidationError(f"serving.capture must be true or false, got {self.capture!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ServingSpec:
@@ -168,29 +168,29 @@ class TaskSpec:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise ConfigurationError(
+            raise ValidationError(
                 f"task name {self.name!r} must be 1-64 lower-case letters, digits, '_', '-' "
                 "or '.', starting with a letter or digit"
             )
         if self.input_kind not in INPUT_KINDS:
-            raise ConfigurationError(
+            raise ValidationError(
                 f"task {self.name}: input_kind must be one of {INPUT_KINDS}, got {self.input_kind!r}"
             )
         if self.output_kind not in OUTPUT_KINDS:
-            raise ConfigurationError(
+            raise ValidationError(
                 f"task {self.name}: output_kind must be one of {OUTPUT_KINDS}, "
                 f"got {self.output_kind!r}"
             )
         if len(set(self.labels)) != len(self.labels):
-            raise ConfigurationError(f"task {self.name}: labels must be unique")
+            raise ValidationError(f"task {self.name}: labels must be unique")
         unknown = sorted(set(self.label_descriptions) - set(self.labels))
         if self.labels and unknown:
-            raise ConfigurationError(
+            raise ValidationError(
                 f"task {self.name}: label_descriptions for labels not in the label set: "
                 f"{', '.join(unknown)}"
             )
         if not 0 <= self.cascade_threshold <= 1:
-            raise ConfigurationError(
+            raise ValidationError(
                 f"task {self.name}: cascade_threshold must be in [0, 1], "
                 f"got {self.cascade_threshold}"
             )

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import orjson
 
-from niche.errors import ConfigurationError, DataValidationError
+from niche.errors import DataValidationError, ValidationError
 from niche.registry import db
 
 __all__ = [
@@ -47,7 +47,7 @@ def json_value(value: Any, what: str) -> Any:
 def nonempty(value: str, what: str) -> str:
     """``value`` when it is a string with something in it."""
     if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(f"{what} must be a non-empty string, got {value!r}")
+        raise ValidationError(f"{what} must be a non-empty string, got {value!r}")
     return value
 
 
@@ -55,7 +55,7 @@ def alias_name(alias: str) -> str:
     """``alias`` when it is a valid alias name (``champion``, ``challenger`` …)."""
     if not isinstance(alias, str) or not _ALIAS.match(alias):
         # Digit-only names are refused: a model reference "3" means version 3, not an alias.
-        raise ConfigurationError(
+        raise ValidationError(
             f"alias {alias!r} must be 1-64 lower-case letters, digits, '_' or '-', starting "
             "with a letter (e.g. champion, challenger)"
         )
@@ -65,7 +65,7 @@ def alias_name(alias: str) -> str:
 def version_ref(ref: int | str) -> int | str:
     """An int version from ``3``, ``"3"`` or ``"v3"``; otherwise the alias name."""
     if isinstance(ref, bool):
-        raise ConfigurationError(f"model version must be a number or an alias, got {ref!r}")
+        raise ValidationError(f"model version must be a number or an alias, got {ref!r}")
     if isinstance(ref, int):
         return ref
     text = str(ref).strip()
@@ -80,23 +80,23 @@ def usd_amount(value: float | None, what: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigurationError(f"{what} must be a finite number of US dollars, got {value!r}")
+        raise ValidationError(f"{what} must be a finite number of US dollars, got {value!r}")
     if value < 0:
-        raise ConfigurationError(f"{what} must not be negative, got {value!r}")
+        raise ValidationError(f"{what} must not be negative, got {value!r}")
     return float(value)
 
 
 def aware(value: datetime, what: str) -> datetime:
     """``value`` in UTC; naive datetimes are refused (their zone is a guess)."""
     if not isinstance(value, datetime) or value.tzinfo is None:
-        raise ConfigurationError(f"{what} must be a timezone-aware datetime, got {value!r}")
+        raise ValidationError(f"{what} must be a timezone-aware datetime, got {value!r}")
     return value.astimezone(UTC)
 
 
 def limit_count(limit: int | None) -> int | None:
     """``limit`` when it is None or a non-negative int."""
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ConfigurationError(f"limit must be a non-negative integer, got {limit!r}")
+        raise ValidationError(f"limit must be a non-negative integer, got {limit!r}")
     return limit
 
 

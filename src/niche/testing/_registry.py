@@ -105,7 +105,7 @@ def _migrations(run: _Run) -> None:
 
 
 def _tasks(run: _Run) -> None:
-    from niche.errors import AlreadyExistsError, ConfigurationError, TaskNotFoundError
+    from niche.errors import AlreadyExistsError, TaskNotFoundError, ValidationError
     from niche.registry.tasks import TaskSpec
 
     tasks = run.registry.tasks
@@ -128,7 +128,7 @@ def _tasks(run: _Run) -> None:
     _rule(run, "tasks.update merges partial dicts", updated.spec.sla.latency_p95_ms == 20)
     _rule(run, "tasks.update keeps created_at", updated.created_at == created.created_at)
     _rule(run, "tasks.update sets updated_at from the clock", updated.updated_at == run.clock.now)
-    with _raises(run, "tasks.update refuses a rename", ConfigurationError):
+    with _raises(run, "tasks.update refuses a rename", ValidationError):
         tasks.update(name, name=other)
     with _raises(run, "tasks.get of an unknown task raises TaskNotFoundError", TaskNotFoundError):
         tasks.get(run.name("missing"))
@@ -340,7 +340,7 @@ def _keys(run: _Run) -> None:
 
 
 def _traffic(run: _Run) -> None:
-    from niche.errors import ConfigurationError
+    from niche.errors import ValidationError
     from niche.registry.records import TrafficRecord
 
     task = run.name("traffic")
@@ -372,7 +372,7 @@ def _traffic(run: _Run) -> None:
     bad = TrafficRecord(
         task=task, model="", route="specialist", input="x", latency_ms=1.0, status=200
     )
-    with _raises(run, "a bad traffic record is refused", ConfigurationError):
+    with _raises(run, "a bad traffic record is refused", ValidationError):
         traffic.record([records[0], bad])
     _rule(run, "a refused traffic batch stores none of it", traffic.count(task) == 5)
 

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from niche.errors import ConfigurationError, ValidationError
 from niche.settings import Settings
 from niche.workflows._context import resolve
 
@@ -48,10 +47,7 @@ def parse_since(
     if text is None:
         return None
     now = (clock or _utcnow)()
-    try:
-        return registry_parse_since(text, now)
-    except ConfigurationError as exc:  # the caller's value, not a setting
-        raise ValidationError(exc.message, param="since") from exc
+    return registry_parse_since(text, now)
 
 
 def _utcnow() -> datetime:

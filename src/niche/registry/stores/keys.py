@@ -14,7 +14,7 @@ from typing import Final
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from niche.errors import ConfigurationError, NotFoundError
+from niche.errors import NotFoundError, ValidationError
 from niche.registry.models import ApiKeyRow
 from niche.registry.records import KeyRecord
 from niche.registry.stores.audit import write_event
@@ -49,7 +49,7 @@ def key_record(row: ApiKeyRow) -> KeyRecord:
 def _key_row(session: Session, ref: int | str) -> ApiKeyRow:
     text = str(ref).strip()
     if isinstance(ref, bool) or not text:
-        raise ConfigurationError(f"give a key's id or prefix, got {ref!r}")
+        raise ValidationError(f"give a key's id or prefix, got {ref!r}")
     if isinstance(ref, int) or text.isdecimal():
         query = select(ApiKeyRow).where(ApiKeyRow.id == int(text))
     else:
@@ -57,7 +57,7 @@ def _key_row(session: Session, ref: int | str) -> ApiKeyRow:
     rows = list(session.scalars(query.order_by(ApiKeyRow.id).with_for_update()))
     if len(rows) > 1:
         matches = ", ".join(f"{row.id} ({row.prefix})" for row in rows[:LISTED])
-        raise ConfigurationError(f"key prefix {text!r} is ambiguous ({matches}); give the id")
+        raise ValidationError(f"key prefix {text!r} is ambiguous ({matches}); give the id")
     if not rows:
         raise NotFoundError(f"no API key with id or prefix {text!r} (see `niche keys list`)")
     return rows[0]
@@ -84,7 +84,7 @@ class KeyStore(Store):
             'nk-'
         """
         if scope not in KEY_SCOPES:
-            raise ConfigurationError(
+            raise ValidationError(
                 f"key scope must be one of {', '.join(KEY_SCOPES)}, got {scope!r}"
             )
         budget = usd_amount(budget_usd, "budget_usd")

@@ -18,7 +18,7 @@ from typing import Any, Final, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from niche.errors import ConfigurationError, ConflictError, GateRefusedError, ValidationError
+from niche.errors import ConflictError, GateRefusedError, ValidationError
 from niche.registry.models import (
     AliasEventRow,
     AliasRow,
@@ -180,7 +180,7 @@ class PromotionStore(Store):
         alias_name(alias)
         who = self._actor(actor)
         if forced and not _forced_why(why):
-            raise ConfigurationError("a forced gate decision needs a reason (why)")
+            raise ValidationError("a forced gate decision needs a reason (why)")
         plain = _plain_checks(checks)
         now = self.database.now()
         with self.database.session(write=True) as session:

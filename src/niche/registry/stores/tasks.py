@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from niche.errors import AlreadyExistsError, ConfigurationError
+from niche.errors import AlreadyExistsError, ValidationError
 from niche.registry.models import TaskRow
 from niche.registry.records import TaskRecord
 from niche.registry.stores.audit import write_event
@@ -99,7 +99,7 @@ class TaskStore(Store):
             >>> registry.tasks.update("banking77", sla={"latency_p95_ms": 20})
         """
         if "name" in changes and changes["name"] != name:
-            raise ConfigurationError(
+            raise ValidationError(
                 f"task {name!r} cannot be renamed: versions, aliases and traffic refer to it"
             )
         who = self._actor(actor)

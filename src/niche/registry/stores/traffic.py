@@ -14,7 +14,7 @@ from typing import Any, Final
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from niche.errors import ConfigurationError, NotFoundError
+from niche.errors import NotFoundError, ValidationError
 from niche.registry import db
 from niche.registry.models import Base, TrafficRow
 from niche.registry.records import TRAFFIC_FIELDS, StoredTrafficRecord, TrafficRecord
@@ -36,7 +36,7 @@ def _traffic_record(row: TrafficRow) -> StoredTrafficRecord:
 def _traffic_values(record: TrafficRecord, now: datetime) -> dict[str, Any]:
     """The row to insert for ``record``, checked; errors name the offending field."""
     if not isinstance(record, TrafficRecord):
-        raise ConfigurationError(f"record_traffic takes TrafficRecord objects, got {record!r}")
+        raise ValidationError(f"record_traffic takes TrafficRecord objects, got {record!r}")
     values = {name: getattr(record, name) for name in TRAFFIC_FIELDS}
     values["model"] = nonempty(record.model, "model")
     values["route"] = nonempty(record.route, "route")
@@ -45,7 +45,7 @@ def _traffic_values(record: TrafficRecord, now: datetime) -> dict[str, Any]:
     values["latency_ms"] = usd_amount(record.latency_ms, "latency_ms")
     values["cost_usd"] = usd_amount(record.cost_usd, "cost_usd")
     if isinstance(record.status, bool) or not isinstance(record.status, int):
-        raise ConfigurationError(f"status must be an HTTP status code, got {record.status!r}")
+        raise ValidationError(f"status must be an HTTP status code, got {record.status!r}")
     values["at"] = aware(record.at, "at") if record.at is not None else now
     return values
 
