@@ -12,7 +12,6 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-import niche.evaluation
 from niche.evaluation import (
     ClassMetrics,
     Comparison,
@@ -262,44 +261,3 @@ def test_bad_input_is_a_value_error(call, message: str) -> None:
 def test_a_predictor_returning_the_wrong_number_of_rows_is_refused() -> None:
     with pytest.raises(ValueError, match="returned 1 predictions for 8 texts"):
         _evaluate(WrongLengthPredictor({}, FakeTime(), kind="broken"))
-
-
-def test_public_surface() -> None:
-    exported = set(niche.evaluation.__all__)
-    assert exported == {
-        "DEFAULT_THRESHOLDS",
-        "CascadePoint",
-        "ClassMetrics",
-        "Comparison",
-        "Evaluation",
-        "Latency",
-        "McNemar",
-        "PairedBootstrap",
-        "PairedTest",
-        "Prices",
-        "Throughput",
-        "accuracy",
-        "accuracy_ci",
-        "bootstrap_ci",
-        "cascade_curve",
-        "compare",
-        "cost_per_1m_usd",
-        "cost_usd",
-        "energy_wh",
-        "evaluate",
-        "expected_calibration_error",
-        "macro_f1",
-        "macro_f1_ci",
-        "mcnemar",
-        "measure_latency",
-        "measure_throughput",
-        "paired_bootstrap",
-        "paired_test",
-        "per_class",
-        "usage_per_1m",
-        "wh_per_query",
-    }
-    for name in exported:
-        obj = getattr(niche.evaluation, name)
-        if callable(obj):
-            assert obj.__doc__, f"{name} has no docstring"

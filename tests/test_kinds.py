@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import subprocess
 import sys
 import textwrap
@@ -11,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import niche.specialists
 from niche.errors import ArtifactError, ConfigurationError, ValidationError
 from niche.settings import Settings
 from niche.specialists import (
@@ -261,34 +259,3 @@ def test_a_kind_must_implement_fit_and_load() -> None:
 
     with pytest.raises(TypeError, match="abstract method"):
         Half()
-
-
-def test_public_surface() -> None:
-    assert set(niche.specialists.__all__) == {
-        "ENTRY_POINT_GROUP",
-        "INPUT_KINDS",
-        "FitContext",
-        "InputKind",
-        "LoadContext",
-        "Predictions",
-        "Predictor",
-        "Specialist",
-        "SpecialistKind",
-        "TextInputs",
-        "TextKind",
-        "TextSpecialist",
-        "Usage",
-        "ZeroShot",
-        "ZeroShotKind",
-        "available_kinds",
-        "check_fit_arguments",
-        "check_labels",
-        "check_text_inputs",
-        "get_kind",
-        "humanise_label",
-        "load_predictor",
-    }
-    for name in niche.specialists.__all__:
-        obj = getattr(niche.specialists, name)
-        if inspect.isfunction(obj) or inspect.isclass(obj):
-            assert obj.__doc__, f"{name} has no docstring"

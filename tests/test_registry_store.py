@@ -14,7 +14,6 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-import niche.registry
 from niche.data import CurationReport, DatasetVersion, Rows, curate
 from niche.errors import (
     AlreadyExistsError,
@@ -487,27 +486,6 @@ def test_timestamps_come_from_the_injected_clock_in_utc(database_url: str) -> No
         stored = registry.tasks.get("tickets").created_at
         assert stored == fixed and stored.tzinfo == UTC
         assert stored.isoformat() == "2026-01-01T09:30:00+00:00"
-
-
-def test_the_registry_package_exports_its_public_names() -> None:
-    assert set(niche.registry.__all__) == {
-        "UNSET",
-        "AliasEventRecord",
-        "AuditEventRecord",
-        "DatasetRecord",
-        "EvaluationRecord",
-        "GateRecord",
-        "KeyRecord",
-        "LocalStore",
-        "ModelVersionRecord",
-        "PromotionRecord",
-        "Registry",
-        "TaskRecord",
-        "TrafficRecord",
-        "StoredTrafficRecord",
-    }
-    for name in niche.registry.__all__:
-        assert getattr(niche.registry, name) is not None
 
 
 def test_importing_the_cli_or_the_registry_package_does_not_load_sqlalchemy() -> None:

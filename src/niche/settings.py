@@ -21,7 +21,7 @@ from niche.errors import ConfigurationError
 
 __all__ = ["SETTINGS", "Setting", "Settings"]
 
-Default = str | int | float | None | Callable[["Settings"], Any]
+_Default = str | int | float | None | Callable[["Settings"], Any]
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -34,7 +34,7 @@ class Setting:
     """
 
     name: str
-    default: Default
+    default: _Default
     help: str
     type: type = str
 

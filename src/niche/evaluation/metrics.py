@@ -117,18 +117,25 @@ def _label_counts(
 def _f1(tp: np.ndarray, predicted: np.ndarray, support: np.ndarray) -> np.ndarray:
     # 2PR/(P+R) == 2TP/(predicted + support), and is 0 whenever TP is 0.
     denominator = predicted + support
-    return np.divide(2 * tp, denominator, out=np.zeros(tp.shape), where=denominator > 0)
+    f1: np.ndarray = np.divide(2 * tp, denominator, out=np.zeros(tp.shape), where=denominator > 0)
+    return f1
 
 
 def _macro_from_counts(
     tp: np.ndarray, predicted: np.ndarray, support: np.ndarray, label_codes: np.ndarray | None
-) -> np.ndarray:
-    """Macro-F1 over ``label_codes``, or over the classes with support when None."""
+) -> np.ndarray | np.floating[Any]:
+    """Macro-F1 over ``label_codes``, or over the classes with support when None.
+
+    Shape ``counts.shape[:-1]``: one score per leading index, a numpy scalar for 1-D counts.
+    """
     f1 = _f1(tp, predicted, support)
+    macro: np.ndarray | np.floating[Any]
     if label_codes is not None:
-        return f1[..., label_codes].mean(axis=-1)
-    present = support > 0
-    return (f1 * present).sum(axis=-1) / present.sum(axis=-1)
+        macro = f1[..., label_codes].mean(axis=-1)
+    else:
+        present = support > 0
+        macro = (f1 * present).sum(axis=-1) / present.sum(axis=-1)
+    return macro
 
 
 def accuracy(y_true: Labels, y_pred: Labels) -> float:

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from niche.evaluation.cost import Prices, Usage, cost_usd, energy_wh
+from niche.evaluation.cost import Prices, cost_usd, energy_wh
+from niche.specialists.base import Usage
 
 __all__ = [
     "Latency",

@@ -229,7 +229,7 @@ def macro_f1_ci(
     true_codes, pred_codes, classes, label_codes = _encode(y_true, y_pred, labels)
     n_classes = len(classes)
 
-    def statistic(t: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray:
+    def statistic(t: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray | np.floating[Any]:
         # scipy always resamples along the last axis here.
         return _macro_from_counts(*_label_counts(t, p, n_classes), label_codes)
 

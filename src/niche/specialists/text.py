@@ -42,7 +42,7 @@ FORMAT_VERSION = 1
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, stable for large logits."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
+    shifted: np.ndarray = logits - logits.max(axis=1, keepdims=True)
     np.exp(shifted, out=shifted)
     shifted /= shifted.sum(axis=1, keepdims=True)
     return shifted
