@@ -115,10 +115,11 @@ PUBLIC: dict[str, frozenset[str] | None] = {
     ),
     "niche.testing": None,
     "niche.training": None,
+    "niche.workflows": None,
 }
 
-# Top-level modules that are no public API: the CLI shell and modules on their way out.
-NOT_PUBLIC = frozenset({"__main__", "cli", "lifecycle", "pipeline", "quickstart"})
+# Top-level modules that are no public API: the CLI shell and the ``python -m niche`` entry.
+NOT_PUBLIC = frozenset({"__main__", "cli"})
 
 
 def export_order(name: str) -> tuple[int, list[int | str]]:
