@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from niche.evaluation import Prices
 from niche.gateway.asgi import Receive, Scope, Send
 from niche.gateway.auth import Guard, KeyCache
 from niche.gateway.capture import CaptureWriter
@@ -83,7 +84,7 @@ class Gateway:
             self.metrics,
             canary_fraction=config.canary_fraction,
             shadow_fraction=config.shadow_fraction,
-            cpu_hour_usd=config.cpu_hour_usd,
+            prices=Prices(cpu_hour_usd=config.cpu_hour_usd),
             rng=rng,
         )
         self.capture = CaptureWriter(
