@@ -163,6 +163,51 @@ def test_general_model_tokens_are_priced_by_the_one_cost_function():
     assert token_cost(Prices(), 12, 3) == cost_usd(usage, Prices()) == 0.0
 
 
+def test_the_zero_shot_fallback_is_the_zero_shot_kind_fitted_on_the_tasks_labels(registry, encoder):
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime
+
+    from niche.gateway.config import GatewayConfig
+    from niche.gateway.portfolio import Portfolio, TaskState
+    from niche.registry.tasks import TaskSpec
+    from niche.settings import Settings
+    from niche.specialists import FitContext, get_kind
+
+    settings = Settings()
+    descriptions = {"spam": "an unsolicited advertisement or scam"}
+    spec = TaskSpec(name="sms", labels=["ham", "spam"], label_descriptions=descriptions)
+    lonely = TaskSpec(name="one", labels=["ham"])
+    texts = ["WINNER!! claim your free prize now", "see you at lunch"]
+    with ThreadPoolExecutor(1) as executor:
+        portfolio = Portfolio(
+            registry,
+            settings,
+            GatewayConfig.from_settings(settings),
+            executor=executor,
+            loader_executor=executor,
+            encoder=encoder,
+        )
+
+        async def main():
+            state = TaskState(spec=spec, created_at=datetime(2026, 3, 1, tzinfo=UTC))
+            batcher = portfolio.zero_shot(state)
+            assert portfolio.zero_shot(state) is batcher  # built once per task
+            answers = [await batcher.submit(text) for text in texts]
+            await portfolio.aclose()
+            await batcher.aclose()
+            with pytest.raises(ConfigurationError, match="task one: the offline zero-shot"):
+                portfolio.zero_shot(TaskState(spec=lonely, created_at=state.created_at))
+            return answers
+
+        answers = asyncio.run(main())
+    expected = get_kind("zero-shot").fit(
+        [], ["ham", "spam"], FitContext(encoder=encoder, options={"descriptions": descriptions})
+    )
+    predicted = expected.predict(texts)
+    assert [a.label for a in answers] == predicted.labels
+    assert [a.confidence for a in answers] == pytest.approx(list(predicted.confidences))
+
+
 def test_micro_batcher_gives_the_models_error_to_every_waiting_request():
     def predict(texts):
         raise RuntimeError("model broke")

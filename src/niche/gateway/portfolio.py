@@ -4,14 +4,14 @@ registry.
 :meth:`Portfolio.refresh` reads every task and every served alias (two queries, on a thread:
 ``registry.tasks.all()`` and ``registry.promotions.served()``) and loads any new version an
 alias points to through its kind (:func:`~niche.specialists.load_predictor`), its artifact
-verified, before swapping it in: a
-promotion takes effect at the next refresh, without a restart, and a version that fails to
-load leaves the one serving in place. Loading runs on its own thread (``loader_executor``),
+verified, before swapping it in: a promotion takes effect at the next refresh (every
+``refresh_s`` once :meth:`Portfolio.start` ran), without a restart, and a version that fails
+to load leaves the one serving in place. Loading runs on its own thread (``loader_executor``),
 never on the one that runs the specialists, so a slow load delays no answer.
 
     >>> portfolio = Portfolio(registry, settings, config, executor=model_thread,
     ...                       loader_executor=loader_thread)
-    >>> await portfolio.refresh()
+    >>> await portfolio.start(refresh_s=2.0)
     >>> portfolio.get("banking77").champion.version
     3
 """
@@ -125,6 +125,7 @@ class Portfolio:
         self._loader = loader
         self._tasks: dict[str, TaskState] = {}
         self._lock = asyncio.Lock()
+        self._refresher: asyncio.Task[None] | None = None
         self.loaded = False
         self.last_error: BaseException | None = None
 
@@ -231,6 +232,40 @@ class Portfolio:
             log.info("task %s: %s is now v%d", task, alias, record.version)
         return self.deploy(alias, record, predictor)
 
+    async def start(self, refresh_s: float, *, on_tick: Callable[[], None] | None = None) -> None:
+        """Load the portfolio, then refresh it every ``refresh_s`` in the background.
+
+        A registry that cannot be read yet is no reason not to start: the error is kept in
+        ``last_error`` (``/readyz`` says why) and the refresher retries. ``on_tick`` runs
+        before each refresh (the gateway updates its gauges).
+        """
+        try:
+            await self.refresh()
+        except Exception as exc:
+            self.last_error = exc
+            log.error("gateway: cannot read the registry yet: %s", exc)
+        self._refresher = asyncio.create_task(
+            self._keep_fresh(refresh_s, on_tick), name="niche-refresh"
+        )
+
+    async def _keep_fresh(self, refresh_s: float, on_tick: Callable[[], None] | None) -> None:
+        while True:
+            await asyncio.sleep(refresh_s)
+            if on_tick is not None:
+                on_tick()
+            try:
+                await self.refresh()
+            except Exception as exc:  # kept serving what is loaded; the next tick retries
+                self.last_error = exc
+                log.warning("gateway: refreshing from the registry failed: %s", exc)
+
+    async def stop(self) -> None:
+        """Stop refreshing; what is loaded keeps serving until :meth:`aclose`."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+            self._refresher = None
+
     def zero_shot(self, state: TaskState) -> MicroBatcher:
         """The built-in offline general model of ``state``'s task, built on first use."""
         if state.zero_shot is None:
@@ -251,11 +286,13 @@ class Portfolio:
         except ValidationError as exc:
             # The labels come from the task's definition, not from the request.
             raise ConfigurationError(
-                f"task {state.spec.name}: the offline zero-shot model cannot answer it: "
-                f"{exc.message}; give the task its labels (`niche tasks edit`)"
+                f"task {state.spec.name}: the offline zero-shot model cannot answer it "
+                f"({exc.message}); give the task its labels, or configure a general model "
+                "(NICHE_GENERAL_BASE_URL)"
             ) from exc
 
     async def aclose(self) -> None:
+        await self.stop()
         for state in self._tasks.values():
             for handle in state.deployed.values():
                 await handle.aclose()
