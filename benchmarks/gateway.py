@@ -400,7 +400,7 @@ def prepare_task(niche_bin: Path, env: Mapping[str, str], home: Path) -> dict[st
     from niche.settings import Settings
 
     with contextlib.suppress(NicheError):
-        champion = Registry(settings=Settings(env)).get_alias(TASK, "champion")
+        champion = Registry(settings=Settings(env)).promotions.get(TASK, "champion")
         if champion is not None:
             print(f"task {TASK} already has champion v{champion.version} in {home}", flush=True)
             return {"task": TASK, "model_version": champion.version, "prepared": "reused"}

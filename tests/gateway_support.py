@@ -56,10 +56,10 @@ def register_portfolio(
 
     store = ArtifactStore.from_settings(settings)
     with Registry(settings=settings) as registry:
-        registry.create_task(TaskSpec(name=task, labels=["ham", "spam"], cascade_threshold=0.5))
+        registry.tasks.create(TaskSpec(name=task, labels=["ham", "spam"], cascade_threshold=0.5))
         for version, model in enumerate(models, start=1):
             artifact = store.put_dir(model)
-            record = registry.register_model(
+            record = registry.models.register(
                 task,
                 kind="text",
                 artifact_digest=artifact.digest,
@@ -69,7 +69,7 @@ def register_portfolio(
             )
             assert record.version == version
         if champion:
-            registry.set_alias(task, "champion", 1, actor="test", reason="fixture")
+            registry.promotions.move(task, "champion", 1, actor="test", reason="fixture")
 
 
 def build_portfolio(home: Path, cache_dir: Path, encoder: Any, datasets_dir: Path) -> None:

@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from niche.gateway import Gateway
-from niche.gateway.portfolio import load_version
+from niche.gateway.portfolio import load_version, serving_context
 from niche.registry import Registry
 from niche.settings import Settings
 from tests.fake_vendor import FakeVendorAPI, free_port
@@ -91,7 +91,7 @@ def _registry(settings: Settings) -> Registry:
 def _set_general(settings: Settings, vendor: FakeVendorAPI | str, **general: Any) -> None:
     base_url = vendor if isinstance(vendor, str) else vendor.base_url
     with _registry(settings) as registry:
-        registry.update_task(
+        registry.tasks.update(
             TASK,
             general={"kind": "openai", "base_url": base_url, "model": "vendor-model", **general},
         )
@@ -115,7 +115,7 @@ async def test_sdk_task_requests_specialist_answers_and_low_confidence_cascades_
     monkeypatch.setenv("VENDOR_KEY_FOR_TEST", "sk-vendor-secret")
     caplog.set_level("DEBUG")
     with _registry(settings) as registry:
-        v1 = load_version(registry.get_model(TASK, 1), settings, serving_encoder)
+        v1 = load_version(registry.models.get(TASK, 1), serving_context(settings, serving_encoder))
     expected = v1.predict([SPAM])
     with FakeVendorAPI(answer=lambda prompt: "Spam.") as vendor:
         _set_general(
@@ -138,7 +138,7 @@ async def test_sdk_task_requests_specialist_answers_and_low_confidence_cascades_
             assert vendor.requests == []
 
             with _registry(settings) as registry:
-                registry.update_task(TASK, cascade_threshold=1.0)
+                registry.tasks.update(TASK, cascade_threshold=1.0)
             await app.portfolio.refresh()  # what the refresher does every refresh_s
             headers, completion = await _ask(client, HAM)
             assert completion.choices[0].message.content == "spam"  # what the vendor said
@@ -149,7 +149,7 @@ async def test_sdk_task_requests_specialist_answers_and_low_confidence_cascades_
             assert vendor.requests[-1]["model"] == "vendor-model"
             assert vendor.authorization[-1] == "Bearer sk-vendor-secret"
     assert "sk-vendor-secret" not in caplog.text
-    records = _registry(settings).list_traffic(TASK)
+    records = _registry(settings).traffic.query(TASK)
     assert [r.route for r in records] == ["specialist", "general"]
     general = records[-1]
     assert (general.route, general.general_answer, general.general_label) == (
@@ -192,7 +192,7 @@ async def test_sdk_pass_through_to_fake_vendor_and_other_routes_relayed(settings
             )
             chunks = [chunk async for chunk in stream]
             assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "spam"
-    records = _registry(settings).list_traffic()
+    records = _registry(settings).traffic.query()
     assert [(r.route, r.general_answer) for r in records[:1]] == [
         ("passthrough", "hello from the vendor")
     ]
@@ -210,7 +210,7 @@ async def test_upstream_down_gives_the_specialists_answer_marked_fallback(settin
     closed = f"http://127.0.0.1:{free_port()}/v1"
     _set_general(settings, closed)
     with _registry(settings) as registry:
-        registry.update_task(TASK, cascade_threshold=1.0)
+        registry.tasks.update(TASK, cascade_threshold=1.0)
     async with in_process(gateway(settings)) as http:
         headers, completion = await _ask(sdk(http), SPAM)
         assert completion.choices[0].message.content == "spam"
@@ -225,7 +225,7 @@ async def test_a_slow_fake_vendor_times_out_and_the_specialist_answers(settings_
     with FakeVendorAPI() as vendor:
         _set_general(settings, vendor)
         with _registry(settings) as registry:
-            registry.update_task(TASK, cascade_threshold=1.0, serving={"timeout_s": 0.5})
+            registry.tasks.update(TASK, cascade_threshold=1.0, serving={"timeout_s": 0.5})
         vendor.hold()
         async with in_process(gateway(settings)) as http:
             started = time.monotonic()
@@ -255,7 +255,7 @@ async def test_a_raising_specialist_falls_back_to_the_fake_vendor(
     settings = settings_for()
 
     def loader(record):
-        return _Broken(load_version(record, settings, serving_encoder))
+        return _Broken(load_version(record, serving_context(settings, serving_encoder)))
 
     with FakeVendorAPI(answer=lambda prompt: "ham") as vendor:
         _set_general(settings, vendor)
@@ -272,7 +272,7 @@ async def test_an_answer_naming_no_label_is_counted_invalid(settings_for, gatewa
     with FakeVendorAPI(answer=lambda prompt: "I cannot tell, sorry") as vendor:
         _set_general(settings, vendor)
         with _registry(settings) as registry:
-            registry.update_task(TASK, cascade_threshold=1.0)
+            registry.tasks.update(TASK, cascade_threshold=1.0)
         async with in_process(gateway(settings)) as http:
             headers, completion = await _ask(sdk(http), SPAM)
             assert headers["x-niche-route"] == "specialist-fallback"
@@ -289,7 +289,7 @@ async def test_circuit_breaker_stops_calling_a_failing_fake_vendor(settings_for,
         vendor.fail_status = 500
         _set_general(settings, vendor)
         with _registry(settings) as registry:
-            registry.update_task(TASK, cascade_threshold=1.0)
+            registry.tasks.update(TASK, cascade_threshold=1.0)
         async with in_process(gateway(settings)) as http:
             client = sdk(http)
             reasons = []
@@ -309,7 +309,7 @@ async def test_shadow_traffic_records_agreement_without_delaying_the_answer(sett
     with FakeVendorAPI(answer=lambda prompt: "spam") as vendor:
         _set_general(settings, vendor)
         with _registry(settings) as registry:
-            registry.update_task(TASK, serving={"shadow_fraction": 1.0})
+            registry.tasks.update(TASK, serving={"shadow_fraction": 1.0})
         vendor.hold()
         async with in_process(gateway(settings)) as http:
             headers, _completion = await _ask(sdk(http), SPAM)
@@ -319,7 +319,7 @@ async def test_shadow_traffic_records_agreement_without_delaying_the_answer(sett
             assert vendor.answered == 0
             vendor.release()
         assert (len(vendor.requests), vendor.answered) == (1, 1)  # done before shutdown ended
-    (record,) = _registry(settings).list_traffic(TASK)
+    (record,) = _registry(settings).traffic.query(TASK)
     assert record.shadow and record.route == "specialist"
     assert record.specialist_label == record.general_label == "spam"
 
@@ -327,8 +327,8 @@ async def test_shadow_traffic_records_agreement_without_delaying_the_answer(sett
 async def test_canary_promotion_without_restart_and_batch_predict(settings_for, gateway):
     settings = settings_for()
     with _registry(settings) as registry:
-        registry.set_alias(TASK, "challenger", 2, actor="test", reason="canary")
-        registry.update_task(TASK, serving={"canary_fraction": 1.0})
+        registry.promotions.move(TASK, "challenger", 2, actor="test", reason="canary")
+        registry.tasks.update(TASK, serving={"canary_fraction": 1.0})
     app = gateway(settings)
     async with in_process(app) as http:
         response = await http.post(f"/v1/tasks/{TASK}/predict", json={"inputs": [SPAM, HAM, SPAM]})
@@ -339,8 +339,8 @@ async def test_canary_promotion_without_restart_and_batch_predict(settings_for, 
             ("challenger", 2)
         }
         with _registry(settings) as registry:
-            registry.update_task(TASK, serving={"canary_fraction": 0.0})
-            registry.set_alias(TASK, "champion", 2, actor="test", reason="promoted")
+            registry.tasks.update(TASK, serving={"canary_fraction": 0.0})
+            registry.promotions.move(TASK, "champion", 2, actor="test", reason="promoted")
         await app.portfolio.refresh()  # the same app: no restart
         body = (await http.post(f"/v1/tasks/{TASK}/predict", json={"inputs": [HAM]})).json()
         prediction = body["predictions"][0]
@@ -369,7 +369,7 @@ async def test_concurrent_requests_are_micro_batched(settings_for, gateway, serv
     gated: list[_Gated] = []
 
     def loader(record):
-        gated.append(_Gated(load_version(record, settings, serving_encoder)))
+        gated.append(_Gated(load_version(record, serving_context(settings, serving_encoder))))
         return gated[-1]
 
     app = gateway(settings, loader=loader)
@@ -407,12 +407,12 @@ async def test_a_slow_load_does_not_delay_answers_of_another_task(
             loading.set()
             if not finish.wait(30):
                 raise RuntimeError("the test never let the load finish")
-        return load_version(record, settings, serving_encoder)
+        return load_version(record, serving_context(settings, serving_encoder))
 
     app = gateway(settings, loader=loader)
     async with in_process(app) as http:
         with _registry(settings) as registry:
-            registry.set_alias(other, "champion", 1, actor="test", reason="slow load")
+            registry.promotions.move(other, "champion", 1, actor="test", reason="slow load")
         refresh = asyncio.ensure_future(app.portfolio.refresh())
         await asyncio.to_thread(loading.wait, 30)
         # sms_spam answers while sms_spam_b's new version is still loading.
@@ -457,13 +457,13 @@ async def test_a_refresh_reads_every_tasks_aliases_in_two_queries(settings_for, 
 async def test_keys_scopes_and_budgets(settings_for, gateway):
     settings = settings_for()
     with _registry(settings) as registry:
-        admin, admin_secret = registry.create_key(scope="admin")
-        _, user_secret = registry.create_key(scope="inference", budget_usd=0.01)
+        admin, admin_secret = registry.keys.create(scope="admin")
+        _, user_secret = registry.keys.create(scope="inference", budget_usd=0.01)
     with FakeVendorAPI(answer=lambda prompt: "ham") as vendor:
         # 12 input tokens at $1,000 per 1M: each cascaded request costs $0.012.
         _set_general(settings, vendor, price_input_per_1m_tokens_usd=1000.0)
         with _registry(settings) as registry:
-            registry.update_task(TASK, cascade_threshold=1.0)
+            registry.tasks.update(TASK, cascade_threshold=1.0)
         async with in_process(gateway(settings)) as http:
             with pytest.raises(openai.AuthenticationError) as wrong:
                 await _ask(sdk(http, key="nk-wrong"), SPAM)
@@ -490,11 +490,33 @@ async def test_keys_scopes_and_budgets(settings_for, gateway):
             )
             assert response.status_code == 200
             assert user_secret not in response.text and admin_secret not in response.text
-    keys = {k.scope: k for k in _registry(settings).list_keys()}
+    keys = {k.scope: k for k in _registry(settings).keys.all()}
     # The vendor's tokens, plus the specialist's compute (a few micro-dollars).
     assert keys["inference"].spent_usd == pytest.approx(0.012, abs=1e-5)
     assert keys["inference"].spent_usd > 0.012
     assert admin.id == keys["admin"].id
+
+
+async def test_admin_key_changes_are_made_as_the_admin_key(settings_for, gateway):
+    settings = settings_for()
+    with _registry(settings) as registry:
+        admin, admin_secret = registry.keys.create(scope="admin", actor="test")
+    as_admin = {"authorization": f"Bearer {admin_secret}"}
+    async with in_process(gateway(settings)) as http:
+        created = await http.post(
+            "/v1/admin/keys", json={"scope": "inference", "name": "ci"}, headers=as_admin
+        )
+        assert created.status_code == 201
+        key = created.json()["key"]
+        assert created.json()["secret"].startswith("nk-") and key["name"] == "ci"
+        revoked = await http.delete(f"/v1/admin/keys/{key['prefix']}", headers=as_admin)
+        assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    with _registry(settings) as registry:
+        audit = [(e.action, e.subject, e.actor) for e in registry.audit.events()]
+    assert audit[-2:] == [
+        ("key.created", key["prefix"], f"api:{admin.prefix}"),
+        ("key.revoked", key["prefix"], f"api:{admin.prefix}"),
+    ]
 
 
 async def test_openai_style_errors_never_500(settings_for, gateway):
@@ -544,7 +566,7 @@ async def test_openai_style_errors_never_500(settings_for, gateway):
         models = await http.get("/v1/models")
         assert [m["id"] for m in models.json()["data"]] == [TASK]
     # Requests that parsed but failed are traffic too; malformed ones are not.
-    failed = [(r.model, r.route, r.status) for r in _registry(settings).list_traffic()]
+    failed = [(r.model, r.route, r.status) for r in _registry(settings).traffic.query()]
     assert failed == [(TASK, "error", 400), ("no-such-model", "error", 404)]
 
 
@@ -563,12 +585,12 @@ async def test_capture_can_be_turned_off_per_task_and_redacted(
         client = sdk(http)
         await _ask(client, SPAM)  # captured, through the redaction hook
         with _registry(settings) as registry:
-            registry.update_task(TASK, serving={"capture": False})
+            registry.tasks.update(TASK, serving={"capture": False})
         # The background refresher (every 0.2 s) picks the change up, no restart.
         await until(lambda: not app.portfolio.get(TASK).spec.serving.capture)
         for _ in range(3):
             await _ask(client, SPAM)  # answered, not captured
-    (record,) = _registry(settings).list_traffic(TASK)
+    (record,) = _registry(settings).traffic.query(TASK)
     assert record.input == "[redacted]" and record.route == "specialist"
 
 
@@ -579,7 +601,7 @@ async def test_low_confidence_without_an_upstream_cascades_to_the_offline_zero_s
 
     settings = settings_for()
     with _registry(settings) as registry:
-        registry.update_task(TASK, cascade_threshold=1.0)
+        registry.tasks.update(TASK, cascade_threshold=1.0)
     expected = ZeroShot(["ham", "spam"], serving_encoder).predict([SPAM]).labels[0]
     async with in_process(gateway(settings)) as http:
         headers, completion = await _ask(sdk(http), SPAM)
@@ -610,13 +632,17 @@ async def test_over_the_concurrency_limit_gets_429_with_retry_after(settings_for
 
 
 async def test_admin_alias_moves_need_a_passed_gate_or_force(settings_for, gateway):
+    # The route is the registry's one promotion rule (registry.promotions.promote) over HTTP.
     settings = settings_for()
     async with in_process(gateway(settings)) as http:
         route = f"/v1/admin/tasks/{TASK}/aliases/champion"
         refused = await http.put(route, json={"version": 2, "reason": "rollforward"})
         error = refused.json()["error"]
-        assert refused.status_code == 400 and error["code"] == "gate_required"
+        # The registry's GateRefusedError with its own status: the request is well-formed,
+        # the version's state (no passed gate) refuses it.
+        assert refused.status_code == 409 and error["code"] == "gate_required"
         assert error["param"] == "version"
+        assert error["message"].startswith(f"task {TASK} v2 has no passed gate for champion")
 
         forced = await http.put(
             route, json={"version": 2, "reason": "hotfix", "force": True, "expected_current": 1}
@@ -628,11 +654,56 @@ async def test_admin_alias_moves_need_a_passed_gate_or_force(settings_for, gatew
             2,
             "api:local",
         )
+        assert (event["reason"], event["moved"], event["forced"]) == ("forced: hotfix", True, True)
         body = (await http.post(f"/v1/tasks/{TASK}/predict", json={"inputs": [HAM]})).json()
         assert body["predictions"][0]["model_version"] == 2  # no restart, no wait
 
+        # Asked again: v2 holds the alias already, nothing is written; the answer is the
+        # move that put it there.
+        again = await http.put(route, json={"version": 2, "reason": "again", "force": True})
+        assert again.status_code == 200
+        assert again.json() == {**event, "moved": False, "forced": False}
+
+        # Someone else moved it meanwhile: the compare-and-set refuses, with its own code.
+        stale = await http.put(
+            route, json={"version": 1, "reason": "rollback", "force": True, "expected_current": 1}
+        )
+        error = stale.json()["error"]
+        assert (stale.status_code, error["code"], error["param"]) == (
+            409,
+            "alias_conflict",
+            "expected_current",
+        )
+
+        # A version with a passed gate for champion moves without force.
+        with _registry(settings) as registry:
+            registry.promotions.record_gate(
+                TASK, 1, alias="champion", passed=True, checks=[], actor="test"
+            )
+        rollback = await http.put(route, json={"version": 1, "reason": "rollback"})
+        assert rollback.status_code == 200
+        moved = rollback.json()
+        assert (moved["from_version"], moved["to_version"], moved["reason"]) == (2, 1, "rollback")
+        assert (moved["moved"], moved["forced"]) == (True, False)
+
         aliases = await http.get(f"/v1/admin/tasks/{TASK}/aliases")
-        assert aliases.status_code == 200 and aliases.json()["aliases"] == {"champion": 2}
+        assert aliases.status_code == 200 and aliases.json()["aliases"] == {"champion": 1}
+        history = [(e["from_version"], e["to_version"]) for e in aliases.json()["history"]]
+        assert history == [(None, 1), (1, 2), (2, 1)]
+    with _registry(settings) as registry:
+        audit = [
+            (e.action, e.subject, e.detail.get("forced"))
+            for e in registry.audit.events(TASK)
+            if e.actor == "api:local"
+        ]
+        gate = registry.promotions.gates(TASK)[0]
+    # The forced move stored a forced gate decision beside it, both by the route's caller.
+    assert audit == [
+        ("gate.decided", "v2", True),
+        ("alias.moved", "v2", None),
+        ("alias.moved", "v1", None),
+    ]
+    assert (gate.version, gate.passed, gate.forced, gate.why) == (2, False, True, "hotfix")
 
 
 async def test_admin_answers_bad_values_with_400_and_unknown_keys_with_404(settings_for, gateway):
@@ -661,7 +732,7 @@ def test_serve_plan_binds_loopback_until_a_key_exists(settings_for):
     assert decided.host == "127.0.0.1"
     assert "serving on 127.0.0.1 only" in decided.notices[0]
     with _registry(settings) as registry:
-        registry.create_key(scope="inference")
+        registry.keys.create(scope="inference")
     assert plan(settings, host="0.0.0.0", port=8000, workers=2).host == "0.0.0.0"
     with pytest.raises(ConfigurationError, match="--workers"):
         plan(settings, host="127.0.0.1", port=8000, workers=0)

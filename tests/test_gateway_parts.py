@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from types import SimpleNamespace
 
 import numpy as np
 import orjson
@@ -12,15 +13,20 @@ import pytest
 from niche.errors import (
     BudgetExceededError,
     ConfigurationError,
+    ConflictError,
+    GateRefusedError,
     OverloadedError,
     RequestError,
     UpstreamError,
 )
-from niche.gateway.batching import MicroBatcher
+from niche.evaluation import Prices, cost_usd
+from niche.gateway.batching import MicroBatcher, split_usage
 from niche.gateway.cascade import map_answer, render_prompt
+from niche.gateway.general import prices, token_cost
 from niche.gateway.protocol import error_response, last_user_text, parse_chat_request
 from niche.gateway.upstream import CircuitBreaker
-from niche.specialists.base import Predictions
+from niche.registry.tasks import GeneralModelSpec
+from niche.specialists.base import Predictions, Usage
 
 LABELS = ["card_arrival", "lost_or_stolen_card", "card", "ham", "spam"]
 
@@ -106,9 +112,100 @@ def test_micro_batcher_batches_concurrent_requests_and_keeps_order():
 
     first, answers = asyncio.run(main())
     assert (first.label, first.batch_size) == ("short", 1)
+    # A predictor that records no usage: the batch's own seconds stand in.
+    assert first.usage.compute_s > 0 and first.usage.input_tokens is None
     assert [a.label for a in answers] == ["short"] * 3 + ["long"] * 17
     assert [a.confidence for a in answers[:2]] == [0.9, 0.9]
     assert calls[0] == 1 and max(calls) == 8 and sum(calls) == 21
+
+
+def test_micro_batcher_answers_carry_their_share_of_the_predictors_usage():
+    def predict(texts):
+        # What a remote model would record: seconds and tokens for the whole batch.
+        return Predictions.from_probabilities(
+            _labels_by_length(texts).probabilities,
+            ["short", "long"],
+            usage=Usage(compute_s=0.8, input_tokens=10),
+        )
+
+    async def main():
+        batcher = MicroBatcher(predict, max_batch=8, max_wait_s=0.05)
+        answers = await asyncio.gather(*(batcher.submit(t) for t in ["a", "bb", "ccc", "dddd"]))
+        await batcher.aclose()
+        return answers
+
+    answers = asyncio.run(main())
+    assert [a.batch_size for a in answers] == [4] * 4
+    # Seconds split evenly; tokens in whole numbers that add up to the batch's.
+    assert [a.usage for a in answers] == [
+        Usage(compute_s=0.2, input_tokens=3),
+        Usage(compute_s=0.2, input_tokens=3),
+        Usage(compute_s=0.2, input_tokens=2),
+        Usage(compute_s=0.2, input_tokens=2),
+    ]
+    assert [a.compute_s for a in answers] == [0.2] * 4
+    assert split_usage(Usage(compute_s=0.3), 1) == [Usage(compute_s=0.3)]
+
+
+def test_general_model_tokens_are_priced_by_the_one_cost_function():
+    spec = GeneralModelSpec(
+        kind="openai",
+        base_url="http://vendor.test/v1",
+        model="m",
+        price_input_per_1m_tokens_usd=1.0,
+        price_output_per_1m_tokens_usd=2.0,
+    )
+    at = prices(spec)
+    assert at == Prices(input_per_1m_tokens_usd=1.0, output_per_1m_tokens_usd=2.0)
+    usage = Usage(input_tokens=12, output_tokens=3)
+    assert token_cost(at, 12, 3) == cost_usd(usage, at) == (12 * 1.0 + 3 * 2.0) / 1e6
+    assert token_cost(at, None, None) == 0.0
+    assert token_cost(Prices(), 12, 3) == cost_usd(usage, Prices()) == 0.0
+
+
+def test_the_zero_shot_fallback_is_the_zero_shot_kind_fitted_on_the_tasks_labels(registry, encoder):
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime
+
+    from niche.gateway.config import GatewayConfig
+    from niche.gateway.portfolio import Portfolio, TaskState
+    from niche.registry.tasks import TaskSpec
+    from niche.settings import Settings
+    from niche.specialists import FitContext, get_kind
+
+    settings = Settings()
+    descriptions = {"spam": "an unsolicited advertisement or scam"}
+    spec = TaskSpec(name="sms", labels=["ham", "spam"], label_descriptions=descriptions)
+    lonely = TaskSpec(name="one", labels=["ham"])
+    texts = ["WINNER!! claim your free prize now", "see you at lunch"]
+    with ThreadPoolExecutor(1) as executor:
+        portfolio = Portfolio(
+            registry,
+            settings,
+            GatewayConfig.from_settings(settings),
+            executor=executor,
+            loader_executor=executor,
+            encoder=encoder,
+        )
+
+        async def main():
+            state = TaskState(spec=spec, created_at=datetime(2026, 3, 1, tzinfo=UTC))
+            batcher = portfolio.zero_shot(state)
+            assert portfolio.zero_shot(state) is batcher  # built once per task
+            answers = [await batcher.submit(text) for text in texts]
+            await portfolio.aclose()
+            await batcher.aclose()
+            with pytest.raises(ConfigurationError, match="task one: the offline zero-shot"):
+                portfolio.zero_shot(TaskState(spec=lonely, created_at=state.created_at))
+            return answers
+
+        answers = asyncio.run(main())
+    expected = get_kind("zero-shot").fit(
+        [], ["ham", "spam"], FitContext(encoder=encoder, options={"descriptions": descriptions})
+    )
+    predicted = expected.predict(texts)
+    assert [a.label for a in answers] == predicted.labels
+    assert [a.confidence for a in answers] == pytest.approx(list(predicted.confidences))
 
 
 def test_micro_batcher_gives_the_models_error_to_every_waiting_request():
@@ -161,6 +258,20 @@ def test_chat_requests_are_checked_as_far_as_routing_needs():
             None,
         ),
         (UpstreamError("down"), 502, "api_error", "upstream_error", None),
+        (
+            GateRefusedError("task t v2 has no passed gate for champion", version=2),
+            409,
+            "invalid_request_error",
+            "gate_required",
+            None,
+        ),
+        (
+            ConflictError("alias moved meanwhile"),
+            409,
+            "invalid_request_error",
+            "alias_conflict",
+            None,
+        ),
     ],
 )
 def test_error_responses_are_openai_shaped(error, status, kind, code, retry_after):
@@ -182,14 +293,14 @@ def _traffic(i: int, **fields):
 def test_capture_writer_flushes_batches_and_spend_and_everything_at_close(registry):
     from niche.gateway.capture import CaptureWriter
 
-    key, _ = registry.create_key(scope="inference", budget_usd=1.0)
+    key, _ = registry.keys.create(scope="inference", budget_usd=1.0)
 
     async def main():
         writer = CaptureWriter(registry, flush_s=60.0)
         writer.start()
         writer.submit(_traffic(0), spend=(key.id, 0.25))
         writer.submit(lambda: _traffic(1, task="t"), spend=(key.id, 0.25))  # built at flush
-        assert registry.count_traffic() == 0  # nothing written on the request path
+        assert registry.traffic.count() == 0  # nothing written on the request path
         assert writer.pending_spend(key.id) == 0.5
         assert await writer.flush() == 2
         for i in range(2, 5):
@@ -198,8 +309,8 @@ def test_capture_writer_flushes_batches_and_spend_and_everything_at_close(regist
         return writer
 
     writer = asyncio.run(main())
-    assert [r.input for r in registry.list_traffic()] == [f"text {i}" for i in range(5)]
-    assert registry.list_keys()[0].spent_usd == 0.5
+    assert [r.input for r in registry.traffic.query()] == [f"text {i}" for i in range(5)]
+    assert registry.keys.all()[0].spent_usd == 0.5
     assert (writer.written, writer.pending, writer.pending_spend(key.id)) == (5, 0, 0.0)
 
 
@@ -213,19 +324,21 @@ def test_capture_writer_keeps_records_when_the_database_fails_and_drops_unredact
             raise ValueError("cannot clean this one")
         return record
 
-    class Flaky:
-        """The real registry, whose first write fails (a database outage)."""
+    class FlakyTraffic:
+        """The real registry's traffic store, whose first write fails (a database outage)."""
 
         failures = 1
 
-        def record_traffic(self, records):
+        def record(self, records):
             if self.failures:
                 self.failures -= 1
                 raise OSError("database unreachable")
-            return registry.record_traffic(records)
+            return registry.traffic.record(records)
+
+    flaky = SimpleNamespace(traffic=FlakyTraffic(), keys=registry.keys)
 
     async def main():
-        writer = CaptureWriter(Flaky(), flush_s=60.0, redact=redact)
+        writer = CaptureWriter(flaky, flush_s=60.0, redact=redact)
         for i in range(3):
             writer.submit(_traffic(i))
         # Built and redacted (one record refused by the hook), then the write failed.
@@ -234,31 +347,30 @@ def test_capture_writer_keeps_records_when_the_database_fails_and_drops_unredact
         return writer
 
     writer = asyncio.run(main())
-    assert [r.input for r in registry.list_traffic()] == ["text 0", "text 2"]
+    assert [r.input for r in registry.traffic.query()] == ["text 0", "text 2"]
     assert writer.dropped == 1
 
 
 def test_capture_writer_closing_mid_flush_writes_each_record_and_spend_once(registry):
     from niche.gateway.capture import CaptureWriter
 
-    key, _ = registry.create_key(scope="inference", budget_usd=1.0)
+    key, _ = registry.keys.create(scope="inference", budget_usd=1.0)
     writing, go = threading.Event(), threading.Event()
 
-    class Slow:
-        """The real registry, whose first spend write waits for the test."""
-
-        def record_traffic(self, records):
-            return registry.record_traffic(records)
+    class SlowKeys:
+        """The real registry's key store, whose first spend write waits for the test."""
 
         def add_spend(self, key_id, usd):
             if not writing.is_set():
                 writing.set()
                 if not go.wait(30):
                     raise RuntimeError("the test never let the write finish")
-            return registry.add_spend(key_id, usd)
+            return registry.keys.add_spend(key_id, usd)
+
+    slow = SimpleNamespace(traffic=registry.traffic, keys=SlowKeys())
 
     async def main():
-        writer = CaptureWriter(Slow(), flush_s=0.01)
+        writer = CaptureWriter(slow, flush_s=0.01)
         writer.start()
         writer.submit(_traffic(0), spend=(key.id, 0.25))
         await asyncio.to_thread(writing.wait, 30)  # the background flush is writing
@@ -269,6 +381,6 @@ def test_capture_writer_closing_mid_flush_writes_each_record_and_spend_once(regi
         return writer
 
     writer = asyncio.run(main())
-    assert registry.list_keys()[0].spent_usd == 0.25
-    assert [r.input for r in registry.list_traffic()] == ["text 0"]
+    assert registry.keys.all()[0].spent_usd == 0.25
+    assert [r.input for r in registry.traffic.query()] == ["text 0"]
     assert (writer.written, writer.pending, writer.pending_spend(key.id)) == (1, 0, 0.0)

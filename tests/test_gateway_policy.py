@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import pytest
 
 from niche.errors import CircuitOpenError, UpstreamError, UpstreamTimeoutError
+from niche.evaluation import Prices
 from niche.gateway.batching import BatchAnswer
 from niche.gateway.general import GeneralReply
 from niche.gateway.handles import SpecialistHandle
@@ -22,6 +23,7 @@ from niche.gateway.policy import CascadePolicy
 from niche.gateway.portfolio import TaskState
 from niche.gateway.upstream import CircuitBreaker
 from niche.registry.tasks import ServingSpec, TaskSpec
+from niche.specialists.base import Usage
 
 pytestmark = pytest.mark.anyio
 
@@ -49,7 +51,7 @@ class FakeHandle:
     ) -> None:
         self.alias, self.version, self.digest = alias, version, f"sha-{version}"
         self.label_set = ["ham", "spam"]
-        self.answer = BatchAnswer(label, confidence, compute_s, batch_size)
+        self.answer = BatchAnswer(label, confidence, Usage(compute_s=compute_s), batch_size)
         self.error = error
         self.asked: list[list[str]] = []
 
@@ -131,7 +133,11 @@ def _state(*handles: SpecialistHandle, threshold: float = 0.5, **serving: object
 
 
 def _policy(general: FakeGeneral, metrics: GatewayMetrics, rng: Scripted | None = None, **kw):
-    options = {"canary_fraction": 0.0, "shadow_fraction": 0.0, "cpu_hour_usd": CPU_HOUR_USD}
+    options = {
+        "canary_fraction": 0.0,
+        "shadow_fraction": 0.0,
+        "prices": Prices(cpu_hour_usd=CPU_HOUR_USD),
+    }
     return CascadePolicy(general, metrics, rng=rng or Scripted(), **{**options, **kw})
 
 

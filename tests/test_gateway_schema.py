@@ -37,7 +37,7 @@ def served(tmp_path_factory, encoder_cache_dir: Path, encoder, datasets_dir) -> 
             gateway_refresh_s=0.5,
         )
         with Registry(settings=gateway_settings) as registry:
-            _, secret = registry.create_key(scope="admin", name="schemathesis")
+            _, secret = registry.keys.create(scope="admin", name="schemathesis")
         with running(Gateway(gateway_settings)) as url:
             yield {"url": url, "secret": secret}
 

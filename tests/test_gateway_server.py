@@ -62,7 +62,7 @@ def test_sdk_streamed_pass_through_to_fake_vendor_over_a_real_server(
                 ]
             assert pieces == ["hello", " from", " the", " vendor"]
             assert vendor.requests[-1]["stream"] is True
-    (record,) = Registry(settings=settings).list_traffic()
+    (record,) = Registry(settings=settings).traffic.query()
     assert (record.route, record.model, record.general_answer) == (
         "passthrough",
         "gpt-vendor",

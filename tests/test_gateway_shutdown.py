@@ -115,7 +115,7 @@ def test_sigterm_mid_load_stores_exactly_one_record_per_answered_request(
     assert 120 <= answered < 320  # the load was cut short by the shutdown
     settings = Settings(home=str(home))
     with Registry(settings=settings) as registry:
-        assert registry.count_traffic(TASK) == answered
+        assert registry.traffic.count(TASK) == answered
 
 
 def _serve(home: Path, port: int, *args: str) -> subprocess.Popen:

@@ -11,7 +11,6 @@ lifespan. What each route does lives in ``routes/``; how a task input is answere
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -19,7 +18,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from niche.gateway.asgi import Receive, Scope, Send
+from niche.evaluation import Prices
+from niche.gateway.asgi import Receive, Scope, Send, run_lifespan
 from niche.gateway.auth import Guard, KeyCache
 from niche.gateway.capture import CaptureWriter
 from niche.gateway.config import GatewayConfig, load_redactor
@@ -83,7 +83,7 @@ class Gateway:
             self.metrics,
             canary_fraction=config.canary_fraction,
             shadow_fraction=config.shadow_fraction,
-            cpu_hour_usd=config.cpu_hour_usd,
+            prices=Prices(cpu_hour_usd=config.cpu_hour_usd),
             rng=rng,
         )
         self.capture = CaptureWriter(
@@ -120,7 +120,6 @@ class Gateway:
             max_concurrency=config.max_concurrency,
             metrics=self.metrics,
         )
-        self._refresher: asyncio.Task[None] | None = None
         self.started = False
 
     def __repr__(self) -> str:
@@ -131,23 +130,7 @@ class Gateway:
         if kind == "http":
             await self.http(scope, receive, send)
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:
-                    log.exception("gateway start-up failed")
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+            await run_lifespan(receive, send, startup=self.startup, shutdown=self.shutdown)
 
     async def startup(self) -> None:
         """Start the capture writer, load the portfolio, and keep it in step with the registry."""
@@ -155,12 +138,7 @@ class Gateway:
             return
         self.started = True
         self.capture.start()
-        try:
-            await self.portfolio.refresh()
-        except Exception as exc:  # the refresher retries; /readyz says why meanwhile
-            self.portfolio.last_error = exc
-            log.error("gateway: cannot read the registry yet: %s", exc)
-        self._refresher = asyncio.create_task(self._refresh_loop(), name="niche-refresh")
+        await self.portfolio.start(self.config.refresh_s, on_tick=self._update_gauges)
 
     def _update_gauges(self) -> None:
         self.metrics.set_state(
@@ -169,21 +147,9 @@ class Gateway:
             circuits=[(u.name, u.breaker.state) for u in self.general.upstreams()],
         )
 
-    async def _refresh_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.refresh_s)
-            self._update_gauges()
-            try:
-                await self.portfolio.refresh()
-            except Exception as exc:
-                self.portfolio.last_error = exc
-                log.warning("gateway: refreshing from the registry failed: %s", exc)
-
     async def shutdown(self) -> None:
         """Finish background work (shadow calls), flush every traffic record, close clients."""
-        if self._refresher is not None:
-            self._refresher.cancel()
-            await asyncio.gather(self._refresher, return_exceptions=True)
+        await self.portfolio.stop()
         await self.policy.drain(SHUTDOWN_GRACE_S)
         await self.capture.aclose()
         await self.general.aclose()

@@ -29,6 +29,7 @@ __all__ = [
     "Send",
     "relay",
     "respond",
+    "run_lifespan",
     "send_error",
 ]
 
@@ -158,6 +159,31 @@ async def relay(
         status = 502
     await send({"type": "http.response.body", "body": b""})
     return status, b"".join(received)
+
+
+async def run_lifespan(
+    receive: Receive,
+    send: Send,
+    *,
+    startup: Callable[[], Awaitable[None]],
+    shutdown: Callable[[], Awaitable[None]],
+) -> None:
+    """The ASGI lifespan protocol: ``startup`` at start (a failure is reported to the
+    server, which then exits), ``shutdown`` when the server stops."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await startup()
+            except Exception as exc:
+                log.exception("gateway start-up failed")
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 async def send_error(send: Send, exc: NicheError) -> None:

@@ -50,7 +50,7 @@ class KeyCache:
         """Whether any usable key exists (otherwise the gateway runs in local mode)."""
         now = self.clock()
         if self._any_keys is None or now - self._any_keys[0] >= self.ttl_s:
-            keys = await asyncio.to_thread(self.registry.list_keys)
+            keys = await asyncio.to_thread(self.registry.keys.all)
             self._any_keys = (now, any(not key.revoked for key in keys))
         return self._any_keys[1]
 
@@ -80,7 +80,7 @@ class KeyCache:
         now = self.clock()
         cached = self._verified.get(digest)
         if cached is None or now - cached[0] >= self.ttl_s:
-            record = await asyncio.to_thread(self.registry.verify_key, secret)
+            record = await asyncio.to_thread(self.registry.keys.verify, secret)
             if len(self._verified) >= _MAX_CACHED:
                 self._verified.clear()
             cached = (now, record)

@@ -7,7 +7,13 @@ cores itself, and the event loop stays free to accept the next batch meanwhile).
 
     >>> batcher = MicroBatcher(specialist.predict, max_batch=32, max_wait_s=0.002,
     ...                        executor=executor)
-    >>> label, confidence, seconds = await batcher.submit("where is my card?")
+    >>> answer = await batcher.submit("where is my card?")
+    >>> answer.label, answer.usage.compute_s, answer.batch_size
+    ('card_arrival', 0.0004, 12)
+
+Each answer's usage is its share of the batch's: what the predictor recorded on its
+predictions (``Predictions.usage``), or, for a predictor that records none, the seconds the
+batch took.
 """
 
 from __future__ import annotations
@@ -19,20 +25,55 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
-from niche.specialists.base import Predictions
+from niche.specialists.base import Predictions, Usage
 
-__all__ = ["BatchAnswer", "MicroBatcher"]
+__all__ = ["BatchAnswer", "MicroBatcher", "split_usage"]
 
 
 @dataclass(frozen=True)
 class BatchAnswer:
-    """One text's prediction and its usage: its share of the batch's compute seconds, and
-    the size of the batch it was predicted in."""
+    """One text's prediction, its usage (its share of the batch's) and the size of the
+    batch it was predicted in."""
 
     label: str
     confidence: float
-    compute_s: float
+    usage: Usage
     batch_size: int
+
+    @property
+    def compute_s(self) -> float:
+        """This answer's share of the batch's compute seconds."""
+        return self.usage.compute_s
+
+
+def split_usage(usage: Usage, n: int) -> list[Usage]:
+    """``usage`` of a batch of ``n`` split evenly over its answers (tokens in whole numbers,
+    summing to the batch's). Without tokens all answers share one object: no allocation
+    per answer on the hot path.
+
+        >>> [u.input_tokens for u in split_usage(Usage(compute_s=0.3, input_tokens=7), 2)]
+        [4, 3]
+    """
+    if n == 1:
+        return [usage]
+    compute_s = usage.compute_s / n
+    if usage.input_tokens is None and usage.output_tokens is None:
+        return [Usage(compute_s=compute_s)] * n
+    return [
+        Usage(
+            compute_s=compute_s,
+            input_tokens=_part(usage.input_tokens, n, i),
+            output_tokens=_part(usage.output_tokens, n, i),
+        )
+        for i in range(n)
+    ]
+
+
+def _part(tokens: int | None, n: int, i: int) -> int | None:
+    if tokens is None:
+        return None
+    whole, left = divmod(tokens, n)
+    return whole + (1 if i < left else 0)
 
 
 class MicroBatcher:
@@ -103,14 +144,20 @@ class MicroBatcher:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            seconds = time.perf_counter() - started
+            usage = predictions.usage
+            if usage is None:  # a predictor that records no usage: the batch's own seconds
+                usage = Usage(compute_s=time.perf_counter() - started)
             self.batches += 1
-            share = seconds / len(live)
-            for (_, future), label, confidence in zip(
-                live, predictions.labels, predictions.confidences, strict=True
+            n = len(live)
+            for (_, future), label, confidence, part in zip(
+                live,
+                predictions.labels,
+                predictions.confidences,
+                split_usage(usage, n),
+                strict=True,
             ):
                 if not future.done():
-                    future.set_result(BatchAnswer(label, float(confidence), share, len(live)))
+                    future.set_result(BatchAnswer(label, float(confidence), part, n))
 
     async def aclose(self) -> None:
         if self._worker is not None:

@@ -131,12 +131,12 @@ class CaptureWriter:
                         self._ready = await asyncio.to_thread(self._prepare, batch)
                         del self._records[: len(batch)]
                     if self._ready:
-                        await asyncio.to_thread(self.registry.record_traffic, self._ready)
+                        await asyncio.to_thread(self.registry.traffic.record, self._ready)
                         written += len(self._ready)
                         self.written += len(self._ready)
                     self._ready = []
                 for key_id, usd in list(self._spend.items()):
-                    await asyncio.to_thread(self.registry.add_spend, key_id, usd)
+                    await asyncio.to_thread(self.registry.keys.add_spend, key_id, usd)
                     self._spend[key_id] -= usd
                     if self._spend[key_id] <= 1e-12:
                         del self._spend[key_id]

@@ -9,6 +9,9 @@ endpoint); with neither, the built-in offline zero-shot model answers.
     >>> reply = await general.ask(state, "where is my card?")
     >>> reply.label, reply.input_tokens, reply.cost_usd
     ('card_arrival', 41, 4.1e-05)
+
+What a reply cost is :func:`niche.evaluation.cost_usd` of its token usage at the model's
+prices (:func:`prices`): the same pure function that prices a specialist's compute.
 """
 
 from __future__ import annotations
@@ -21,16 +24,26 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from niche.errors import UpstreamError
+from niche.evaluation import Prices, cost_usd
 from niche.gateway.cascade import map_answer, render_prompt
 from niche.gateway.config import GatewayConfig
 from niche.gateway.upstream import CircuitBreaker, Upstream
 from niche.registry.tasks import GeneralModelSpec
+from niche.specialists.base import Usage
 
 if TYPE_CHECKING:
     from niche.gateway.batching import MicroBatcher
     from niche.gateway.portfolio import TaskState
 
-__all__ = ["GeneralClient", "GeneralReply", "content", "price", "read_sse", "usage"]
+__all__ = [
+    "GeneralClient",
+    "GeneralReply",
+    "content",
+    "prices",
+    "read_sse",
+    "token_cost",
+    "usage",
+]
 
 
 @dataclass(frozen=True)
@@ -66,12 +79,32 @@ def content(reply: Any) -> str | None:
     return text if isinstance(text, str) else None
 
 
-def price(spec: GeneralModelSpec, input_tokens: int | None, output_tokens: int | None) -> float:
-    """What ``spec`` charges for the tokens, in USD."""
-    return (
-        (input_tokens or 0) * spec.price_input_per_1m_tokens_usd
-        + (output_tokens or 0) * spec.price_output_per_1m_tokens_usd
-    ) / 1e6
+def prices(spec: GeneralModelSpec) -> Prices:
+    """What ``spec`` charges per 1M input and output tokens (its compute is the vendor's).
+
+    >>> prices(spec).input_per_1m_tokens_usd
+    1.0
+    """
+    return Prices(
+        input_per_1m_tokens_usd=spec.price_input_per_1m_tokens_usd,
+        output_per_1m_tokens_usd=spec.price_output_per_1m_tokens_usd,
+    )
+
+
+def token_cost(at: Prices, input_tokens: int | None, output_tokens: int | None) -> float:
+    """:func:`~niche.evaluation.cost_usd` of the tokens a reply reports, at ``at``, in USD.
+
+    No tokens reported, or a free model, cost 0.0 without building a ``Usage``: pass-through
+    requests (the hot path) of an unpriced model allocate nothing for it.
+
+        >>> token_cost(Prices(input_per_1m_tokens_usd=1.0), 12, 3)
+        1.2e-05
+    """
+    if (input_tokens is None and output_tokens is None) or (
+        not at.input_per_1m_tokens_usd and not at.output_per_1m_tokens_usd
+    ):
+        return 0.0
+    return cost_usd(Usage(input_tokens=input_tokens, output_tokens=output_tokens), at)
 
 
 def read_sse(stream: bytes) -> tuple[str | None, int | None, int | None]:
@@ -119,6 +152,7 @@ class GeneralClient:
         self.clock = clock
         self._upstreams: dict[tuple[Any, ...], Upstream] = {}
         self.default = self.upstream(config.general) if config.general else None
+        self.default_prices = prices(config.general) if config.general else Prices()
 
     def __repr__(self) -> str:
         return f"GeneralClient(default={self.default!r})"
@@ -184,8 +218,12 @@ class GeneralClient:
             label=map_answer(answer, labels),
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost_usd=price(spec, input_tokens, output_tokens),
+            cost_usd=token_cost(prices(spec), input_tokens, output_tokens),
         )
+
+    def passthrough_cost(self, input_tokens: int | None, output_tokens: int | None) -> float:
+        """What a request passed through to ``default`` cost, from the tokens it reports."""
+        return token_cost(self.default_prices, input_tokens, output_tokens)
 
     async def aclose(self) -> None:
         for upstream in self._upstreams.values():

@@ -5,10 +5,12 @@ Pick a version (the challenger for a canary share of requests, else the champion
 reaches the task's cascade threshold (then maybe send a shadow copy to the general model in
 the background). Otherwise ask the general model; when it fails, times out, has its circuit
 open or names no label, the specialist's answer stands (``specialist-fallback``); when the
-specialist failed, the general model answers (``general-fallback``).
+specialist failed, the general model answers (``general-fallback``). What an answer cost is
+:func:`niche.evaluation.cost_usd` of the specialist's recorded usage at ``prices``, plus the
+general model's (priced by :class:`~niche.gateway.general.GeneralClient`).
 
     >>> policy = CascadePolicy(general, metrics, canary_fraction=0.0, shadow_fraction=0.05,
-    ...                        cpu_hour_usd=0.05, rng=random.Random(7))
+    ...                        prices=Prices(cpu_hour_usd=0.05), rng=random.Random(7))
     >>> answer = await policy.answer(portfolio.get("banking77"), "where is my card?")
     >>> answer.route, answer.label
     ('specialist', 'card_arrival')
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from niche.errors import CircuitOpenError, UpstreamError, UpstreamTimeoutError
+from niche.evaluation import Prices, cost_usd
 from niche.gateway.general import GeneralReply
 from niche.gateway.metrics import GatewayMetrics
 
@@ -104,7 +107,8 @@ class CascadePolicy:
     """Answers task inputs with the specialists and the general model (see the module).
 
     ``canary_fraction`` and ``shadow_fraction`` apply to tasks that do not set their own;
-    ``rng`` decides canaries and shadows (inject a seeded or scripted one in tests).
+    ``prices`` price a specialist's usage (``NICHE_CPU_HOUR_USD``); ``rng`` decides canaries
+    and shadows (inject a seeded or scripted one in tests).
     """
 
     def __init__(
@@ -114,14 +118,14 @@ class CascadePolicy:
         *,
         canary_fraction: float,
         shadow_fraction: float,
-        cpu_hour_usd: float,
+        prices: Prices,
         rng: RandomSource | None = None,
     ) -> None:
         self.general = general
         self.metrics = metrics
         self.canary_fraction = canary_fraction
         self.shadow_fraction = shadow_fraction
-        self.cpu_hour_usd = cpu_hour_usd
+        self.prices = prices
         self.rng: RandomSource = rng if rng is not None else random.Random()
         self._background: set[asyncio.Task[None]] = set()
 
@@ -156,7 +160,7 @@ class CascadePolicy:
                 specialist_ok = True
                 answer.label = answer.specialist_label = predicted.label
                 answer.confidence = predicted.confidence
-                answer.cost_usd = predicted.compute_s * self.cpu_hour_usd / 3600.0
+                answer.cost_usd = cost_usd(predicted.usage, self.prices)
                 self.metrics.batch_size.labels(task).observe(predicted.batch_size)
                 if predicted.confidence >= state.spec.cascade_threshold:
                     answer.route = "specialist"

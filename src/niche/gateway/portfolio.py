@@ -1,15 +1,17 @@
 """The tasks the gateway serves and the specialists answering them, kept in step with the
 registry.
 
-:meth:`Portfolio.refresh` reads every task and every alias (two queries, on a thread) and
-loads any new version an alias points to, its artifact verified, before swapping it in: a
-promotion takes effect at the next refresh, without a restart, and a version that fails to
-load leaves the one serving in place. Loading runs on its own thread (``loader_executor``),
+:meth:`Portfolio.refresh` reads every task and every served alias (two queries, on a thread:
+``registry.tasks.all()`` and ``registry.promotions.served()``) and loads any new version an
+alias points to through its kind (:func:`~niche.specialists.load_predictor`), its artifact
+verified, before swapping it in: a promotion takes effect at the next refresh (every
+``refresh_s`` once :meth:`Portfolio.start` ran), without a restart, and a version that fails
+to load leaves the one serving in place. Loading runs on its own thread (``loader_executor``),
 never on the one that runs the specialists, so a slow load delays no answer.
 
     >>> portfolio = Portfolio(registry, settings, config, executor=model_thread,
     ...                       loader_executor=loader_thread)
-    >>> await portfolio.refresh()
+    >>> await portfolio.start(refresh_s=2.0)
     >>> portfolio.get("banking77").champion.version
     3
 """
@@ -18,25 +20,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from niche.errors import ConfigurationError, ValidationError
 from niche.gateway.batching import MicroBatcher
 from niche.gateway.config import GatewayConfig
 from niche.gateway.handles import BatchedHandle, SpecialistHandle
 from niche.registry.tasks import TaskSpec
 from niche.settings import Settings
+from niche.specialists.context import LoadContext
 
 if TYPE_CHECKING:
     from niche.encoders.base import Encoder
     from niche.registry.store import ModelVersionRecord, Registry, TaskRecord
     from niche.specialists.base import Predictions, Predictor
 
-__all__ = ["SERVED_ALIASES", "Loader", "Portfolio", "TaskState", "load_version"]
+__all__ = ["SERVED_ALIASES", "Loader", "Portfolio", "TaskState", "load_version", "serving_context"]
 
 log = logging.getLogger("niche.gateway")
 
@@ -46,16 +49,27 @@ Loader = Callable[["ModelVersionRecord"], "Predictor"]
 """Builds the predictor of a registered model version (tests inject one)."""
 
 
-def load_version(record: ModelVersionRecord, settings: Settings, encoder: Encoder) -> Predictor:
-    """The predictor of ``record``, read from the artifact store with its digest verified.
+def serving_context(settings: Settings, encoder: Encoder | None = None) -> LoadContext:
+    """How the gateway loads specialists: ``encoder``, else one built on first use with no
+    embedding cache (a database lookup per request costs more than it saves, and live texts
+    rarely repeat).
 
-    >>> predictor = load_version(registry.get_model("banking77", 3), settings, encoder)
+    >>> context = serving_context(settings)
+    """
+    return LoadContext(settings, encoder=encoder, embedding_cache=False)
+
+
+def load_version(record: ModelVersionRecord, context: LoadContext) -> Predictor:
+    """The predictor of ``record``, read from the artifact store (of ``context.settings``)
+    with its digest verified, loaded by its kind.
+
+    >>> predictor = load_version(registry.models.get("banking77", 3), serving_context(settings))
     """
     from niche.registry.artifacts import ArtifactStore
     from niche.specialists.kinds import load_predictor
 
-    path = ArtifactStore.from_settings(settings).get_dir(record.artifact_digest)
-    return load_predictor(record.kind, path, encoder)
+    path = ArtifactStore.from_settings(context.settings).get_dir(record.artifact_digest)
+    return load_predictor(record.kind, path, context)
 
 
 @dataclass
@@ -107,25 +121,18 @@ class Portfolio:
         self.config = config
         self.executor = executor
         self.loader_executor = loader_executor
-        self._encoder = encoder
-        self._encoder_lock = threading.Lock()
+        self.context = serving_context(settings, encoder)
         self._loader = loader
         self._tasks: dict[str, TaskState] = {}
         self._lock = asyncio.Lock()
+        self._refresher: asyncio.Task[None] | None = None
         self.loaded = False
         self.last_error: BaseException | None = None
 
     @property
     def encoder(self) -> Encoder:
-        # Built on first use, by the loader thread or the event loop, whichever comes first.
-        with self._encoder_lock:
-            if self._encoder is None:
-                from niche.encoders.defaults import default_encoder
-
-                # No embedding cache when serving: a SQLite lookup per request costs more
-                # than it saves, and live texts rarely repeat.
-                self._encoder = default_encoder(self.settings, cache=False)
-            return self._encoder
+        """The shared encoder: built on first use, by the loader thread or the event loop."""
+        return self.context.encoder
 
     def get(self, name: str) -> TaskState | None:
         return self._tasks.get(name)
@@ -140,7 +147,7 @@ class Portfolio:
     def _load(self, record: ModelVersionRecord) -> Predictor:
         if self._loader is not None:
             return self._loader(record)
-        predictor = load_version(record, self.settings, self.encoder)
+        predictor = load_version(record, self.context)
         # Warm up (the encoder's session loads on first use) so no request pays for it.
         predictor.predict(["warm-up"])
         return predictor
@@ -164,8 +171,8 @@ class Portfolio:
         )
 
     def _read(self) -> tuple[list[TaskRecord], dict[str, dict[str, ModelVersionRecord]]]:
-        tasks = self.registry.list_tasks()
-        aliased = self.registry.aliased_models()
+        tasks = self.registry.tasks.all()
+        aliased = self.registry.promotions.served()
         served = {
             task: {a: r for a, r in aliases.items() if a in SERVED_ALIASES}
             for task, aliases in aliased.items()
@@ -225,16 +232,67 @@ class Portfolio:
             log.info("task %s: %s is now v%d", task, alias, record.version)
         return self.deploy(alias, record, predictor)
 
+    async def start(self, refresh_s: float, *, on_tick: Callable[[], None] | None = None) -> None:
+        """Load the portfolio, then refresh it every ``refresh_s`` in the background.
+
+        A registry that cannot be read yet is no reason not to start: the error is kept in
+        ``last_error`` (``/readyz`` says why) and the refresher retries. ``on_tick`` runs
+        before each refresh (the gateway updates its gauges).
+        """
+        try:
+            await self.refresh()
+        except Exception as exc:
+            self.last_error = exc
+            log.error("gateway: cannot read the registry yet: %s", exc)
+        self._refresher = asyncio.create_task(
+            self._keep_fresh(refresh_s, on_tick), name="niche-refresh"
+        )
+
+    async def _keep_fresh(self, refresh_s: float, on_tick: Callable[[], None] | None) -> None:
+        while True:
+            await asyncio.sleep(refresh_s)
+            if on_tick is not None:
+                on_tick()
+            try:
+                await self.refresh()
+            except Exception as exc:  # kept serving what is loaded; the next tick retries
+                self.last_error = exc
+                log.warning("gateway: refreshing from the registry failed: %s", exc)
+
+    async def stop(self) -> None:
+        """Stop refreshing; what is loaded keeps serving until :meth:`aclose`."""
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+            self._refresher = None
+
     def zero_shot(self, state: TaskState) -> MicroBatcher:
         """The built-in offline general model of ``state``'s task, built on first use."""
         if state.zero_shot is None:
-            from niche.specialists.zeroshot import ZeroShot
-
-            model = ZeroShot(state.labels, self.encoder, descriptions=state.spec.label_descriptions)
-            state.zero_shot = self._batcher(model.predict)
+            state.zero_shot = self._batcher(self._fit_zero_shot(state).predict)
         return state.zero_shot
 
+    def _fit_zero_shot(self, state: TaskState) -> Predictor:
+        from niche.specialists.context import FitContext
+        from niche.specialists.kinds import get_kind
+
+        context = FitContext(
+            self.settings,
+            encoder=self.encoder,
+            options={"descriptions": state.spec.label_descriptions},
+        )
+        try:
+            return get_kind("zero-shot").fit([], state.labels, context)
+        except ValidationError as exc:
+            # The labels come from the task's definition, not from the request.
+            raise ConfigurationError(
+                f"task {state.spec.name}: the offline zero-shot model cannot answer it "
+                f"({exc.message}); give the task its labels, or configure a general model "
+                "(NICHE_GENERAL_BASE_URL)"
+            ) from exc
+
     async def aclose(self) -> None:
+        await self.stop()
         for state in self._tasks.values():
             for handle in state.deployed.values():
                 await handle.aclose()

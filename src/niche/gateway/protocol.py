@@ -20,7 +20,9 @@ import orjson
 from niche.errors import (
     AuthenticationError,
     BudgetExceededError,
+    ConflictError,
     DatabaseError,
+    GateRefusedError,
     NicheError,
     NotFoundError,
     PermissionDeniedError,
@@ -192,22 +194,27 @@ def completion_chunks(completion: dict[str, Any]) -> bytes:
     )
 
 
-# (error class, OpenAI error type, code), first match wins: subclasses before their bases.
-_ERROR_TYPES: tuple[tuple[type[NicheError], str, str | None], ...] = (
-    (BudgetExceededError, "insufficient_quota", "insufficient_quota"),
-    (RateLimitError, "rate_limit_error", "rate_limit_exceeded"),
-    (AuthenticationError, "authentication_error", "invalid_api_key"),
-    (PermissionDeniedError, "permission_error", "insufficient_scope"),
-    (NotFoundError, "invalid_request_error", "model_not_found"),
-    (UpstreamError, "api_error", "upstream_error"),
+# (error class, OpenAI error type, code, param), first match wins: subclasses before their
+# bases. ``param`` names the request field at fault for an error that carries none itself
+# (a refused gate is about the version asked for; a lost compare-and-set, expected_current).
+# The status is always the error's own ``http_status``.
+_ERROR_TYPES: tuple[tuple[type[NicheError], str, str | None, str | None], ...] = (
+    (BudgetExceededError, "insufficient_quota", "insufficient_quota", None),
+    (RateLimitError, "rate_limit_error", "rate_limit_exceeded", None),
+    (AuthenticationError, "authentication_error", "invalid_api_key", None),
+    (PermissionDeniedError, "permission_error", "insufficient_scope", None),
+    (NotFoundError, "invalid_request_error", "model_not_found", None),
+    (GateRefusedError, "invalid_request_error", "gate_required", "version"),
+    (ConflictError, "invalid_request_error", "alias_conflict", "expected_current"),
+    (UpstreamError, "api_error", "upstream_error", None),
 )
 
 
-def _error_type(exc: NicheError) -> tuple[str, str | None]:
-    for kind, name, code in _ERROR_TYPES:
-        if isinstance(exc, kind):
-            return name, code
-    return ("invalid_request_error", None) if exc.http_status < 500 else ("server_error", None)
+def _error_type(exc: NicheError) -> tuple[str, str | None, str | None]:
+    for cls, name, code, param in _ERROR_TYPES:
+        if isinstance(exc, cls):
+            return name, code, param
+    return ("invalid_request_error" if exc.http_status < 500 else "server_error"), None, None
 
 
 INTERNAL_ERROR = "internal error in the gateway; see its log for details"
@@ -226,15 +233,20 @@ def client_message(exc: BaseException) -> str:
 
 
 def error_response(exc: NicheError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """The status, OpenAI-style JSON body and extra headers for ``exc``."""
-    kind, code = _error_type(exc)
+    """The status, OpenAI-style JSON body and extra headers for ``exc``.
+
+    The one place a :class:`NicheError` becomes what a client sees (the routing dispatcher
+    calls it for every route): its own ``http_status``, and a ``type``, ``code`` and
+    ``param`` from the table above.
+    """
+    kind, code, param = _error_type(exc)
     if isinstance(exc, RequestError) and exc.code:
         code = exc.code
     body = {
         "error": {
             "message": client_message(exc),
             "type": kind,
-            "param": getattr(exc, "param", None),
+            "param": getattr(exc, "param", None) or param,
             "code": code,
         }
     }

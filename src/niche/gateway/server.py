@@ -46,8 +46,8 @@ def plan(settings: Settings, *, host: str, port: int, workers: int) -> ServePlan
     notices = []
     with Registry(settings=settings) as registry:
         registry.upgrade()
-        keys = [key for key in registry.list_keys() if not key.revoked]
-        tasks = registry.list_tasks()
+        keys = [key for key in registry.keys.all() if not key.revoked]
+        tasks = registry.tasks.all()
     if not keys:
         if not is_loopback(host):
             notices.append(

@@ -17,7 +17,7 @@ import orjson
 
 from niche.errors import NicheError, NotFoundError
 from niche.gateway.asgi import Params, Request, Send, relay, respond
-from niche.gateway.general import content, price, read_sse, usage
+from niche.gateway.general import content, read_sse, usage
 from niche.gateway.protocol import (
     chat_completion,
     completion_chunks,
@@ -159,9 +159,7 @@ class OpenAIRoutes:
             parsed = orjson.loads(reply.body)
         except orjson.JSONDecodeError:
             parsed = None
-        self._record_passthrough(
-            request, data, key, upstream, reply.status, content(parsed), *usage(parsed)
-        )
+        self._record_passthrough(request, data, key, reply.status, content(parsed), *usage(parsed))
 
     async def _passthrough_stream(
         self,
@@ -184,9 +182,7 @@ class OpenAIRoutes:
             what=f"pass-through stream of {data['model']}",
         )
         text, input_tokens, output_tokens = read_sse(received)
-        self._record_passthrough(
-            request, data, key, upstream, status, text, input_tokens, output_tokens
-        )
+        self._record_passthrough(request, data, key, status, text, input_tokens, output_tokens)
 
     async def forward(self, request: Request, send: Send, params: Params) -> None:
         """Relay a request for another route of the general model's API, as it is."""
@@ -231,7 +227,6 @@ class OpenAIRoutes:
         request: Request,
         data: dict[str, Any],
         key: KeyRecord | None,
-        upstream: Upstream,
         status: int,
         text: str | None,
         input_tokens: int | None,
@@ -248,7 +243,7 @@ class OpenAIRoutes:
             general_answer=text,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
-            cost_usd=price(upstream.spec, input_tokens, output_tokens),
+            cost_usd=self.general.passthrough_cost(input_tokens, output_tokens),
         )
 
     async def models(self, request: Request, send: Send, params: Params) -> None:
