@@ -48,7 +48,7 @@ def test_a_weaker_model_is_refused_with_exit_4_and_the_champion_stays(
     settings = Settings()
     registry = Registry(settings=settings)
     curated = curate_data(DataSpec(data=four_intents), settings, seed=0, registry=registry)
-    assert [d.fingerprint for d in registry.list_datasets()] == [curated.version.fingerprint]
+    assert [d.fingerprint for d in registry.datasets.all()] == [curated.version.fingerprint]
 
     prefix = curated.version.fingerprint[:10]
     first = train_and_register(prefix, settings, task="intents", encoder=encoder, registry=registry)
@@ -71,8 +71,8 @@ def test_a_weaker_model_is_refused_with_exit_4_and_the_champion_stays(
     assert (error.task, error.version, error.alias) == ("intents", 2, "champion")
     assert "non_inferior_to_champion" in error.checks
     assert error.checks == tuple(check.name for check in refused.decision.failed)
-    assert registry.list_aliases("intents") == {"champion": 1}
-    assert [(g.version, g.passed) for g in registry.gate_decisions("intents")] == [
+    assert registry.promotions.aliases("intents") == {"champion": 1}
+    assert [(g.version, g.passed) for g in registry.promotions.gates("intents")] == [
         (1, True),
         (2, False),
     ]
@@ -81,4 +81,4 @@ def test_a_weaker_model_is_refused_with_exit_4_and_the_champion_stays(
         "intents", "champion", settings, encoder=encoder, registry=registry
     )
     assert report.rows == curated.version.report.to_dict()["rows_out"]["test"]
-    assert len(registry.list_evaluations("intents", 1)) == 2
+    assert len(registry.models.evaluations("intents", 1)) == 2
