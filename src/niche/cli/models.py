@@ -181,7 +181,7 @@ def gc_command(
     dry_run: Annotated[bool, typer.Option(help="Only list what would be removed.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Remove artifacts that no model version references."""
+    """Remove stored artifacts that no model or dataset version references."""
     from niche.workflows import collect_garbage
 
     result = collect_garbage(Settings(), dry_run=dry_run)
