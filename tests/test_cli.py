@@ -189,6 +189,20 @@ def test_curate_train_evaluate_as_separate_steps(cli_env, tickets_csv):
 
 
 @pytest.mark.slow
+def test_train_another_kind_and_evaluate_it_through_its_kind(cli_env, tickets_csv):
+    columns = ["--data", str(tickets_csv), "--text-col", "body", "--label-col", "queue"]
+    fingerprint = _json(runner.invoke(app, ["data", "curate", *columns, "--json"]))["fingerprint"]
+    args = ["train", fingerprint, "--task", "queues", "--kind", "zero-shot", "--json"]
+    trained = _json(runner.invoke(app, args))
+    assert (trained["kind"], trained["lineage"]["kind"]) == ("zero-shot", "zero-shot")
+    report = _json(runner.invoke(app, ["evaluate", "queues", "1", "--json"]))
+    assert (report["specialist"]["kind"], report["general"]["kind"]) == ("zero-shot", "zero-shot")
+    # Stored and loaded through its kind, it is the baseline itself: the same answers.
+    assert report["specialist"]["accuracy"] == report["general"]["accuracy"]
+    assert report["specialist"]["per_class"] == report["general"]["per_class"]
+
+
+@pytest.mark.slow
 def test_registry_round_trip_promotion_history_lineage_refusal_and_gc(cli_env, tickets_csv):
     columns = ["--data", str(tickets_csv), "--text-col", "body", "--label-col", "queue"]
     out = _json(runner.invoke(app, ["quickstart", *columns, "--json"]))

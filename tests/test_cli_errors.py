@@ -44,6 +44,11 @@ CASES: dict[tuple[str, ...], list[Case]] = {
     ("train",): [
         Case(["train", "deadbeef"], 2, ("no dataset version 'deadbeef'",)),
         Case(["train", "deadbeef", "--fraction", "-0.5"], 2, ("fraction", "-0.5")),
+        Case(
+            ["train", "deadbeef", "--kind", "nosuch"],
+            2,
+            ("unknown specialist kind 'nosuch'", "known kinds:", "text", "zero-shot"),
+        ),
     ],
     ("evaluate",): [
         Case(["evaluate", "nosuch", "1"], 2, ("no task 'nosuch'",)),
@@ -56,6 +61,10 @@ CASES: dict[tuple[str, ...], list[Case]] = {
     ("gates",): [Case(["gates", "nosuch"], 2, ("no task 'nosuch'",))],
     ("gc",): [Case(["gc"], 2, (BAD_DATABASE_MESSAGE,), BAD_DATABASE)],
     ("traffic",): [Case(["traffic", "--since", "yesterday"], 2, ("--since 'yesterday'",))],
+    ("audit",): [
+        Case(["audit", "--since", "bogus"], 2, ("--since 'bogus'",)),
+        Case(["audit"], 2, (BAD_DATABASE_MESSAGE,), BAD_DATABASE),
+    ],
     ("serve",): [Case(["serve", "--workers", "0"], 2, ("--workers must be at least 1",))],
     ("data", "inspect"): [Case(["data", "inspect", "--dataset", "nosuch"], 2, ("'nosuch'",))],
     ("data", "curate"): [
@@ -126,8 +135,8 @@ def registry_with_an_orphan_model(niche_home: Path) -> Path:
     from niche.settings import Settings
 
     with Registry(settings=Settings()) as registry:
-        registry.create_task(TaskSpec(name=TASK, labels=["ham", "spam"]))
-        registry.register_model(
+        registry.tasks.create(TaskSpec(name=TASK, labels=["ham", "spam"]))
+        registry.models.register(
             TASK,
             kind="text",
             artifact_digest="ab" * 32,

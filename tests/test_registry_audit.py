@@ -197,7 +197,7 @@ def test_the_actor_defaults_to_the_registrys_then_to_the_user(database_url: str)
     with Registry(database_url, clock=StepClock(), actor="svc:retrain") as registry:
         registry.tasks.create(_spec())
         registry.tasks.create(_spec("alerts"), actor="ana")
-        registry.create_task(_spec("legacy"))  # the old names act as the default actor too
+        registry.keys.create(scope="admin")  # every store acts as the registry's actor
         assert [e.actor for e in registry.audit.events()] == ["svc:retrain", "ana", "svc:retrain"]
     with Registry(database_url, clock=StepClock(START + timedelta(hours=1))) as registry:
         registry.tasks.update(TASK, domain="support")

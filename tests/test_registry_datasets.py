@@ -116,7 +116,7 @@ def test_versions_registered_with_a_path_still_load_and_can_get_their_files_stor
 ) -> None:
     version = _version()
     path = version.save(tmp_path / "old-style")
-    legacy = registry.register_dataset(version, uri=str(path))
+    legacy = registry.datasets.register_path(version, uri=str(path))
     assert legacy.uri == str(path) and registry.datasets.artifact_digests() == set()
     assert _same_rows(registry.datasets.load(version.fingerprint), version)
 

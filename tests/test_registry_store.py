@@ -159,7 +159,7 @@ def test_a_registry_pickles_as_its_arguments(registry: Registry) -> None:
     copy = pickle.loads(pickle.dumps(Registry(registry.url)))
     with copy:
         assert copy.database.engine_ is None
-        assert copy.get_task("tickets").name == "tickets"
+        assert copy.tasks.get("tickets").name == "tickets"
 
 
 # -- tasks -----------------------------------------------------------------------------------
@@ -477,7 +477,7 @@ def test_timestamps_come_from_the_injected_clock_in_utc(database_url: str) -> No
         Registry(database_url, clock=lambda: datetime(2026, 1, 1, 9, 30)) as naive,
         pytest.raises(ConfigurationError, match="timezone-aware"),
     ):
-        naive.create_task(_spec())
+        naive.tasks.create(_spec())
     plus_two = timezone(timedelta(hours=2))
     fixed = datetime(2026, 1, 1, 11, 30, tzinfo=plus_two)
     with Registry(database_url, clock=lambda: fixed) as registry:

@@ -3,6 +3,7 @@ and the refusals of bad arguments, on a real registry (SQLite and PostgreSQL).""
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,12 @@ def _same(a: Any, b: Any) -> bool:
         (a.splits[s].texts, a.splits[s].labels) == (b.splits[s].texts, b.splits[s].labels)
         for s in ("train", "test")
     )
+
+
+def _all_rows(version: Any) -> tuple[list[str], list[str]]:
+    texts = [t for split in version.splits.values() for t in split.texts]
+    labels = [label for split in version.splits.values() for label in split.labels]
+    return texts, labels
 
 
 def _version(source: str = "tickets.csv") -> Any:
@@ -128,14 +135,14 @@ def test_a_pair_that_does_not_fit_the_spec_is_refused_and_nothing_changes(
     registry: Registry, pair, says
 ):
     create_task(TASK, labels=["refund", "card"], registry=registry)
-    before = registry.get_task(TASK)
+    before = registry.tasks.get(TASK)
     with pytest.raises(ValidationError) as caught:
         edit_task(TASK, ["description=edited", pair], registry=registry)
     assert says in str(caught.value) and str(caught.value).startswith(f"task {TASK}: ")
-    assert registry.get_task(TASK) == before
+    assert registry.tasks.get(TASK) == before
     with pytest.raises(ValidationError, match=r"^task other: "):
         create_task("other", changes=[pair], registry=registry)
-    assert [t.name for t in registry.list_tasks()] == [TASK]
+    assert [t.name for t in registry.tasks.all()] == [TASK]
 
 
 def test_editing_an_unknown_task_names_it(registry: Registry):
@@ -164,7 +171,7 @@ def test_the_answer_a_client_got_depends_on_the_route(registry: Registry):
         "general-fallback": {"specialist_label": "card", "general_answer": "a refund, surely"},
         "passthrough": {"general_answer": "Hello!"},
     }
-    registry.record_traffic(
+    registry.traffic.record(
         [
             TrafficRecord(route=route, latency_ms=1.0, **base, **fields)
             for route, fields in sent.items()
@@ -189,22 +196,48 @@ def test_the_answer_a_client_got_depends_on_the_route(registry: Registry):
 # -- datasets, lineage, gc -------------------------------------------------------------------
 
 
-def test_a_saved_dataset_is_registered_and_opened_by_prefix(registry: Registry):
+def test_a_saved_dataset_goes_through_the_artifact_store_and_opens_by_prefix(registry: Registry):
     settings = Settings()
     version = _version()
-    path = save_dataset(version, settings, registry=registry)
-    assert path == settings.home / "datasets" / version.fingerprint[:16]
-    assert registry.get_dataset(version.fingerprint).uri == str(path.resolve())
+    record = save_dataset(version, settings, registry=registry)
+    store = ArtifactStore.from_settings(settings)
+    (digest,) = store.digests()
+    assert registry.datasets.artifact_digests() == {digest}
+    assert record.uri == store.uri(digest) and record.uri.startswith("file://")
+    assert registry.datasets.get(version.fingerprint).uri == record.uri
+    assert not (settings.home / "datasets").exists()  # no second copy beside the store
+    assert save_dataset(version, settings, registry=registry) == record  # idempotent
+    assert store.digests() == {digest}
     assert _same(open_dataset(version.fingerprint[:8], settings, registry=registry), version)
 
 
 def test_a_dataset_saved_but_never_registered_is_registered_on_first_use(registry: Registry):
     settings = Settings()
     version = _version()
-    LocalStore(settings).save_dataset(version)  # as a niche that did not register curated data
-    assert registry.list_datasets() == []
+    old = LocalStore(settings).save_dataset(version)  # as a niche that did not register it
+    assert registry.datasets.all() == []
     assert _same(open_dataset(version.fingerprint[:4], settings, registry=registry), version)
-    assert [d.fingerprint for d in registry.list_datasets()] == [version.fingerprint]
+    assert [d.fingerprint for d in registry.datasets.all()] == [version.fingerprint]
+    # Its files were stored on first use: the old directory is no longer needed.
+    assert registry.datasets.artifact_digests() == ArtifactStore.from_settings(settings).digests()
+    shutil.rmtree(old)
+    assert _same(open_dataset(version.fingerprint[:8], settings, registry=registry), version)
+
+
+def test_a_dataset_an_older_niche_registered_with_its_local_path_still_opens(registry: Registry):
+    settings = Settings()
+    version = _version()
+    path = LocalStore(settings).save_dataset(version)
+    registry.datasets.register_path(version, uri=str(path.resolve()))
+    assert _same(open_dataset(version.fingerprint[:8], settings, registry=registry), version)
+    assert registry.datasets.artifact_digests() == set()  # read in place, nothing copied
+
+
+def test_a_dataset_registered_without_files_is_not_found_naming_it(registry: Registry):
+    version = _version()
+    registry.datasets.register_path(version)
+    with pytest.raises(DatasetNotFoundError, match="registered without files"):
+        open_dataset(version.fingerprint, registry=registry)
 
 
 def test_an_unknown_dataset_names_the_reference(registry: Registry):
@@ -213,8 +246,8 @@ def test_an_unknown_dataset_names_the_reference(registry: Registry):
 
 
 def _register_model(registry: Registry, fingerprint: str, digest: str = "ab" * 32) -> None:
-    registry.ensure_task(TaskSpec(name=TASK, labels=["card", "refund", "transfer"]))
-    registry.register_model(
+    registry.tasks.ensure(TaskSpec(name=TASK, labels=["card", "refund", "transfer"]))
+    registry.models.register(
         TASK,
         kind="text",
         artifact_digest=digest,
@@ -262,6 +295,28 @@ def test_gc_removes_only_artifacts_no_model_version_references(registry: Registr
     assert collect_garbage(settings, registry=registry).removed == []
 
 
+def test_gc_keeps_the_files_of_curated_datasets(registry: Registry, tmp_path: Path):
+    settings = Settings()
+    rows = tmp_path / "tickets.csv"
+    version = _version()
+    rows.write_text(
+        "text,label\n"
+        + "".join(f"{text},{label}\n" for text, label in zip(*_all_rows(version), strict=True)),
+        encoding="utf-8",
+    )
+    curated = curate_data(DataSpec(data=rows), settings, seed=0, registry=registry)
+    store = ArtifactStore.from_settings(settings)
+    orphan_dir = tmp_path / "orphan"
+    orphan_dir.mkdir()
+    (orphan_dir / "config.json").write_text("{}")
+    orphan = store.put_dir(orphan_dir).digest
+
+    assert collect_garbage(settings, registry=registry).removed == [orphan]
+    assert store.digests() == registry.datasets.artifact_digests() != set()
+    fingerprint = curated.version.fingerprint
+    assert _same(open_dataset(fingerprint[:8], settings, registry=registry), curated.version)
+
+
 # -- bad arguments are refused before any work -----------------------------------------------
 
 
@@ -300,7 +355,7 @@ def test_a_forced_promotion_needs_a_reason(registry: Registry, why):
     with pytest.raises(ValidationError) as caught:
         promote(TASK, 1, registry=registry, force=True, why=why)
     assert caught.value.param == "why"
-    assert registry.gate_decisions(TASK) == [] and registry.list_aliases(TASK) == {}
+    assert registry.promotions.gates(TASK) == [] and registry.promotions.aliases(TASK) == {}
 
 
 def test_promoting_a_model_whose_dataset_is_gone_names_the_model(registry: Registry):

@@ -4,11 +4,14 @@ encoder on a small slice of BANKING77 and a real registry."""
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from niche.errors import GateRefusedError
+from niche.errors import ConflictError, GateRefusedError
+from niche.progress import Advance
 from niche.registry import Registry
 from niche.settings import Settings
 from niche.workflows import (
@@ -48,7 +51,7 @@ def test_a_weaker_model_is_refused_with_exit_4_and_the_champion_stays(
     settings = Settings()
     registry = Registry(settings=settings)
     curated = curate_data(DataSpec(data=four_intents), settings, seed=0, registry=registry)
-    assert [d.fingerprint for d in registry.list_datasets()] == [curated.version.fingerprint]
+    assert [d.fingerprint for d in registry.datasets.all()] == [curated.version.fingerprint]
 
     prefix = curated.version.fingerprint[:10]
     first = train_and_register(prefix, settings, task="intents", encoder=encoder, registry=registry)
@@ -71,8 +74,8 @@ def test_a_weaker_model_is_refused_with_exit_4_and_the_champion_stays(
     assert (error.task, error.version, error.alias) == ("intents", 2, "champion")
     assert "non_inferior_to_champion" in error.checks
     assert error.checks == tuple(check.name for check in refused.decision.failed)
-    assert registry.list_aliases("intents") == {"champion": 1}
-    assert [(g.version, g.passed) for g in registry.gate_decisions("intents")] == [
+    assert registry.promotions.aliases("intents") == {"champion": 1}
+    assert [(g.version, g.passed) for g in registry.promotions.gates("intents")] == [
         (1, True),
         (2, False),
     ]
@@ -81,4 +84,47 @@ def test_a_weaker_model_is_refused_with_exit_4_and_the_champion_stays(
         "intents", "champion", settings, encoder=encoder, registry=registry
     )
     assert report.rows == curated.version.report.to_dict()["rows_out"]["test"]
-    assert len(registry.list_evaluations("intents", 1)) == 2
+    assert len(registry.models.evaluations("intents", 1)) == 2
+
+    # Someone else moves the alias while the gate is being decided: ConflictError, and the
+    # decision is not stored either (one transaction), so the gate can be decided again.
+    third = train_and_register(
+        prefix, settings, task="intents", encoder=encoder, registry=registry, fraction=0.1
+    )
+    assert third.version == 3
+    registry.promotions.move("intents", "challenger", 2, actor="ana", reason="canary")
+    decided = len(registry.promotions.gates("intents"))
+    meanwhile = MovesTheAlias(registry, "intents", "challenger", to=3)
+    with pytest.raises(ConflictError) as conflict:
+        promote(
+            "intents",
+            1,
+            settings,
+            alias="challenger",
+            encoder=encoder,
+            registry=registry,
+            evaluation=report,
+            progress=meanwhile,
+        )
+    assert meanwhile.moved and conflict.value.exit_code == 3
+    assert (conflict.value.expected, conflict.value.actual) == (2, 3)
+    assert registry.promotions.aliases("intents") == {"champion": 1, "challenger": 3}
+    assert len(registry.promotions.gates("intents")) == decided
+    last = registry.audit.events("intents")[-1]  # eve's move; no gate.decided after it
+    assert (last.action, last.actor, last.detail["to_version"]) == ("alias.moved", "eve", 3)
+
+
+class MovesTheAlias:
+    """A Progress that, when the current holder of ``alias`` starts being evaluated, moves
+    the alias to version ``to`` as another user would (an injected event, no sleeps)."""
+
+    def __init__(self, registry: Registry, task: str, alias: str, *, to: int) -> None:
+        self.registry, self.task_name, self.alias, self.to = registry, task, alias, to
+        self.moved = False
+
+    @contextmanager
+    def task(self, description: str, total: int | None = None) -> Iterator[Advance]:
+        if description.startswith(f"evaluating {self.alias} v") and not self.moved:
+            self.registry.promotions.move(self.task_name, self.alias, self.to, actor="eve")
+            self.moved = True
+        yield lambda _: None

@@ -4,9 +4,10 @@
 from niche.cli import data as _data_commands  # noqa: F401
 from niche.cli import models as _model_commands  # noqa: F401
 from niche.cli import registry as _registry_commands  # noqa: F401
+
+# isort: split
+from niche.cli import audit as _audit_command  # noqa: F401  (listed after `traffic`)
 from niche.cli import serve as _serve_command  # noqa: F401
 from niche.cli.app import app, main
-
-# niche.cli.audit (`niche audit`) joins these once the registry's audit store is merged.
 
 __all__ = ["app", "main"]

@@ -1,12 +1,9 @@
-"""``niche audit [TASK] [--since T] [--json]``: who changed what, and when.
-
-Not registered yet: `niche.cli` imports this module once the registry's audit store
-(``registry.audit.events``) is merged, and the bad-arguments test then covers it.
-"""
+"""``niche audit [TASK] [--since T] [--json]``: who changed what, and when."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 import typer
 
@@ -34,7 +31,24 @@ def audit_command(
         "audit",
         ["id", "at", "actor", "action", "task", "subject", "detail"],
         [
-            [e["id"], e["at"], e["actor"], e["action"], e["task"], e["subject"], e["detail"]]
+            [
+                e["id"],
+                e["at"],
+                e["actor"],
+                e["action"],
+                e["task"],
+                e["subject"],
+                _brief(e["detail"]),
+            ]
             for e in payload
         ],
+    )
+
+
+def _brief(detail: dict[str, Any]) -> str:
+    """``key=value`` pairs of an event's detail, unset ones left out."""
+    return ", ".join(
+        f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+        for key, value in detail.items()
+        if value is not None and value != []
     )

@@ -101,14 +101,14 @@ def data_curate(
     console = Console()
     fingerprint = curated.version.fingerprint
     console.print(curation_table(payload["curation"]))
-    console.print(f"dataset version [bold]{fingerprint[:16]}[/] saved to {curated.path}")
+    console.print(f"dataset version [bold]{fingerprint[:16]}[/] saved to {curated.uri}")
     console.print(f"next: niche train {fingerprint[:16]}")
 
 
 @datasets_app.command("list")
 def datasets_list(json_out: JsonOpt = False) -> None:
     """Registered dataset versions."""
-    payload = [record.to_dict() for record in open_registry().list_datasets()]
+    payload = [record.to_dict() for record in open_registry().datasets.all()]
     if json_out:
         print_json(payload)
         return
@@ -125,7 +125,7 @@ def datasets_show(
     json_out: JsonOpt = False,
 ) -> None:
     """One dataset version with its curation report."""
-    payload = open_registry().get_dataset(ref).to_dict()
+    payload = open_registry().datasets.get(ref).to_dict()
     if json_out:
         print_json(payload)
         return

@@ -42,6 +42,12 @@ def train(
         str | None,
         typer.Option(help="Register under this task (default: named after the dataset)."),
     ] = None,
+    kind: Annotated[
+        str,
+        typer.Option(
+            help="Specialist kind: text (encoder + head), zero-shot, or one a plug-in adds."
+        ),
+    ] = "text",
     seed: SeedOpt = None,
     fraction: Annotated[
         float,
@@ -49,12 +55,18 @@ def train(
     ] = 1.0,
     json_out: JsonOpt = False,
 ) -> None:
-    """Train a text specialist on a curated dataset version and register it."""
+    """Train a specialist (default: text) on a curated dataset version and register it."""
     from niche.workflows import train_and_register
 
     with RichProgress(enabled=not json_out) as progress:
         record = train_and_register(
-            dataset_version, Settings(), task=task, seed=seed, fraction=fraction, progress=progress
+            dataset_version,
+            Settings(),
+            task=task,
+            kind=kind,
+            seed=seed,
+            fraction=fraction,
+            progress=progress,
         )
     if json_out:
         print_json(record.to_dict())
@@ -142,7 +154,7 @@ def promote_command(
 @app.command("gates")
 def gates_command(task: TaskArg, json_out: JsonOpt = False) -> None:
     """Every promotion attempt for a task, passed or refused, with its checks."""
-    payload = [g.to_dict() for g in open_registry().gate_decisions(task)]
+    payload = [g.to_dict() for g in open_registry().promotions.gates(task)]
     if json_out:
         print_json(payload)
         return
@@ -169,7 +181,7 @@ def gc_command(
     dry_run: Annotated[bool, typer.Option(help="Only list what would be removed.")] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Remove artifacts that no model version references."""
+    """Remove stored artifacts that no model or dataset version references."""
     from niche.workflows import collect_garbage
 
     result = collect_garbage(Settings(), dry_run=dry_run)
@@ -191,7 +203,7 @@ def models_list(
     json_out: JsonOpt = False,
 ) -> None:
     """Model versions, newest last."""
-    payload = [record.to_dict() for record in open_registry().list_models(task)]
+    payload = [record.to_dict() for record in open_registry().models.all(task)]
     if json_out:
         print_json(payload)
         return
@@ -243,7 +255,7 @@ def aliases_history(
     json_out: JsonOpt = False,
 ) -> None:
     """Every move of a task's aliases: from, to, when, who and why."""
-    payload = [e.to_dict() for e in open_registry().alias_history(task, alias)]
+    payload = [e.to_dict() for e in open_registry().promotions.history(task, alias)]
     if json_out:
         print_json(payload)
         return

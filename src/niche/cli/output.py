@@ -232,7 +232,7 @@ def print_quickstart(result: QuickstartResult) -> None:
         verdict = f"promoted to {result.promotion.alias}"
     else:
         verdict = f"not promoted (failed: {', '.join(failed)})"
-    console.print(f"dataset version {result.version.fingerprint[:16]}: {result.dataset_path}")
+    console.print(f"dataset version {result.version.fingerprint[:16]}: {result.dataset_uri}")
     console.print(
         f"task {result.task} v{result.model.version}: {verdict}; "
         f"artifact {result.model.artifact_uri}"

@@ -136,7 +136,7 @@ def tasks_create(
 @tasks_app.command("list")
 def tasks_list(json_out: JsonOpt = False) -> None:
     """Every task with its champion."""
-    payload = [record.to_dict() for record in open_registry().list_tasks()]
+    payload = [record.to_dict() for record in open_registry().tasks.all()]
     if json_out:
         print_json(payload)
         return
@@ -200,7 +200,7 @@ def keys_create(
     json_out: JsonOpt = False,
 ) -> None:
     """Create an API key and print its secret, once."""
-    record, secret = open_registry().create_key(scope=scope, budget_usd=budget_usd, name=name)
+    record, secret = open_registry().keys.create(scope=scope, budget_usd=budget_usd, name=name)
     if json_out:
         print_json(record.to_dict() | {"secret": secret})
     else:
@@ -212,7 +212,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(json_out: JsonOpt = False) -> None:
     """Every API key (prefix only, never the secret), with its budget and spend."""
-    payload = [record.to_dict() for record in open_registry().list_keys()]
+    payload = [record.to_dict() for record in open_registry().keys.all()]
     if json_out:
         print_json(payload)
         return
@@ -241,7 +241,7 @@ def keys_revoke(
     json_out: JsonOpt = False,
 ) -> None:
     """Revoke an API key: it stops verifying at once."""
-    record = open_registry().revoke_key(ref)
+    record = open_registry().keys.revoke(ref)
     if json_out:
         print_json(record.to_dict())
     else:

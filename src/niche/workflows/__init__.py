@@ -14,7 +14,7 @@ gateway does not, nor do these call the gateway. A caller's bad argument raises
 :class:`~niche.errors.GateRefusedError` by :meth:`PromotionOutcome.raise_for_refusal`.
 """
 
-from niche.workflows.audit import AuditEvent, audit_events
+from niche.workflows.audit import audit_events
 from niche.workflows.data import (
     DEFAULT_DATASET,
     CuratedData,
@@ -31,13 +31,15 @@ from niche.workflows.evaluate import (
     evaluate_model,
     evaluate_predictor,
     evaluate_registered,
+    measuring_encoder,
     record_evaluation,
     training_data,
     uncached_encoder,
+    zero_shot_baseline,
 )
 from niche.workflows.gc import GarbageCollected, collect_garbage
 from niche.workflows.models import lineage, load_specialist, register_trained, show_model
-from niche.workflows.promote import PromotionOutcome, default_actor, held_out_overlap, promote
+from niche.workflows.promote import PromotionOutcome, held_out_overlap, promote
 from niche.workflows.quickstart import QuickstartResult, quickstart
 from niche.workflows.tasks import create_task, edit_task, parse_changes, show_task
 from niche.workflows.traffic import (
@@ -52,7 +54,6 @@ from niche.workflows.train import ensure_task_for, task_name_for, train_and_regi
 __all__ = [
     "DEFAULT_DATASET",
     "GENERAL_ROUTES",
-    "AuditEvent",
     "CuratedData",
     "DataSpec",
     "EvaluationReport",
@@ -66,7 +67,6 @@ __all__ = [
     "count_traffic",
     "create_task",
     "curate_data",
-    "default_actor",
     "edit_task",
     "ensure_task_for",
     "evaluate_model",
@@ -78,6 +78,7 @@ __all__ = [
     "list_traffic",
     "load_data",
     "load_specialist",
+    "measuring_encoder",
     "open_dataset",
     "parse_changes",
     "parse_since",
@@ -92,4 +93,5 @@ __all__ = [
     "train_and_register",
     "training_data",
     "uncached_encoder",
+    "zero_shot_baseline",
 ]

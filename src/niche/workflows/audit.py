@@ -1,31 +1,25 @@
 """Who changed what, when: the registry's audit events, for ``niche audit``.
 
-    >>> [e.to_dict()["action"] for e in audit_events("banking77", since="1d")]
-    ['task.edited', 'alias.moved']
+    >>> [e.action for e in audit_events("banking77", since="1d")]
+    ['task.updated', 'gate.decided', 'alias.moved']
 
-Written against the registry's audit store (``registry.audit.events(task, since=...)``),
-which lands with the registry's stores; until then this module is not wired into the CLI.
+Each event was written in the transaction of the change it records (a task created or
+edited, a dataset or model version registered, a gate decided, an alias moved, a key created
+or revoked), with the actor the change was made as.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 from niche.settings import Settings
 from niche.workflows._context import resolve
 from niche.workflows.traffic import parse_since
 
 if TYPE_CHECKING:
-    from niche.registry import Registry
+    from niche.registry import AuditEventRecord, Registry
 
-__all__ = ["AuditEvent", "audit_events"]
-
-
-class AuditEvent(Protocol):
-    """One audit record: ``to_dict()`` gives id, at, actor, action, task, subject, detail."""
-
-    def to_dict(self) -> dict[str, Any]: ...
+__all__ = ["audit_events"]
 
 
 def audit_events(
@@ -34,14 +28,15 @@ def audit_events(
     *,
     since: str | None = None,
     registry: Registry | None = None,
-) -> Sequence[AuditEvent]:
+) -> list[AuditEventRecord]:
     """Audit events (of ``task``, after ``since``: ISO-8601 or ``30m``, ``2d``), oldest first.
 
-    >>> audit_events(since="1h")[0].to_dict()["actor"]
+    Events that name no task (a dataset registered, a key created) are listed only when
+    ``task`` is not given.
+
+    >>> audit_events(since="1h")[0].actor
     'cli:ana'
     """
     start = parse_since(since)
     _, registry = resolve(settings, registry)
-    # The audit store lands with the registry's stores; drop this ignore then (mypy will ask).
-    events: Sequence[AuditEvent] = registry.audit.events(task, since=start)  # type: ignore[attr-defined]
-    return events
+    return registry.audit.events(task, since=start)

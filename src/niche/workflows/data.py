@@ -5,11 +5,11 @@
     >>> open_dataset(curated.version.fingerprint[:12]).fingerprint == curated.version.fingerprint
     True
 
-Loading and inspecting write nothing (except the catalog's download cache). Curating saves the
-version's files and registers it in the registry in one step: a dataset version niche knows
-of is always in the registry, so ``niche datasets list``, ``niche train`` and lineage find it.
-:func:`save_dataset` and :func:`open_dataset` are the only places dataset files are written
-and read.
+Loading and inspecting write nothing (except the catalog's download cache). Curating stores the
+version's files in the artifact store and registers it in one step: a dataset version niche
+knows of is always in the registry, so ``niche datasets list``, ``niche train`` and lineage find
+it, and ``niche gc`` keeps its files. :func:`save_dataset` and :func:`open_dataset` are the only
+places dataset files are written and read.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from niche.settings import Settings
 from niche.workflows._context import resolve
 
 if TYPE_CHECKING:
-    from niche.registry import Registry
+    from niche.registry import DatasetRecord, Registry
 
 __all__ = [
     "DEFAULT_DATASET",
@@ -80,18 +80,30 @@ class LoadedData:
 
 @dataclass(frozen=True)
 class CuratedData:
-    """A curated dataset version, where its files are, and the source it came from."""
+    """A curated dataset version, its registry record (where its files are), and its source."""
 
     version: DatasetVersion
-    path: Path
+    record: DatasetRecord
     loaded: LoadedData
+
+    @property
+    def uri(self) -> str | None:
+        """Where the files are: a URL in the artifact store."""
+        return self.record.uri
+
+    @property
+    def path(self) -> Path | None:
+        """The files' local directory, when the artifact store is on this machine."""
+        return _local_dir(self.record.uri)
 
     def to_dict(self) -> dict[str, Any]:
         """What ``niche data curate --json`` prints."""
+        path = self.path
         return {
             "fingerprint": self.version.fingerprint,
             "source": self.version.source,
-            "path": str(self.path),
+            "uri": self.uri,
+            "path": str(path) if path is not None else None,
             "curation": self.version.report.to_dict(),
         }
 
@@ -187,26 +199,24 @@ def curate_data(
             near_duplicate_threshold=near_duplicate_threshold,
             source=loaded.source,
         )
-    path = save_dataset(version, settings, registry=registry)
-    return CuratedData(version=version, path=path, loaded=loaded)
+    record = save_dataset(version, settings, registry=registry)
+    return CuratedData(version=version, record=record, loaded=loaded)
 
 
 def save_dataset(
     version: DatasetVersion, settings: Settings | None = None, *, registry: Registry | None = None
-) -> Path:
-    """Save the dataset version's files, register it, and return where the files are.
+) -> DatasetRecord:
+    """Store the dataset version's files in the artifact store and register it.
 
-    Idempotent by fingerprint: saving a version again changes nothing.
+    Idempotent by fingerprint: saving a version again writes nothing. The record's ``uri``
+    names the files in the artifact store (``NICHE_ARTIFACTS_URL``: any fsspec URL), so a
+    registry shared by a team points at files every member can fetch.
 
-    >>> save_dataset(version)
-    PosixPath('.niche/datasets/3f2a9c0d1e2b4a5c')
+    >>> save_dataset(version).uri
+    'file:///home/ana/.niche/artifacts/sha256/3f/3f2a9c0d…'
     """
-    from niche.registry import LocalStore
-
-    settings, registry = resolve(settings, registry)
-    path = LocalStore(settings).save_dataset(version)
-    registry.register_dataset(version, uri=str(path.resolve()))
-    return path
+    _, registry = resolve(settings, registry)
+    return registry.datasets.register(version)
 
 
 def open_dataset(
@@ -214,27 +224,45 @@ def open_dataset(
 ) -> DatasetVersion:
     """The registered dataset version whose fingerprint is ``ref`` or starts with it.
 
-    A version whose files were saved but never registered (by a niche that curated without
-    registering) is registered on first use.
+    Its files are fetched from the artifact store and verified. A version an older niche
+    saved under ``NICHE_HOME/datasets`` without registering it is registered (its files
+    stored) on first use.
 
     >>> open_dataset("3f2a9c0d").source
     'catalog:banking77'
     """
-    from niche.registry import LocalStore
-
     settings, registry = resolve(settings, registry)
     try:
-        record = registry.get_dataset(ref)
-    except DatasetNotFoundError as missing:
-        try:
-            version = LocalStore(settings).load_dataset(ref)
-        except NotFoundError:
-            raise missing from None
-        save_dataset(version, settings, registry=registry)
+        return registry.datasets.load(ref)
+    except NotFoundError as missing:
+        version = _saved_by_an_older_niche(ref, settings)
+        if version is None:
+            if isinstance(missing, DatasetNotFoundError):
+                raise
+            # Registered without files: the version is known, its rows are not.
+            raise DatasetNotFoundError(str(missing)) from None
+        registry.datasets.register(version)
         return version
-    if record.uri is None:
-        raise DatasetNotFoundError(
-            f"dataset version {record.fingerprint[:16]} is registered without files; "
-            "curate it again with `niche data curate`"
-        )
-    return DatasetVersion.load(Path(record.uri))
+
+
+def _saved_by_an_older_niche(ref: str, settings: Settings) -> DatasetVersion | None:
+    """The version under ``NICHE_HOME/datasets`` whose fingerprint starts with ``ref``, if any."""
+    from niche.registry import LocalStore
+
+    try:
+        return LocalStore(settings).load_dataset(ref)
+    except NotFoundError:
+        return None
+
+
+def _local_dir(uri: str | None) -> Path | None:
+    """The local directory a dataset record's ``uri`` names, or None when it is remote.
+
+    >>> _local_dir("file:///srv/niche/artifacts/sha256/3f/3f2a")
+    PosixPath('/srv/niche/artifacts/sha256/3f/3f2a')
+    """
+    if uri is None:
+        return None
+    if uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    return None if "://" in uri else Path(uri)

@@ -5,22 +5,23 @@
     True
 
 Both run on the uncached encoder, so latency, CPU time, cost and energy are of real work; the
-paired test and the cascade curve compare them row by row.
+paired test and the cascade curve compare them row by row. Specialists of any kind are loaded
+through their kind (:func:`~niche.workflows.load_specialist`); the general baseline is the
+``zero-shot`` kind unless a caller passes another predictor.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from niche.data import DatasetVersion, Rows
-from niche.encoders import Encoder
+from niche.encoders import Encoder, default_encoder
 from niche.errors import DatasetNotFoundError, ValidationError
 from niche.evaluation import Comparison, Evaluation, compare, evaluate
 from niche.progress import NO_PROGRESS, Progress
 from niche.settings import Settings
-from niche.specialists import Predictor, TextSpecialist, ZeroShot
+from niche.specialists import FitContext, Predictor, get_kind
 from niche.workflows._context import resolve
 from niche.workflows.data import open_dataset
 from niche.workflows.models import load_specialist
@@ -33,9 +34,11 @@ __all__ = [
     "evaluate_model",
     "evaluate_predictor",
     "evaluate_registered",
+    "measuring_encoder",
     "record_evaluation",
     "training_data",
     "uncached_encoder",
+    "zero_shot_baseline",
 ]
 
 
@@ -72,6 +75,17 @@ def uncached_encoder(encoder: Encoder) -> Encoder:
     return inner if isinstance(inner, Encoder) else encoder
 
 
+def measuring_encoder(encoder: Encoder | None, settings: Settings | None = None) -> Encoder:
+    """The encoder to measure with: ``encoder`` without its cache, else the settings' uncached.
+
+    >>> measuring_encoder(CachedEncoder(onnx, cache)) is onnx
+    True
+    """
+    if encoder is not None:
+        return uncached_encoder(encoder)
+    return default_encoder(settings or Settings(), cache=False)
+
+
 def _split_rows(version: DatasetVersion, split: str) -> Rows:
     if split not in version.splits:
         raise ValidationError(
@@ -80,13 +94,6 @@ def _split_rows(version: DatasetVersion, split: str) -> Rows:
             param="split",
         )
     return version.splits[split]
-
-
-def _measured(specialist: TextSpecialist) -> TextSpecialist:
-    """A copy of ``specialist`` running on the uncached encoder."""
-    measured = copy.copy(specialist)
-    measured.encoder = uncached_encoder(specialist.encoder)
-    return measured
 
 
 def evaluate_predictor(
@@ -99,14 +106,14 @@ def evaluate_predictor(
 ) -> Evaluation:
     """Quality, latency, cost and energy of one predictor on ``version``'s ``split``.
 
-    A :class:`TextSpecialist` runs on its uncached encoder, so the numbers are of real work.
+    The predictor is measured as it is: load it on an uncached encoder
+    (``load_specialist(record, encoder=uncached_encoder(encoder))``) so the numbers are of
+    real work, not of embedding-cache hits.
 
-    >>> evaluate_predictor(specialist, version).accuracy
+    >>> evaluate_predictor(load_specialist(record, encoder=uncached), version).accuracy
     """
     settings = settings or Settings()
     rows = _split_rows(version, split)
-    if isinstance(predictor, TextSpecialist):
-        predictor = _measured(predictor)
     return evaluate(
         predictor,
         rows.texts,
@@ -118,29 +125,56 @@ def evaluate_predictor(
     )
 
 
+def zero_shot_baseline(
+    label_set: list[str],
+    settings: Settings | None = None,
+    *,
+    encoder: Encoder | None = None,
+    label_descriptions: dict[str, str] | None = None,
+) -> Predictor:
+    """The offline general model over ``label_set``, on the uncached ``encoder``.
+
+    >>> zero_shot_baseline(["ham", "spam"], encoder=encoder).kind
+    'zero-shot'
+    """
+    settings = settings or Settings()
+    context = FitContext(
+        settings,
+        encoder=measuring_encoder(encoder, settings),
+        options={"descriptions": label_descriptions},
+    )
+    return get_kind("zero-shot").fit([], label_set, context)
+
+
 def evaluate_model(
-    specialist: TextSpecialist,
+    specialist: Predictor,
     version: DatasetVersion,
     settings: Settings | None = None,
     *,
     split: str = "test",
     general: Predictor | None = None,
     label_descriptions: dict[str, str] | None = None,
+    encoder: Encoder | None = None,
     seed: int | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> EvaluationReport:
     """Evaluate ``specialist`` and the general model (default: zero-shot) on ``version``'s ``split``.
 
-    >>> evaluate_model(specialist, version).comparison.to_dict()["paired_test"]["p_value"]
+    ``encoder`` is what the zero-shot baseline runs on (uncached; default: the settings').
+    Load ``specialist`` on the uncached encoder too, so both are measured doing real work.
+
+    >>> evaluate_model(specialist, version, encoder=encoder).to_dict()["paired_test"]["p_value"]
     """
     settings = settings or Settings()
     seed = settings.get("NICHE_SEED") if seed is None else seed
     rows = _split_rows(version, split)
-    general = general or ZeroShot(
-        specialist.label_set,
-        uncached_encoder(specialist.encoder),
-        descriptions=label_descriptions,
-    )
+    if general is None:
+        general = zero_shot_baseline(
+            specialist.label_set,
+            settings,
+            encoder=encoder,
+            label_descriptions=label_descriptions,
+        )
     with progress.task("evaluating the specialist", total=None):
         specialist_eval = evaluate_predictor(specialist, version, settings, split=split, seed=seed)
     with progress.task("evaluating the general model", total=None):
@@ -169,7 +203,7 @@ def training_data(
 ) -> DatasetVersion:
     """The dataset version model version ``record`` was trained on (its test split is its proof).
 
-    >>> training_data(registry.get_model("banking77", 3)).fingerprint == record.dataset_fingerprint
+    >>> training_data(registry.models.get("banking77", 3)).fingerprint == record.dataset_fingerprint
     True
     """
     try:
@@ -189,7 +223,7 @@ def record_evaluation(
     >>> record_evaluation(registry, model, version, report).split
     'test'
     """
-    return registry.record_evaluation(
+    return registry.models.record_evaluation(
         record.task,
         record.version,
         dataset_fingerprint=data.fingerprint,
@@ -220,18 +254,20 @@ def evaluate_registered(
     3080
     """
     settings, registry = resolve(settings, registry)
-    spec = registry.get_task(task).spec
-    record = registry.get_model(task, version)
+    spec = registry.tasks.get(task).spec
+    record = registry.models.get(task, version)
     if dataset is None:
         data = training_data(record, settings, registry=registry)
     else:
         data = open_dataset(dataset, settings, registry=registry)
+    measured = measuring_encoder(encoder, settings)
     report = evaluate_model(
-        load_specialist(record, settings, encoder=encoder),
+        load_specialist(record, settings, encoder=measured),
         data,
         settings,
         split=split,
         label_descriptions=spec.label_descriptions,
+        encoder=measured,
         seed=seed,
         progress=progress,
     )

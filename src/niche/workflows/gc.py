@@ -1,4 +1,4 @@
-"""Remove stored artifacts that no registered model version references.
+"""Remove stored artifacts that no registered model or dataset version references.
 
 >>> result = collect_garbage(dry_run=True)
 >>> result.removed
@@ -34,7 +34,7 @@ class GarbageCollected:
 def collect_garbage(
     settings: Settings | None = None, *, dry_run: bool = False, registry: Registry | None = None
 ) -> GarbageCollected:
-    """Delete every artifact whose digest no model version references (unless ``dry_run``).
+    """Delete every artifact no model or dataset version references (unless ``dry_run``).
 
     The referenced set is read before anything is deleted, so an artifact a concurrent
     registration has not committed yet may go: register again to store it again.

@@ -16,10 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from niche.encoders import Encoder, default_encoder
+from niche.encoders import Encoder
 from niche.errors import DatasetNotFoundError
 from niche.settings import Settings
-from niche.specialists import TextSpecialist
+from niche.specialists import LoadContext, Predictor, load_predictor
 from niche.workflows._context import resolve
 
 if TYPE_CHECKING:
@@ -53,10 +53,10 @@ def register_trained(
         model_dir = trained.specialist.save(Path(tmp) / "model")
         artifact = artifacts.put_dir(model_dir)
     # Retraining the same data with the same code gives the same bytes: keep one version.
-    for existing in registry.list_models(task):
+    for existing in registry.models.all(task):
         if existing.artifact_digest == artifact.digest:
             return existing
-    return registry.register_model(
+    return registry.models.register(
         task,
         kind=trained.specialist.kind,
         artifact_digest=artifact.digest,
@@ -68,17 +68,20 @@ def register_trained(
 
 def load_specialist(
     record: ModelVersionRecord, settings: Settings | None = None, *, encoder: Encoder | None = None
-) -> TextSpecialist:
-    """The specialist of a registered model version, its artifact digest verified.
+) -> Predictor:
+    """The predictor of a registered model version, loaded by its kind, its artifact verified.
 
-    >>> load_specialist(registry.get_model("banking77", "champion")).kind
+    ``encoder`` defaults to the one the settings name (behind the embedding cache); pass an
+    uncached one to measure real work.
+
+    >>> load_specialist(registry.models.get("banking77", "champion")).kind
     'text'
     """
     from niche.registry.artifacts import ArtifactStore
 
     settings = settings or Settings()
     path = ArtifactStore.from_settings(settings).get_dir(record.artifact_digest)
-    return TextSpecialist.load(path, encoder or default_encoder(settings))
+    return load_predictor(record.kind, path, LoadContext(settings, encoder=encoder))
 
 
 def show_model(
@@ -94,8 +97,8 @@ def show_model(
     'test'
     """
     _, registry = resolve(settings, registry)
-    record = registry.get_model(task, version)
-    evaluations = registry.list_evaluations(task, record.version)
+    record = registry.models.get(task, version)
+    evaluations = registry.models.evaluations(task, record.version)
     return record.to_dict() | {"evaluations": [e.to_dict() for e in evaluations]}
 
 
@@ -115,7 +118,7 @@ def lineage(
     >>> lineage("banking77", "champion")["dataset"]["fingerprint"]
     """
     _, registry = resolve(settings, registry)
-    walked = registry.lineage(task, version)
+    walked = registry.models.lineage(task, version)
     dataset = walked["dataset"]
     if not dataset.get("registered", True):
         model = walked["model"]

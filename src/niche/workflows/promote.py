@@ -9,14 +9,13 @@
 
 A promotion evaluates the candidate on the test split of its own dataset version (checked by
 text fingerprint to be disjoint from its training rows), evaluates the current holder of the
-alias on the same rows, applies the gate, stores the decision either way, and moves the alias
-only when the gate passed (or was forced, with a reason). :func:`promote` is the one place
-this happens.
+alias on the same rows and applies the gate. The registry's one promotion rule
+(``registry.promotions.promote``) then stores the decision either way and moves the alias only
+when the gate passed (or was forced, with a reason), in one transaction with its audit events.
 """
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -32,6 +31,7 @@ from niche.workflows.evaluate import (
     EvaluationReport,
     evaluate_model,
     evaluate_predictor,
+    measuring_encoder,
     record_evaluation,
     training_data,
 )
@@ -40,19 +40,7 @@ from niche.workflows.models import load_specialist
 if TYPE_CHECKING:
     from niche.registry import ModelVersionRecord, Registry
 
-__all__ = ["PromotionOutcome", "default_actor", "held_out_overlap", "promote"]
-
-
-def default_actor() -> str:
-    """Who is acting, for alias history and gate decisions: ``cli:<user>``.
-
-    >>> default_actor()
-    'cli:ana'
-    """
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli:unknown"
+__all__ = ["PromotionOutcome", "held_out_overlap", "promote"]
 
 
 def _text_digest(text: str) -> str:
@@ -142,7 +130,8 @@ def promote(
     ``evaluation`` reuses a fresh evaluation of the candidate on its test split (quickstart has
     one); otherwise the candidate is evaluated here. A refusal is an outcome, not an error:
     call :meth:`PromotionOutcome.raise_for_refusal` to make it one. Someone else moving the
-    alias meanwhile raises :class:`~niche.errors.ConflictError`.
+    alias meanwhile raises :class:`~niche.errors.ConflictError` (nothing is stored). ``actor``
+    defaults to the registry's (``cli:<user>`` unless it was built with another).
 
     >>> promote("banking77", 5, force=True, why="incident 42: v4 mislabels refunds").forced
     True
@@ -153,28 +142,29 @@ def promote(
         )
     settings, registry = resolve(settings, registry)
     encoder = encoder or default_encoder(settings)
-    actor = actor or default_actor()
+    measured = measuring_encoder(encoder)
     seed = settings.get("NICHE_SEED") if seed is None else seed
 
-    spec = registry.get_task(task).spec
-    candidate = registry.get_model(task, version)
+    spec = registry.tasks.get(task).spec
+    candidate = registry.models.get(task, version)
     dataset = training_data(candidate, settings, registry=registry)
     if evaluation is None:
         evaluation = evaluate_model(
-            load_specialist(candidate, settings, encoder=encoder),
+            load_specialist(candidate, settings, encoder=measured),
             dataset,
             settings,
             label_descriptions=spec.label_descriptions,
+            encoder=measured,
             seed=seed,
             progress=progress,
         )
     record_evaluation(registry, candidate, dataset, evaluation)
 
-    previous = registry.get_alias(task, alias)
+    previous = registry.promotions.get(task, alias)
     champion_eval = None
     if previous is not None and previous.version != candidate.version:
         with progress.task(f"evaluating {alias} v{previous.version} on the same rows"):
-            champion = load_specialist(previous, settings, encoder=encoder)
+            champion = load_specialist(previous, settings, encoder=measured)
             champion_eval = evaluate_predictor(
                 champion, dataset, settings, split=evaluation.split, seed=seed
             )
@@ -189,28 +179,15 @@ def promote(
         n_resamples=settings.get("NICHE_BOOTSTRAP_RESAMPLES"),
         seed=seed,
     )
-    moved = False
-    already = previous is not None and previous.version == candidate.version
-    if (decision.passed or force) and not already:
-        reason = why or f"gate passed ({len(decision.checks)} checks)"
-        registry.set_alias(
-            task,
-            alias,
-            candidate.version,
-            actor=actor,
-            reason=reason if decision.passed else f"forced: {why}",
-            expected_current=previous.version if previous else None,
-        )
-        moved = True
-    registry.record_gate(
+    promoted = registry.promotions.promote(
         task,
+        alias,
         candidate.version,
-        alias=alias,
-        passed=decision.passed,
-        checks=[check.to_dict() for check in decision.checks],
-        forced=force and not decision.passed,
+        decision=decision,
+        force=force,
         why=why,
         actor=actor,
+        expected_current=previous.version if previous else None,
     )
     return PromotionOutcome(
         task=task,
@@ -218,8 +195,8 @@ def promote(
         candidate=candidate,
         previous=previous,
         decision=decision,
-        moved=moved,
-        forced=force and not decision.passed,
-        already=already,
+        moved=promoted.moved,
+        forced=promoted.forced,
+        already=promoted.already,
         evaluation=evaluation,
     )

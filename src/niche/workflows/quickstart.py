@@ -19,14 +19,14 @@ from niche.encoders import default_encoder
 from niche.progress import NO_PROGRESS, Progress
 from niche.settings import Settings
 from niche.workflows._context import resolve
-from niche.workflows.data import DEFAULT_DATASET, DataSpec, curate_data
-from niche.workflows.evaluate import EvaluationReport, evaluate_model
+from niche.workflows.data import DEFAULT_DATASET, DataSpec, _local_dir, curate_data
+from niche.workflows.evaluate import EvaluationReport, evaluate_model, measuring_encoder
 from niche.workflows.models import load_specialist
 from niche.workflows.promote import PromotionOutcome, promote
 from niche.workflows.train import task_name_for, train_and_register
 
 if TYPE_CHECKING:
-    from niche.registry import ModelVersionRecord, Registry
+    from niche.registry import DatasetRecord, ModelVersionRecord, Registry
 
 __all__ = ["QuickstartResult", "quickstart"]
 
@@ -38,15 +38,26 @@ class QuickstartResult:
     name: str
     task: str
     version: DatasetVersion
-    dataset_path: Path
+    dataset: DatasetRecord
     model: ModelVersionRecord
     evaluation: EvaluationReport
     promotion: PromotionOutcome
     timings_s: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def dataset_uri(self) -> str | None:
+        """Where the dataset version's files are: a URL in the artifact store."""
+        return self.dataset.uri
+
+    @property
+    def dataset_path(self) -> Path | None:
+        """The dataset version's local directory, when the artifact store is on this machine."""
+        return _local_dir(self.dataset.uri)
+
     def to_dict(self) -> dict[str, Any]:
         """What ``niche quickstart --json`` prints."""
         evaluation = self.evaluation.to_dict()
+        path = self.dataset_path
         return {
             "dataset": {
                 "name": self.name,
@@ -55,7 +66,8 @@ class QuickstartResult:
                 "rows": sum(len(rows) for rows in self.version.splits.values()),
                 "splits": {name: len(rows) for name, rows in self.version.splits.items()},
                 "labels": len(self.version.label_set),
-                "path": str(self.dataset_path),
+                "uri": self.dataset_uri,
+                "path": str(path) if path is not None else None,
             },
             "curation": self.version.report.to_dict(),
             "specialist": {
@@ -124,11 +136,13 @@ def quickstart(
     timings["train"] = round(time.perf_counter() - started, 3)
 
     started = time.perf_counter()
+    measured = measuring_encoder(encoder)
     report = evaluate_model(
-        load_specialist(model, settings, encoder=encoder),
+        load_specialist(model, settings, encoder=measured),
         curated.version,
         settings,
         label_descriptions=curated.loaded.label_descriptions,
+        encoder=measured,
         seed=seed,
         progress=progress,
     )
@@ -150,7 +164,7 @@ def quickstart(
         name=curated.loaded.name,
         task=task,
         version=curated.version,
-        dataset_path=curated.path.resolve(),
+        dataset=curated.record,
         model=model,
         evaluation=report,
         promotion=outcome,

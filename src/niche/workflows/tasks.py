@@ -144,7 +144,7 @@ def create_task(
         fixed["description"] = description
     spec = _changed(TaskSpec(name=name), changes, fixed)
     _, registry = resolve(settings, registry)
-    return registry.create_task(spec)
+    return registry.tasks.create(spec)
 
 
 def edit_task(
@@ -161,8 +161,8 @@ def edit_task(
     """
     _, registry = resolve(settings, registry)
     # Checked on the current spec first, so a bad pair is refused naming itself.
-    _changed(registry.get_task(name).spec, changes, {})
-    return registry.update_task(name, **parse_changes(changes))
+    _changed(registry.tasks.get(name).spec, changes, {})
+    return registry.tasks.update(name, **parse_changes(changes))
 
 
 def show_task(
@@ -174,4 +174,4 @@ def show_task(
     {'champion': 3}
     """
     _, registry = resolve(settings, registry)
-    return registry.get_task(name).to_dict() | {"aliases": registry.list_aliases(name)}
+    return registry.tasks.get(name).to_dict() | {"aliases": registry.promotions.aliases(name)}

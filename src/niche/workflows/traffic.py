@@ -42,7 +42,7 @@ def parse_since(
     >>> parse_since("1h", clock=lambda: datetime(2026, 3, 1, 12, tzinfo=UTC)).isoformat()
     '2026-03-01T11:00:00+00:00'
     """
-    from niche.registry.store import parse_since as registry_parse_since
+    from niche.registry.since import parse_since as registry_parse_since
 
     if text is None:
         return None
@@ -68,7 +68,7 @@ def list_traffic(
     """
     start = parse_since(since)
     _, registry = resolve(settings, registry)
-    return registry.list_traffic(task, since=start, limit=limit)
+    return registry.traffic.query(task, since=start, limit=limit)
 
 
 def count_traffic(
@@ -85,4 +85,4 @@ def count_traffic(
     """
     start = parse_since(since)
     _, registry = resolve(settings, registry)
-    return registry.count_traffic(task, since=start)
+    return registry.traffic.count(task, since=start)

@@ -49,7 +49,7 @@ def ensure_task_for(
     """
     from niche.registry.tasks import TaskSpec
 
-    return registry.ensure_task(
+    return registry.tasks.ensure(
         TaskSpec(
             name=name,
             labels=version.label_set,
@@ -63,6 +63,7 @@ def train_and_register(
     settings: Settings | None = None,
     *,
     task: str | None = None,
+    kind: str = "text",
     encoder: Encoder | None = None,
     seed: int | None = None,
     fraction: float = 1.0,
@@ -70,20 +71,24 @@ def train_and_register(
     label_descriptions: dict[str, str] | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> ModelVersionRecord:
-    """Train a text specialist on ``dataset`` and register it as ``task``'s next version.
+    """Train a specialist of ``kind`` on ``dataset`` and register it as ``task``'s next version.
 
     ``dataset`` is a dataset version or the fingerprint (or a unique prefix) of a registered
-    one. ``task`` defaults to a name derived from the dataset's source, created when missing
-    (with ``label_descriptions`` for its zero-shot general model). ``fraction`` trains on that
-    share of each label's rows (a deliberately weak baseline).
+    one. ``kind`` names an installed specialist kind (``niche.specialists.available_kinds()``;
+    an unknown one is refused listing them). ``task`` defaults to a name derived from the
+    dataset's source, created when missing (with ``label_descriptions`` for its zero-shot
+    general model). ``fraction`` trains on that share of each label's rows (a deliberately
+    weak baseline).
 
     >>> train_and_register(version, task="tickets", fraction=0.05).version
     2
     """
-    from niche.training import train_text_specialist
+    from niche.specialists import FitContext, get_kind
+    from niche.training import train
 
     if not 0 < fraction <= 1:
         raise ValidationError(f"fraction must be in (0, 1], got {fraction}", param="fraction")
+    get_kind(kind)  # an unknown kind is refused before any work
     settings, registry = resolve(settings, registry)
     if isinstance(dataset, str):
         version = open_dataset(dataset, settings, registry=registry)
@@ -98,9 +103,8 @@ def train_and_register(
     if callable(load):
         with progress.task("loading the encoder (exported to ONNX on first use)", total=None):
             load()
-    trained = train_text_specialist(
-        version, encoder, seed=seed, fraction=fraction, progress=progress
-    )
+    context = FitContext(settings, encoder=encoder, seed=seed, progress=progress)
+    trained = train(version, kind, context, fraction=fraction)
     return register_trained(trained, task, settings, registry=registry)
 
 
