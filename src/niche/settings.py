@@ -79,7 +79,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "NICHE_ARTIFACTS_URL",
         lambda s: str(s.home / "artifacts"),
-        "Where model artifacts are stored, content-addressed: a local directory or any fsspec "
+        "Where model artifacts and dataset files are stored, content-addressed: a local directory or any fsspec "
         "URL (s3://bucket/prefix, gs://…, memory://… for tests).",
     ),
     Setting(

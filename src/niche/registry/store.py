@@ -9,8 +9,7 @@
 
 ``registry.tasks``, ``.datasets``, ``.models``, ``.promotions``, ``.keys``, ``.traffic`` and
 ``.audit`` share one database; every method is one transaction returning frozen records, and
-every change writes its audit event in that transaction. The flat names of before
-(``registry.get_task`` …) still work, as delegations (:mod:`niche.registry.legacy`).
+every change writes its audit event in that transaction.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from niche.registry import db
-from niche.registry.legacy import LegacyNames
 from niche.registry.records import (
     AliasEventRecord,
     AuditEventRecord,
@@ -79,7 +77,7 @@ __all__ = [
 ]
 
 
-class Registry(LegacyNames):
+class Registry:
     """Tasks, dataset versions, model versions, aliases and gates, API keys, traffic, audit.
 
     ``url`` defaults to ``NICHE_DATABASE_URL`` from ``settings``; ``clock`` returns aware

@@ -172,8 +172,8 @@ class DatasetStore(Store):
     ) -> DatasetRecord:
         """Record a dataset version whose files are at ``uri`` (a local directory), if any.
 
-        Today's ``Registry.register_dataset(version, uri=...)``: idempotent by fingerprint, a
-        later call can fill in ``uri`` when the first one had none. Prefer :meth:`register`.
+        Idempotent by fingerprint; a later call can fill in ``uri`` when the first one had none.
+        Prefer :meth:`register`, which stores the files in the artifact store.
 
             >>> registry.datasets.register_path(version, uri=".niche/datasets/3f2a9c0d")
         """

@@ -36,7 +36,7 @@ def _traffic_record(row: TrafficRow) -> StoredTrafficRecord:
 def _traffic_values(record: TrafficRecord, now: datetime) -> dict[str, Any]:
     """The row to insert for ``record``, checked; errors name the offending field."""
     if not isinstance(record, TrafficRecord):
-        raise ValidationError(f"record_traffic takes TrafficRecord objects, got {record!r}")
+        raise ValidationError(f"traffic.record takes TrafficRecord objects, got {record!r}")
     values = {name: getattr(record, name) for name in TRAFFIC_FIELDS}
     values["model"] = nonempty(record.model, "model")
     values["route"] = nonempty(record.route, "route")
