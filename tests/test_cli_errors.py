@@ -4,6 +4,7 @@ without a case here fails the coverage test."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -95,12 +96,9 @@ CASES: dict[tuple[str, ...], list[Case]] = {
     ("models", "list"): [Case(["models", "list", "nosuch"], 2, ("no task 'nosuch'",))],
     ("models", "show"): [Case(["models", "show", TASK, "v9"], 2, ("no model version 9",))],
     ("models", "lineage"): [
-        Case(
-            ["models", "lineage", TASK, "1"],
-            2,
-            (f"model {TASK} v1", ORPHAN_FINGERPRINT, "not registered"),
-        ),
-        Case(["models", "lineage", TASK, "1", "--json"], 2, (ORPHAN_FINGERPRINT,)),
+        Case(["models", "lineage", TASK, "v9"], 2, ("no model version 9",)),
+        Case(["models", "lineage", TASK, "v9", "--json"], 2, ("no model version 9",)),
+        Case(["models", "lineage", "nosuch", "1"], 2, ("no task 'nosuch'",)),
     ],
     ("aliases", "history"): [Case(["aliases", "history", "nosuch"], 2, ("no task 'nosuch'",))],
     ("db", "upgrade"): [Case(["db", "upgrade"], 2, (BAD_DATABASE_MESSAGE,), BAD_DATABASE)],
@@ -171,7 +169,7 @@ def test_a_bad_argument_exits_with_its_code_and_one_line(registry_with_an_orphan
 @pytest.mark.parametrize(
     ("args", "code", "name"),
     [
-        (["models", "lineage", TASK, "1"], 2, ORPHAN_FINGERPRINT),
+        (["models", "lineage", TASK, "v9"], 2, "no model version 9"),
         (["tasks", "edit", TASK, "--set", "sla.min_quality=high"], 2, "sla.min_quality=high"),
         (["promote", TASK, "1", "--force"], 2, "--why"),
     ],
@@ -215,3 +213,18 @@ def test_the_root_group_turns_each_niche_error_into_its_exit_code_and_one_line()
         result = runner.invoke(demo, [name])
         assert result.exit_code == code, (name, result.output)
         assert result.stderr == f"error: {raised[name]}\n"
+
+
+def test_lineage_of_a_model_whose_dataset_is_not_registered_stops_at_the_model(
+    registry_with_an_orphan_model,
+):
+    # It died with `KeyError: 'source'`; the lineage is shown as far as it goes.
+    text = runner.invoke(app, ["models", "lineage", TASK, "1"])
+    assert (text.exit_code, text.exception) == (0, None), text.output
+    assert f"model {TASK} v1 (text" in text.stdout
+    assert f"dataset {ORPHAN_FINGERPRINT}: not registered" in text.stdout
+    as_json = runner.invoke(app, ["models", "lineage", TASK, "1", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    payload = json.loads(as_json.stdout)
+    assert payload["dataset"] == {"registered": False, "fingerprint": ORPHAN_FINGERPRINT}
+    assert payload["model"]["version"] == 1

@@ -266,15 +266,13 @@ def test_lineage_walks_to_the_registered_dataset(registry: Registry):
     assert walked["dataset"]["source"] == "tickets.csv"
 
 
-def test_lineage_of_a_model_whose_dataset_is_not_registered_names_task_version_and_dataset(
+def test_lineage_of_a_model_whose_dataset_is_not_registered_stops_at_the_model(
     registry: Registry,
 ):
     _register_model(registry, "cd" * 32)
-    with pytest.raises(DatasetNotFoundError) as caught:
-        lineage(TASK, "v1", registry=registry)
-    message = str(caught.value)
-    assert f"model {TASK} v1" in message and "cd" * 32 in message
-    assert caught.value.exit_code == 2
+    walked = lineage(TASK, "v1", registry=registry)
+    assert walked["dataset"] == {"registered": False, "fingerprint": "cd" * 32}
+    assert walked["model"]["version"] == 1
 
 
 def test_gc_removes_only_artifacts_no_model_version_references(registry: Registry, tmp_path: Path):

@@ -277,8 +277,13 @@ def print_lineage(payload: dict[str, Any]) -> None:
         f"  trained on {lineage.get('train_rows')} rows with encoder {lineage.get('encoder_id')}, "
         f"niche {lineage.get('niche_version')} @ {lineage.get('git_revision') or 'unknown revision'}"
     )
-    typer.echo(f"  dataset {dataset['fingerprint']} from {dataset['source']}")
-    typer.echo(f"    splits {dataset['splits']}")
+    if dataset.get("registered", True):
+        typer.echo(f"  dataset {dataset['fingerprint']} from {dataset['source']}")
+        typer.echo(f"    splits {dataset['splits']}")
+    else:
+        typer.echo(
+            f"  dataset {dataset['fingerprint']}: not registered (the lineage stops at the model)"
+        )
     for evaluation in payload.get("evaluations", []):
         metrics = evaluation["metrics"]
         typer.echo(

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from niche.encoders import Encoder
-from niche.errors import DatasetNotFoundError
 from niche.settings import Settings
 from niche.specialists import LoadContext, Predictor, load_predictor
 from niche.workflows._context import resolve
@@ -111,19 +110,11 @@ def lineage(
 ) -> dict[str, Any]:
     """Where a model version came from: ``model`` → ``dataset`` → ``evaluations``, ``gates``.
 
-    Raises :class:`~niche.errors.DatasetNotFoundError` naming the task, version and dataset
-    fingerprint when the dataset it was trained on is not registered: its lineage cannot be
-    walked.
+    When the dataset it was trained on is not registered, ``dataset`` is
+    ``{"registered": False, "fingerprint": ...}``: the lineage stops at the model, and the
+    rest (evaluations, gates) is still shown.
 
     >>> lineage("banking77", "champion")["dataset"]["fingerprint"]
     """
     _, registry = resolve(settings, registry)
-    walked = registry.models.lineage(task, version)
-    dataset = walked["dataset"]
-    if not dataset.get("registered", True):
-        model = walked["model"]
-        raise DatasetNotFoundError(
-            f"model {model['task']} v{model['version']} was trained on dataset version "
-            f"{dataset['fingerprint']}, which is not registered: its lineage stops at the model"
-        )
-    return walked
+    return registry.models.lineage(task, version)
