@@ -50,6 +50,15 @@ def encoder(encoder_cache_dir: Path):
 
 
 @pytest.fixture
+def cli_env(niche_home: Path, encoder_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """NICHE_HOME for a CLI run that trains: the run's shared encoder cache, fewer bootstrap
+    resamples; everything else lives in this test's home."""
+    monkeypatch.setenv("NICHE_CACHE_DIR", str(encoder_cache_dir))
+    monkeypatch.setenv("NICHE_BOOTSTRAP_RESAMPLES", "200")
+    return niche_home
+
+
+@pytest.fixture
 def registry(database_url: str):
     """A registry on each backend (``database_url`` is ``[sqlite]`` or ``[postgresql]``),
     with a clock that steps one second per reading."""

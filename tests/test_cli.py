@@ -18,14 +18,6 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def cli_env(niche_home: Path, encoder_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    # Share the encoder exported once per test run; everything else lives in this test's home.
-    monkeypatch.setenv("NICHE_CACHE_DIR", str(encoder_cache_dir))
-    monkeypatch.setenv("NICHE_BOOTSTRAP_RESAMPLES", "200")
-    return niche_home
-
-
-@pytest.fixture
 def tickets_csv(tmp_path: Path, datasets_dir: Path) -> Path:
     """A labelled CSV with other column names: 6 BANKING77 intents, 50 rows each."""
     wanted = {

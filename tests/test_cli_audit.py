@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,14 +14,6 @@ from typer.testing import CliRunner
 from niche.cli import app
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def cli_env(niche_home: Path, encoder_cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    # Share the encoder exported once per test run; everything else lives in this test's home.
-    monkeypatch.setenv("NICHE_CACHE_DIR", str(encoder_cache_dir))
-    monkeypatch.setenv("NICHE_BOOTSTRAP_RESAMPLES", "200")
-    return niche_home
 
 
 def _json(result: Any) -> Any:
