@@ -39,7 +39,14 @@ from fsspec.implementations.local import LocalFileSystem
 from niche.errors import ArtifactError, ChecksumMismatchError, NotFoundError
 from niche.settings import Settings
 
-__all__ = ["MANIFEST_FILE", "TEMP_MAX_AGE_S", "Artifact", "ArtifactStore", "content_digest"]
+__all__ = [
+    "MANIFEST_FILE",
+    "TEMP_MAX_AGE_S",
+    "Artifact",
+    "ArtifactStore",
+    "content_digest",
+    "local_dir",
+]
 
 MANIFEST_FILE = "MANIFEST.json"
 # A temp dir older than this belongs to a put that crashed; gc removes it.
@@ -48,6 +55,20 @@ PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".pt", ".pth"})
 _CHUNK = 1 << 20
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 _TEMP_NAME = re.compile(r"^(\d+)-[0-9a-f]{32}$")
+
+
+def local_dir(uri: str | None) -> Path | None:
+    """The local directory ``uri`` names (a ``file://`` URL or a plain path), or None when
+    it is remote or unset.
+
+    >>> local_dir("file:///srv/niche/artifacts/sha256/3f/3f2a")
+    PosixPath('/srv/niche/artifacts/sha256/3f/3f2a')
+    """
+    if uri is None:
+        return None
+    if uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    return None if "://" in uri else Path(uri)
 
 
 def content_digest(files: Mapping[str, str]) -> str:

@@ -94,7 +94,9 @@ class CuratedData:
     @property
     def path(self) -> Path | None:
         """The files' local directory, when the artifact store is on this machine."""
-        return _local_dir(self.record.uri)
+        from niche.registry.artifacts import local_dir
+
+        return local_dir(self.record.uri)
 
     def to_dict(self) -> dict[str, Any]:
         """What ``niche data curate --json`` prints."""
@@ -253,16 +255,3 @@ def _saved_by_an_older_niche(ref: str, settings: Settings) -> DatasetVersion | N
         return LocalStore(settings).load_dataset(ref)
     except NotFoundError:
         return None
-
-
-def _local_dir(uri: str | None) -> Path | None:
-    """The local directory a dataset record's ``uri`` names, or None when it is remote.
-
-    >>> _local_dir("file:///srv/niche/artifacts/sha256/3f/3f2a")
-    PosixPath('/srv/niche/artifacts/sha256/3f/3f2a')
-    """
-    if uri is None:
-        return None
-    if uri.startswith("file://"):
-        return Path(uri.removeprefix("file://"))
-    return None if "://" in uri else Path(uri)

@@ -19,7 +19,7 @@ from niche.encoders import default_encoder
 from niche.progress import NO_PROGRESS, Progress
 from niche.settings import Settings
 from niche.workflows._context import resolve
-from niche.workflows.data import DEFAULT_DATASET, DataSpec, _local_dir, curate_data
+from niche.workflows.data import DEFAULT_DATASET, DataSpec, curate_data
 from niche.workflows.evaluate import EvaluationReport, evaluate_model, measuring_encoder
 from niche.workflows.models import load_specialist
 from niche.workflows.promote import PromotionOutcome, promote
@@ -52,7 +52,9 @@ class QuickstartResult:
     @property
     def dataset_path(self) -> Path | None:
         """The dataset version's local directory, when the artifact store is on this machine."""
-        return _local_dir(self.dataset.uri)
+        from niche.registry.artifacts import local_dir
+
+        return local_dir(self.dataset.uri)
 
     def to_dict(self) -> dict[str, Any]:
         """What ``niche quickstart --json`` prints."""

@@ -84,10 +84,6 @@ def _dataset_row(session: Session, ref: str) -> DatasetVersionRow:
     raise DatasetNotFoundError(f"no dataset version {prefix!r} (latest: {shown})")
 
 
-def _local_path(uri: str) -> Path:
-    return Path(uri[len("file://") :] if uri.startswith("file://") else uri)
-
-
 class DatasetStore(Store):
     """The registry's dataset versions (``registry.datasets``).
 
@@ -226,18 +222,20 @@ class DatasetStore(Store):
             >>> registry.datasets.load("3f2a9c").splits["train"]
         """
         from niche.data.version import DatasetVersion
+        from niche.registry.artifacts import local_dir
 
         with self.database.session() as session:
             row = _dataset_row(session, ref)
             digest, uri, fingerprint = row.artifact_digest, row.uri, row.fingerprint
         if digest is not None:
             return DatasetVersion.load(self._fetch(digest, uri))
-        if uri is None:
+        path = local_dir(uri)
+        if path is None:
             raise NotFoundError(
                 f"dataset version {fingerprint[:16]} is registered without files; "
                 "curate it again with `niche data curate`"
             )
-        return DatasetVersion.load(_local_path(uri))
+        return DatasetVersion.load(path)
 
     def artifact_digests(self) -> set[str]:
         """Artifact digests of every dataset version's files (what ``niche gc`` keeps)."""
