@@ -21,12 +21,12 @@ from niche.errors import (
 )
 from niche.evaluation import Prices, cost_usd
 from niche.gateway.batching import MicroBatcher, split_usage
-from niche.gateway.cascade import map_answer, render_prompt
 from niche.gateway.general import prices, token_cost
 from niche.gateway.protocol import error_response, last_user_text, parse_chat_request
 from niche.gateway.upstream import CircuitBreaker
 from niche.registry.tasks import GeneralModelSpec
 from niche.specialists.base import Predictions, Usage
+from niche.specialists.prompting import map_answer, render_prompt
 
 LABELS = ["card_arrival", "lost_or_stolen_card", "card", "ham", "spam"]
 

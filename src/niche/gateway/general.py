@@ -25,11 +25,11 @@ import orjson
 
 from niche.errors import UpstreamError
 from niche.evaluation import Prices, cost_usd
-from niche.gateway.cascade import map_answer, render_prompt
 from niche.gateway.config import GatewayConfig
 from niche.gateway.upstream import CircuitBreaker, Upstream
 from niche.registry.tasks import GeneralModelSpec
 from niche.specialists.base import Usage
+from niche.specialists.prompting import map_answer, render_prompt
 
 if TYPE_CHECKING:
     from niche.gateway.batching import MicroBatcher

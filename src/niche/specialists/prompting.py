@@ -1,4 +1,6 @@
-"""Asking the general model a task's question and reading its answer back as a label.
+"""Asking a general model a task's question and reading its answer back as a label.
+
+Pure functions, below both the gateway (cascade, shadow) and evaluation (a remote predictor).
 
 >>> render_prompt(None, "my card is late", ["card_arrival", "lost_card"])[:44]
 'Classify the text into exactly one of these '
