@@ -145,6 +145,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Price of 1M output tokens of the global general model, in USD.",
         float,
     ),
+    Setting(
+        "NICHE_GENERAL_MAX_TOKENS",
+        64,
+        "Most tokens the global general model may generate per cascade or shadow answer (a "
+        "label needs a few; a task's own general model sets general.max_tokens).",
+        int,
+    ),
     # -- the gateway (`niche serve`) --
     Setting(
         "NICHE_GATEWAY_TIMEOUT_S",

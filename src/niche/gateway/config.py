@@ -72,6 +72,7 @@ class GatewayConfig:
                 price_output_per_1m_tokens_usd=settings.get(
                     "NICHE_GENERAL_PRICE_OUTPUT_PER_1M_TOKENS_USD"
                 ),
+                max_tokens=settings.get("NICHE_GENERAL_MAX_TOKENS"),
             )
         config = cls(
             general=general,

@@ -23,6 +23,8 @@ __all__ = ["INPUT_KINDS", "OUTPUT_KINDS", "SLA", "GeneralModelSpec", "ServingSpe
 INPUT_KINDS = ("text", "tabular", "chat")
 OUTPUT_KINDS = ("label", "text")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
+# A label answer needs a few tokens; JSON around it a few more.
+DEFAULT_MAX_TOKENS = 64
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -76,7 +78,9 @@ class GeneralModelSpec:
 
     ``kind="zero-shot"``: the built-in offline model. ``kind="openai"``: any OpenAI-compatible
     endpoint at ``base_url`` serving ``model``; ``api_key_env`` names the environment variable
-    holding the key (the key itself is never stored).
+    holding the key (the key itself is never stored). ``max_tokens`` bounds every answer the
+    gateway and evaluation ask for (a label needs a few tokens; an unbounded request lets a
+    server generate until its context is full); ``stop`` ends an answer early.
     """
 
     kind: str = "zero-shot"
@@ -86,6 +90,8 @@ class GeneralModelSpec:
     price_input_per_1m_tokens_usd: float = 0.0
     price_output_per_1m_tokens_usd: float = 0.0
     api_key_env: str | None = None
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    stop: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in ("zero-shot", "openai"):
@@ -101,6 +107,25 @@ class GeneralModelSpec:
             )
         _non_negative(self.price_input_per_1m_tokens_usd, "general.price_input_per_1m_tokens_usd")
         _non_negative(self.price_output_per_1m_tokens_usd, "general.price_output_per_1m_tokens_usd")
+        if (
+            isinstance(self.max_tokens, bool)
+            or not isinstance(self.max_tokens, int)
+            or not 1 <= self.max_tokens <= 65_536
+        ):
+            raise ValidationError(
+                f"general.max_tokens must be an integer in [1, 65536], got {self.max_tokens!r}"
+            )
+        if self.stop is not None:
+            stop = self.stop
+            if isinstance(stop, str) or not all(isinstance(s, str) and s for s in stop):
+                raise ValidationError(
+                    f"general.stop must be a list of non-empty strings, got {stop!r}"
+                )
+            if len(stop) > 4:
+                raise ValidationError(
+                    f"general.stop takes at most 4 strings (the OpenAI limit), got {len(stop)}"
+                )
+            object.__setattr__(self, "stop", tuple(stop))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeneralModelSpec:
