@@ -36,6 +36,9 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "RequestError",
+    "RequestTimeoutError",
+    "SpecialistError",
+    "SpecialistTimeoutError",
     "TaskNotFoundError",
     "UpstreamError",
     "UpstreamTimeoutError",
@@ -275,6 +278,12 @@ class PayloadTooLargeError(RequestError):
     http_status = 413
 
 
+class RequestTimeoutError(RequestError):
+    """A client did not send its whole request in time (a slow or stalled body)."""
+
+    http_status = 408
+
+
 class AuthenticationError(NicheError):
     """No API key, or one that is unknown or revoked."""
 
@@ -309,6 +318,19 @@ class BudgetExceededError(RateLimitError):
     def __init__(self, message: str, *, key_id: int) -> None:
         super().__init__(message)
         self.key_id = key_id
+
+
+class SpecialistError(NicheError):
+    """A specialist failed to answer: it raised, or returned rows that are not one label and
+    one confidence per input."""
+
+    http_status = 500
+
+
+class SpecialistTimeoutError(SpecialistError):
+    """A specialist did not answer within ``NICHE_GATEWAY_SPECIALIST_TIMEOUT_S``."""
+
+    http_status = 504
 
 
 class UpstreamError(NicheError):

@@ -235,6 +235,47 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds an open circuit breaker waits before letting one trial request through.",
         float,
     ),
+    # -- bounded clients: what one client (or a slow one) may hold of the gateway --
+    Setting(
+        "NICHE_GATEWAY_HEADER_TIMEOUT_S",
+        10.0,
+        "Seconds a client has to send a request's headers, from connecting or from the first "
+        "byte of a request on a kept-alive connection (then 408 and the connection closes).",
+        float,
+    ),
+    Setting(
+        "NICHE_GATEWAY_BODY_TIMEOUT_S",
+        10.0,
+        "Seconds a client has to send a request's whole body (then 408); a request takes one "
+        "of NICHE_GATEWAY_MAX_CONCURRENCY's slots only once its body is read.",
+        float,
+    ),
+    Setting(
+        "NICHE_GATEWAY_SPECIALIST_TIMEOUT_S",
+        10.0,
+        "Seconds a specialist has to answer an input, waiting for its batch included; past "
+        "it the input cascades to the general model.",
+        float,
+    ),
+    Setting(
+        "NICHE_GATEWAY_PREDICT_MAX_INPUTS",
+        256,
+        "Most inputs in one /v1/tasks/{task}/predict call (more: 400).",
+        int,
+    ),
+    Setting(
+        "NICHE_GATEWAY_PREDICT_MAX_CHARS",
+        262_144,
+        "Most characters in all inputs of one /v1/tasks/{task}/predict call (more: 413).",
+        int,
+    ),
+    Setting(
+        "NICHE_GATEWAY_PREDICT_CONCURRENCY",
+        8,
+        "Inputs of one /v1/tasks/{task}/predict call answered at once: bounds the call's "
+        "general-model calls, and lets other requests to the task interleave with it.",
+        int,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -85,6 +85,7 @@ class Gateway:
             shadow_fraction=config.shadow_fraction,
             prices=Prices(cpu_hour_usd=config.cpu_hour_usd),
             rng=rng,
+            specialist_timeout_s=config.specialist_timeout_s,
         )
         self.capture = CaptureWriter(
             registry, flush_s=config.capture_flush_s, redact=load_redactor(config.redact)
@@ -109,6 +110,7 @@ class Gateway:
             traffic=self.traffic,
             metrics=self.metrics,
             update_gauges=self._update_gauges,
+            config=config,
         )
         admin = AdminRoutes(guard=guard, registry=registry, portfolio=self.portfolio)
         self.routes = RouteTable(
@@ -119,6 +121,7 @@ class Gateway:
             max_body_bytes=config.max_body_bytes,
             max_concurrency=config.max_concurrency,
             metrics=self.metrics,
+            body_timeout_s=config.body_timeout_s,
         )
         self.started = False
 

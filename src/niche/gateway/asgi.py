@@ -4,19 +4,26 @@ the one place an error becomes a response.
 No framework: the hot path is a dict lookup, an object with ``__slots__`` and two ``send``
 calls.
 
-    >>> request = Request(scope, receive, max_body=1 << 20)
+    >>> request = Request(scope, receive, max_body=1 << 20, body_timeout_s=10.0)
     >>> data = await request.json()
     >>> await respond(send, 200, orjson.dumps({"ok": True}))
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
-from niche.errors import DatabaseError, NicheError, PayloadTooLargeError, RequestError
+from niche.errors import (
+    DatabaseError,
+    NicheError,
+    PayloadTooLargeError,
+    RequestError,
+    RequestTimeoutError,
+)
 from niche.gateway.protocol import error_response, parse_json_object
 
 __all__ = [
@@ -49,6 +56,7 @@ class Request:
 
     __slots__ = (
         "_body",
+        "body_timeout_s",
         "client",
         "headers",
         "max_body",
@@ -59,7 +67,9 @@ class Request:
         "started",
     )
 
-    def __init__(self, scope: Scope, receive: Receive, max_body: int) -> None:
+    def __init__(
+        self, scope: Scope, receive: Receive, max_body: int, body_timeout_s: float | None = None
+    ) -> None:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.query: bytes = scope.get("query_string", b"")
@@ -68,11 +78,13 @@ class Request:
         self.client: str | None = client[0] if client else None
         self.receive = receive
         self.max_body = max_body
+        self.body_timeout_s = body_timeout_s
         self.started = time.perf_counter()
         self._body: bytes | None = None
 
     async def body(self) -> bytes:
-        """The whole body; :class:`PayloadTooLargeError` past ``max_body`` bytes."""
+        """The whole body: :class:`PayloadTooLargeError` (413) past ``max_body`` bytes,
+        :class:`RequestTimeoutError` (408) when it is not all sent within ``body_timeout_s``."""
         if self._body is not None:
             return self._body
         declared = self.headers.get(b"content-length")
@@ -81,6 +93,17 @@ class Request:
                 f"request body of {int(declared)} bytes exceeds the limit of {self.max_body} "
                 "(NICHE_GATEWAY_MAX_BODY_BYTES)"
             )
+        try:
+            async with asyncio.timeout(self.body_timeout_s):
+                self._body = await self._read()
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the request body was not sent within {self.body_timeout_s:g} s "
+                "(NICHE_GATEWAY_BODY_TIMEOUT_S)"
+            ) from None
+        return self._body
+
+    async def _read(self) -> bytes:
         parts: list[bytes] = []
         size = 0
         while True:
@@ -97,8 +120,7 @@ class Request:
             parts.append(chunk)
             if not message.get("more_body", False):
                 break
-        self._body = parts[0] if len(parts) == 1 else b"".join(parts)
-        return self._body
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def json(self) -> dict[str, Any]:
         """The body as a JSON object, or a 400 naming what is wrong."""
@@ -195,6 +217,8 @@ async def send_error(send: Send, exc: NicheError) -> None:
     if isinstance(exc, DatabaseError):  # the client is not told which database: the log is
         log.error("gateway: %s", exc.message)
     status, body, headers = error_response(exc)
+    if isinstance(exc, RequestTimeoutError):  # the rest of a stalled body is not waited for
+        headers.append((b"connection", b"close"))
     try:
         await respond(send, status, body, headers)
     except (RuntimeError, OSError) as send_failed:

@@ -20,14 +20,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
+from niche.errors import SpecialistError, SpecialistTimeoutError
 from niche.specialists.base import Predictions, Usage
 
 __all__ = ["BatchAnswer", "MicroBatcher", "split_usage"]
+
+log = logging.getLogger("niche.gateway")
 
 
 @dataclass(frozen=True)
@@ -76,8 +81,59 @@ def _part(tokens: int | None, n: int, i: int) -> int | None:
     return whole + (1 if i < left else 0)
 
 
+_Waiter = tuple[str, "asyncio.Future[BatchAnswer]"]
+_ROUNDING = 1e-4
+
+
+def _fail(waiters: Sequence[_Waiter], exc: BaseException) -> None:
+    for _, future in waiters:
+        if not future.done():
+            future.set_exception(exc)
+
+
+def _rows(predictions: object, n: int) -> list[tuple[str, float]]:
+    """One (label, confidence) per input, or :class:`SpecialistError` saying what is wrong."""
+    if not isinstance(predictions, Predictions):
+        raise SpecialistError(
+            f"the specialist returned {type(predictions).__name__}, not Predictions"
+        )
+    labels, confidences = predictions.labels, predictions.confidences
+    try:
+        counts = (len(labels), len(confidences))
+    except TypeError:
+        raise SpecialistError(
+            "the specialist returned labels or confidences that are not rows"
+        ) from None
+    if counts != (n, n):
+        raise SpecialistError(
+            f"the specialist returned {counts[0]} labels and {counts[1]} confidences for a "
+            f"batch of {n} inputs"
+        )
+    rows = []
+    for label, confidence in zip(labels, confidences, strict=True):
+        try:
+            value = float(confidence)
+        except (TypeError, ValueError):
+            value = math.nan
+        # NaN fails both bounds; float32 rounding may pass 1 by a hair.
+        if not isinstance(label, str) or not -_ROUNDING <= value <= 1.0 + _ROUNDING:
+            raise SpecialistError(
+                f"the specialist returned the row ({label!r}, {confidence!r}): not a label "
+                "and a confidence in [0, 1]"
+            )
+        rows.append((label, min(max(value, 0.0), 1.0)))
+    return rows
+
+
 class MicroBatcher:
-    """Collects texts submitted concurrently and predicts them in batches."""
+    """Collects texts submitted concurrently and predicts them in batches.
+
+    Every submitted text is answered or failed, whatever the model does: a model that
+    raises, returns rows that are not one label and one confidence per text, or takes
+    longer than ``timeout_s`` on a batch fails that batch's requests
+    (:class:`~niche.errors.SpecialistError`, :class:`~niche.errors.SpecialistTimeoutError`)
+    and the next batch runs as usual; :meth:`aclose` fails the ones still waiting.
+    """
 
     def __init__(
         self,
@@ -86,12 +142,14 @@ class MicroBatcher:
         max_batch: int,
         max_wait_s: float,
         executor: Executor | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         self.predict = predict
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.executor = executor
-        self._queue: asyncio.Queue[tuple[str, asyncio.Future[BatchAnswer]]] | None = None
+        self.timeout_s = timeout_s
+        self._queue: asyncio.Queue[_Waiter] | None = None
         self._worker: asyncio.Task[None] | None = None
         self.batches = 0
         self._last_batch = 0
@@ -116,52 +174,73 @@ class MicroBatcher:
         if queue is None:  # pragma: no cover - submit creates it first
             return
         loop = asyncio.get_running_loop()
-        while True:
-            batch = [await queue.get()]
-            wait_s = self.max_wait_s if self._last_batch > 1 else 0.0
-            deadline = loop.time() + wait_s
-            while len(batch) < self.max_batch:
-                if not queue.empty():
-                    batch.append(queue.get_nowait())
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(queue.get(), remaining))
-                except TimeoutError:
-                    break
-            live = [(text, future) for text, future in batch if not future.done()]
-            self._last_batch = len(live)
-            if not live:
-                continue
-            texts = [text for text, _ in live]
-            started = time.perf_counter()
-            try:
-                predictions = await loop.run_in_executor(self.executor, self.predict, texts)
-            except Exception as exc:  # the model's failure goes to every waiting request
-                for _, future in live:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
+        batch: list[_Waiter] = []
+        try:
+            while True:
+                batch = [await queue.get()]
+                wait_s = self.max_wait_s if self._last_batch > 1 else 0.0
+                deadline = loop.time() + wait_s
+                while len(batch) < self.max_batch:
+                    if not queue.empty():
+                        batch.append(queue.get_nowait())
+                        continue
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        batch.append(await asyncio.wait_for(queue.get(), remaining))
+                    except TimeoutError:
+                        break
+                live = [(text, future) for text, future in batch if not future.done()]
+                self._last_batch = len(live)
+                if live:
+                    await self._answer(live, loop)
+                batch = []
+        except asyncio.CancelledError:
+            _fail(batch, SpecialistError("the specialist stopped serving (shutting down)"))
+            raise
+
+    async def _answer(self, live: list[_Waiter], loop: asyncio.AbstractEventLoop) -> None:
+        """Predict ``live`` and resolve each of its futures; never raises (but cancellation)."""
+        texts = [text for text, _ in live]
+        n = len(live)
+        started = time.perf_counter()
+        try:
+            predictions = await asyncio.wait_for(
+                loop.run_in_executor(self.executor, self.predict, texts), self.timeout_s
+            )
+            rows = _rows(predictions, n)
             usage = predictions.usage
-            if usage is None:  # a predictor that records no usage: the batch's own seconds
+            if not isinstance(usage, Usage):  # none recorded: the batch's own seconds
                 usage = Usage(compute_s=time.perf_counter() - started)
-            self.batches += 1
-            n = len(live)
-            for (_, future), label, confidence, part in zip(
+            parts = split_usage(usage, n)
+        except TimeoutError:
+            _fail(
                 live,
-                predictions.labels,
-                predictions.confidences,
-                split_usage(usage, n),
-                strict=True,
-            ):
-                if not future.done():
-                    future.set_result(BatchAnswer(label, float(confidence), part, n))
+                SpecialistTimeoutError(
+                    f"the specialist did not answer a batch of {n} within {self.timeout_s:g} s "
+                    "(NICHE_GATEWAY_SPECIALIST_TIMEOUT_S)"
+                ),
+            )
+            return
+        except Exception as exc:  # the model's failure goes to every waiting request
+            if not isinstance(exc, SpecialistError):
+                log.warning("specialist batch of %d failed: %s: %s", n, type(exc).__name__, exc)
+            _fail(live, exc)
+            return
+        self.batches += 1
+        for (_, future), (label, confidence), part in zip(live, rows, parts, strict=True):
+            if not future.done():
+                future.set_result(BatchAnswer(label, confidence, part, n))
 
     async def aclose(self) -> None:
+        """Stop the worker; every text still waiting fails with a :class:`SpecialistError`."""
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+        queue = self._queue
+        stopped = SpecialistError("the specialist stopped serving (shutting down)")
+        while queue is not None and not queue.empty():
+            _fail([queue.get_nowait()], stopped)

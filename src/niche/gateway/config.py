@@ -48,6 +48,12 @@ class GatewayConfig:
     breaker_failures: int
     breaker_reset_s: float
     cpu_hour_usd: float
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 10.0
+    specialist_timeout_s: float = 10.0
+    predict_max_inputs: int = 256
+    predict_max_chars: int = 262_144
+    predict_concurrency: int = 8
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GatewayConfig:
@@ -90,6 +96,12 @@ class GatewayConfig:
             breaker_failures=settings.get("NICHE_GATEWAY_BREAKER_FAILURES"),
             breaker_reset_s=settings.get("NICHE_GATEWAY_BREAKER_RESET_S"),
             cpu_hour_usd=settings.get("NICHE_CPU_HOUR_USD"),
+            header_timeout_s=settings.get("NICHE_GATEWAY_HEADER_TIMEOUT_S"),
+            body_timeout_s=settings.get("NICHE_GATEWAY_BODY_TIMEOUT_S"),
+            specialist_timeout_s=settings.get("NICHE_GATEWAY_SPECIALIST_TIMEOUT_S"),
+            predict_max_inputs=settings.get("NICHE_GATEWAY_PREDICT_MAX_INPUTS"),
+            predict_max_chars=settings.get("NICHE_GATEWAY_PREDICT_MAX_CHARS"),
+            predict_concurrency=settings.get("NICHE_GATEWAY_PREDICT_CONCURRENCY"),
         )
         for name, value in (
             ("NICHE_GATEWAY_TIMEOUT_S", config.timeout_s),
@@ -100,6 +112,12 @@ class GatewayConfig:
             ("NICHE_GATEWAY_REFRESH_S", config.refresh_s),
             ("NICHE_GATEWAY_BREAKER_FAILURES", config.breaker_failures),
             ("NICHE_GATEWAY_BREAKER_RESET_S", config.breaker_reset_s),
+            ("NICHE_GATEWAY_HEADER_TIMEOUT_S", config.header_timeout_s),
+            ("NICHE_GATEWAY_BODY_TIMEOUT_S", config.body_timeout_s),
+            ("NICHE_GATEWAY_SPECIALIST_TIMEOUT_S", config.specialist_timeout_s),
+            ("NICHE_GATEWAY_PREDICT_MAX_INPUTS", config.predict_max_inputs),
+            ("NICHE_GATEWAY_PREDICT_MAX_CHARS", config.predict_max_chars),
+            ("NICHE_GATEWAY_PREDICT_CONCURRENCY", config.predict_concurrency),
         ):
             _positive(value, name)
         if config.batch_wait_s < 0:

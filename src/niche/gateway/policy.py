@@ -25,7 +25,12 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from niche.errors import CircuitOpenError, UpstreamError, UpstreamTimeoutError
+from niche.errors import (
+    CircuitOpenError,
+    SpecialistTimeoutError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 from niche.evaluation import Prices, cost_usd
 from niche.gateway.general import GeneralReply
 from niche.gateway.metrics import GatewayMetrics
@@ -108,7 +113,9 @@ class CascadePolicy:
 
     ``canary_fraction`` and ``shadow_fraction`` apply to tasks that do not set their own;
     ``prices`` price a specialist's usage (``NICHE_CPU_HOUR_USD``); ``rng`` decides canaries
-    and shadows (inject a seeded or scripted one in tests).
+    and shadows (inject a seeded or scripted one in tests); ``specialist_timeout_s`` bounds
+    each specialist answer (``NICHE_GATEWAY_SPECIALIST_TIMEOUT_S``: past it, the input
+    cascades, ``fallback_reason`` ``specialist-timeout``).
     """
 
     def __init__(
@@ -120,6 +127,7 @@ class CascadePolicy:
         shadow_fraction: float,
         prices: Prices,
         rng: RandomSource | None = None,
+        specialist_timeout_s: float | None = None,
     ) -> None:
         self.general = general
         self.metrics = metrics
@@ -127,6 +135,7 @@ class CascadePolicy:
         self.shadow_fraction = shadow_fraction
         self.prices = prices
         self.rng: RandomSource = rng if rng is not None else random.Random()
+        self.specialist_timeout_s = specialist_timeout_s
         self._background: set[asyncio.Task[None]] = set()
 
     def pick(self, state: TaskState) -> SpecialistHandle | None:
@@ -152,10 +161,18 @@ class CascadePolicy:
         if handle is not None:
             answer.alias, answer.model_version = handle.alias, handle.version
             try:
-                (predicted,) = await handle.predict([text])
+                # Bounded: a hung or overloaded specialist makes the input cascade.
+                async with asyncio.timeout(self.specialist_timeout_s):
+                    (predicted,) = await handle.predict([text])
             except Exception as exc:
-                log.error("task %s: specialist v%d failed: %s", task, handle.version, exc)
-                answer.fallback_reason = "specialist-error"
+                timed_out = isinstance(exc, TimeoutError | SpecialistTimeoutError)
+                log.error(
+                    "task %s: specialist v%d failed: %s",
+                    task,
+                    handle.version,
+                    str(exc) or f"no answer within {self.specialist_timeout_s} s",
+                )
+                answer.fallback_reason = "specialist-timeout" if timed_out else "specialist-error"
             else:
                 specialist_ok = True
                 answer.label = answer.specialist_label = predicted.label

@@ -158,6 +158,7 @@ class Portfolio:
             max_batch=self.config.batch_max,
             max_wait_s=self.config.batch_wait_s,
             executor=self.executor,
+            timeout_s=self.config.specialist_timeout_s,
         )
 
     def deploy(self, alias: str, record: ModelVersionRecord, predictor: Predictor) -> BatchedHandle:

@@ -119,7 +119,15 @@ class RouteTable:
 class Dispatcher:
     """Turns an ASGI HTTP request into a handler call: route lookup, the concurrency limit
     on ``/v1/`` routes, and the error boundary (every :class:`NicheError` answered with its
-    status; anything else a 500 that says no more than to read the log)."""
+    status; anything else a 500 that says no more than to read the log).
+
+    A ``/v1/`` request takes one of ``max_concurrency`` slots only once its whole body is
+    read (within ``body_timeout_s``, else 408): clients that send their bodies slowly, or
+    stall, hold no slot, and cannot shut out the others.
+
+        >>> http = Dispatcher(table, max_body_bytes=1 << 20, max_concurrency=256,
+        ...                   metrics=metrics, body_timeout_s=10.0)
+    """
 
     def __init__(
         self,
@@ -128,25 +136,29 @@ class Dispatcher:
         max_body_bytes: int,
         max_concurrency: int,
         metrics: GatewayMetrics,
+        body_timeout_s: float | None = None,
     ) -> None:
         self.table = table
         self.max_body_bytes = max_body_bytes
         self.max_concurrency = max_concurrency
         self.metrics = metrics
+        self.body_timeout_s = body_timeout_s
         self.inflight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive, self.max_body_bytes)
+        request = Request(scope, receive, self.max_body_bytes, self.body_timeout_s)
         limited = request.path.startswith("/v1/")
         try:
             handler, params = self.table.match(request.method, request.path)
-            if limited and self.inflight >= self.max_concurrency:
-                self.metrics.observe(None, "rejected", 429, 0.0)
-                raise OverloadedError(
-                    f"the gateway is serving {self.inflight} requests, its limit "
-                    "(NICHE_GATEWAY_MAX_CONCURRENCY); retry shortly",
-                    retry_after_s=1,
-                )
+            if limited:
+                await request.body()  # before the slot: a slow body must not hold one
+                if self.inflight >= self.max_concurrency:
+                    self.metrics.observe(None, "rejected", 429, 0.0)
+                    raise OverloadedError(
+                        f"the gateway is serving {self.inflight} requests, its limit "
+                        "(NICHE_GATEWAY_MAX_CONCURRENCY); retry shortly",
+                        retry_after_s=1,
+                    )
         except NicheError as exc:
             await send_error(send, exc)
             return

@@ -3,7 +3,8 @@ answers), ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus) and
 ``GET /openapi.json``.
 
     >>> native = NativeRoutes(guard=guard, portfolio=portfolio, policy=policy,
-    ...                       traffic=traffic, metrics=metrics, update_gauges=gauges)
+    ...                       traffic=traffic, metrics=metrics, update_gauges=gauges,
+    ...                       config=config)
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from niche.errors import NotFoundError, RequestError
+from niche.errors import NotFoundError, PayloadTooLargeError, RequestError
 from niche.gateway.asgi import Params, Request, Send, respond
 from niche.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from niche.gateway.openapi import openapi_document
@@ -23,18 +24,23 @@ from niche.gateway.routing import Route
 
 if TYPE_CHECKING:
     from niche.gateway.auth import Guard
+    from niche.gateway.config import GatewayConfig
     from niche.gateway.metrics import GatewayMetrics
-    from niche.gateway.policy import CascadePolicy
-    from niche.gateway.portfolio import Portfolio
+    from niche.gateway.policy import CascadePolicy, TaskAnswer
+    from niche.gateway.portfolio import Portfolio, TaskState
     from niche.gateway.traffic import TrafficRecorder
 
-__all__ = ["MAX_PREDICT_INPUTS", "NativeRoutes"]
-
-MAX_PREDICT_INPUTS = 256
+__all__ = ["NativeRoutes"]
 
 
 class NativeRoutes:
-    """The handlers of the native routes."""
+    """The handlers of the native routes.
+
+    A predict call is bounded by ``config``: at most ``predict_max_inputs`` inputs and
+    ``predict_max_chars`` characters, of which ``predict_concurrency`` are answered at once
+    (so one call sends at most that many requests to the general model at a time, and holds
+    at most that many places in its task's micro-batch queue: other requests interleave).
+    """
 
     def __init__(
         self,
@@ -45,6 +51,7 @@ class NativeRoutes:
         traffic: TrafficRecorder,
         metrics: GatewayMetrics,
         update_gauges: Callable[[], None],
+        config: GatewayConfig,
     ) -> None:
         self.guard = guard
         self.portfolio = portfolio
@@ -52,6 +59,9 @@ class NativeRoutes:
         self.traffic = traffic
         self.metrics = metrics
         self.update_gauges = update_gauges
+        self.max_inputs = config.predict_max_inputs
+        self.max_chars = config.predict_max_chars
+        self.concurrency = config.predict_concurrency
 
     def routes(self) -> list[Route]:
         return [
@@ -73,14 +83,22 @@ class NativeRoutes:
         inputs = data.get("inputs")
         if (
             not isinstance(inputs, list)
-            or not 1 <= len(inputs) <= MAX_PREDICT_INPUTS
+            or not 1 <= len(inputs) <= self.max_inputs
             or not all(isinstance(x, str) and x.strip() for x in inputs)
         ):
             raise RequestError(
-                f"'inputs' must be an array of 1 to {MAX_PREDICT_INPUTS} non-empty strings",
+                f"'inputs' must be an array of 1 to {self.max_inputs} non-empty strings "
+                "(NICHE_GATEWAY_PREDICT_MAX_INPUTS)",
                 param="inputs",
             )
-        answers = await asyncio.gather(*(self.policy.answer(state, text) for text in inputs))
+        chars = sum(len(text) for text in inputs)
+        if chars > self.max_chars:
+            raise PayloadTooLargeError(
+                f"'inputs' hold {chars} characters in all, over the limit of {self.max_chars} "
+                "per call (NICHE_GATEWAY_PREDICT_MAX_CHARS); split them over several calls",
+                param="inputs",
+            )
+        answers = await self._answer_all(state, inputs)
         for text, answer in zip(inputs, answers, strict=True):
             self.traffic.record(
                 state=state,
@@ -94,6 +112,24 @@ class NativeRoutes:
             )
         payload = {"task": task, "predictions": [a.to_dict() for a in answers]}
         await respond(send, 200, orjson.dumps(payload))
+
+    async def _answer_all(self, state: TaskState, inputs: list[str]) -> list[TaskAnswer]:
+        """Every input's answer, at most ``concurrency`` of them at once (FIFO, so other
+        requests queued for the task meanwhile are served between this call's inputs)."""
+        if len(inputs) <= self.concurrency:
+            return list(await asyncio.gather(*(self.policy.answer(state, text) for text in inputs)))
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def answer(text: str) -> TaskAnswer:
+            async with slots:
+                return await self.policy.answer(state, text)
+
+        pending = [asyncio.ensure_future(answer(text)) for text in inputs]
+        try:
+            return list(await asyncio.gather(*pending))
+        finally:  # one input failed, or the client left: the rest are not worth answering
+            for future in pending:
+                future.cancel()
 
     async def healthz(self, request: Request, send: Send, params: Params) -> None:
         await respond(send, 200, b'{"status":"ok"}')

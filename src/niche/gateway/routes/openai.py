@@ -11,11 +11,12 @@ passes through to the general model as it is, streamed chunk by chunk when asked
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from niche.errors import NicheError, NotFoundError
+from niche.errors import NicheError, NotFoundError, RequestError
 from niche.gateway.asgi import Params, Request, Send, relay, respond
 from niche.gateway.general import content, read_sse, usage
 from niche.gateway.protocol import (
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from niche.gateway.upstream import Upstream
     from niche.registry.store import KeyRecord
 
-__all__ = ["OpenAIRoutes"]
+__all__ = ["OpenAIRoutes", "forward_path"]
 
 _PASSTHROUGH = (b"x-niche-route", b"passthrough")
 
@@ -185,7 +186,12 @@ class OpenAIRoutes:
         self._record_passthrough(request, data, key, status, text, input_tokens, output_tokens)
 
     async def forward(self, request: Request, send: Send, params: Params) -> None:
-        """Relay a request for another route of the general model's API, as it is."""
+        """Relay a request for another route of the general model's API, as it is.
+
+        Only a path that cannot leave the upstream's base URL is relayed (see
+        :func:`forward_path`); any other is refused with a 400 before anything is sent.
+        """
+        path = forward_path(request.path)
         key = await self.guard.check(request)
         upstream = self.general.default
         if upstream is None:  # pragma: no cover - routed here only with an upstream
@@ -195,7 +201,7 @@ class OpenAIRoutes:
         status, reply_type, chunks = await upstream.stream(
             body,
             method=request.method,
-            path=request.path[len("/v1") :],
+            path=path,
             query=request.query,
             content_type=content_type.decode("latin-1") if content_type else None,
         )
@@ -273,3 +279,36 @@ class OpenAIRoutes:
 def _forwardable(path: str) -> bool:
     """Other paths of the OpenAI API are relayed; the native and admin ones never are."""
     return path.startswith("/v1/") and not path.startswith(("/v1/admin/", "/v1/tasks/"))
+
+
+# The characters of a path segment (RFC 3986 pchar) less "%": the ASGI path is already
+# decoded once, so a "%" left in it is a second encoding, which the upstream (or the HTTP
+# client on the way) would decode into who knows what ("%2e%2e" into "..").
+_SEGMENT = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@]+")
+
+
+def forward_path(path: str) -> str:
+    """The part of ``path`` below ``/v1`` to relay: ``/v1/embeddings`` → ``/embeddings``.
+
+    Refused (:class:`RequestError`, 400, before any upstream call): a path that could reach
+    outside the upstream's base path or be read differently there — a ``.`` or ``..``
+    segment (in any encoding: the server decoded it once already), an empty segment (but
+    a trailing slash), a
+    backslash, a ``%`` (a second encoding) or any character outside RFC 3986's path
+    characters.
+
+        >>> forward_path("/v1/models/gpt-4o")
+        '/models/gpt-4o'
+    """
+    below = path[len("/v1") :]
+    segments = below.split("/")[1:]
+    if len(segments) > 1 and segments[-1] == "":  # a trailing slash leaves nothing
+        segments.pop()
+    if not all(_SEGMENT.fullmatch(segment) and segment not in (".", "..") for segment in segments):
+        raise RequestError(
+            f"the path {path!r} is not relayed to the general model: a relayed path is "
+            "/v1/ and plain segments (letters, digits, -._~ and the like), with no '.' or "
+            "'..' segment, empty segment, backslash or percent-encoding",
+            code="invalid_path",
+        )
+    return below
