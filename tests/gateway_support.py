@@ -128,11 +128,12 @@ async def until(condition: Callable[[], Awaitable[bool] | bool], timeout_s: floa
 
 
 @contextmanager
-def running(app: Any, *, port: int | None = None) -> Iterator[str]:
-    """Run ``app`` on a real uvicorn server in a thread; yield its base URL."""
+def running(app: Any, *, port: int | None = None, **options: Any) -> Iterator[str]:
+    """Run ``app`` on a real uvicorn server in a thread; yield its base URL. ``options``
+    go to ``uvicorn.Config`` (e.g. ``niche.gateway.server.uvicorn_options()``)."""
     # Port 0: the kernel picks a free port at bind time, so parallel runs cannot collide.
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port or 0, log_level="warning", lifespan="on"
+        app, host="127.0.0.1", port=port or 0, log_level="warning", lifespan="on", **options
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
