@@ -91,8 +91,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        waiting = self._head_timer is not None
         super().data_received(data)
-        if self._head_timer is not None:  # the headers are still incomplete
+        # Headers incomplete before and after: all of ``data`` belongs to them (a chunk
+        # that merely starts a pipelined request is not counted, whatever it carried before).
+        if waiting and self._head_timer is not None:
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEADER_BYTES:
                 self._refuse(_TOO_LARGE, f"request headers over {MAX_HEADER_BYTES} bytes")

@@ -292,10 +292,10 @@ def forward_path(path: str) -> str:
 
     Refused (:class:`RequestError`, 400, before any upstream call): a path that could reach
     outside the upstream's base path or be read differently there — a ``.`` or ``..``
-    segment (in any encoding: the server decoded it once already), an empty segment (but
-    a trailing slash), a
-    backslash, a ``%`` (a second encoding) or any character outside RFC 3986's path
-    characters.
+    segment (in any encoding: the server decoded it once already), an empty segment (a
+    trailing slash aside), a backslash, a ``%`` (a second encoding) or any character
+    outside RFC 3986's path characters. An allow-list of OpenAI routes would refuse the
+    vendor routes and ids a client may use; these rules refuse only what can escape.
 
         >>> forward_path("/v1/models/gpt-4o")
         '/models/gpt-4o'
