@@ -115,8 +115,8 @@ def test_a_weaker_model_is_refused_with_exit_4_and_the_champion_stays(
 
 
 class MovesTheAlias:
-    """A Progress that, when the current holder of ``alias`` starts being evaluated, moves
-    the alias to version ``to`` as another user would (an injected event, no sleeps)."""
+    """A Progress that, when the gate for ``alias`` starts being decided, moves the alias to
+    version ``to`` as another user would (an injected event, no sleeps)."""
 
     def __init__(self, registry: Registry, task: str, alias: str, *, to: int) -> None:
         self.registry, self.task_name, self.alias, self.to = registry, task, alias, to
@@ -124,7 +124,7 @@ class MovesTheAlias:
 
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[Advance]:
-        if description.startswith(f"evaluating {self.alias} v") and not self.moved:
+        if description.startswith(f"deciding the {self.alias} gate") and not self.moved:
             self.registry.promotions.move(self.task_name, self.alias, self.to, actor="eve")
             self.moved = True
         yield lambda _: None
