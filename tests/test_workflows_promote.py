@@ -128,3 +128,34 @@ class MovesTheAlias:
             self.registry.promotions.move(self.task_name, self.alias, self.to, actor="eve")
             self.moved = True
         yield lambda _: None
+
+
+@pytest.mark.slow
+def test_promoting_to_challenger_is_gated_without_no_champion_yet_while_one_serves(
+    four_intents, encoder, monkeypatch
+):
+    monkeypatch.setenv("NICHE_BOOTSTRAP_RESAMPLES", "200")
+    settings = Settings()
+    registry = Registry(settings=settings)
+    curated = curate_data(DataSpec(data=four_intents), settings, seed=0, registry=registry)
+    prefix = curated.version.fingerprint[:10]
+    first = train_and_register(prefix, settings, task="intents", encoder=encoder, registry=registry)
+    champion = promote("intents", first.version, settings, encoder=encoder, registry=registry)
+    assert champion.moved
+
+    canary = promote(
+        "intents",
+        first.version,
+        settings,
+        alias="challenger",
+        encoder=encoder,
+        registry=registry,
+        evaluation=champion.evaluation,
+    )
+    # Held out and not worse than the general model; no "no champion yet" while v1 serves.
+    assert [c.name for c in canary.decision.checks] == ["held_out", "quality_vs_general"]
+    assert canary.moved and canary.previous is None
+    assert registry.promotions.aliases("intents") == {"champion": 1, "challenger": 1}
+    gate = registry.promotions.gates("intents")[-1]
+    assert (gate.alias, gate.passed) == ("challenger", True)
+    assert gate.spec_fingerprint == canary.decision.spec_fingerprint is not None

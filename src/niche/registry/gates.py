@@ -10,10 +10,10 @@ accuracy difference: a bound holds when the one-sided 95 % lower confidence limi
 end of the two-sided 90 % interval) clears it, so luck on a small test split does not promote.
 
 The rule depends on the alias. ``champion`` (all production traffic) gets every check: held
-out, the task's SLA, the general model, the current champion. Any other alias (``challenger``
-takes canary traffic; a staging alias none) gets the light rule: held out, and not worse than
-the general model (the SLA's bound against it, or 0 when that is stricter). Which aliases need
-a stored gate to move by hand is the registry's :data:`~niche.registry.stores.GUARDED_ALIASES`.
+out, the task's SLA, not worse than the general model, non-inferior to the current champion.
+Any other alias (``challenger`` takes canary traffic) gets the same checks but the last: a
+challenger is compared with the champion on live traffic, not here. Which aliases need a
+stored gate to move by hand is the registry's :data:`~niche.registry.stores.GUARDED_ALIASES`.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ from typing import Any
 
 from niche.evaluation import Evaluation
 from niche.evaluation.stats import mcnemar, paired_bootstrap
-from niche.registry.tasks import SLA, TaskSpec, gate_fingerprint
+from niche.registry.tasks import TaskSpec, gate_fingerprint
 
 __all__ = ["CHAMPION", "DEFAULT_MARGIN", "GateCheck", "GateResult", "decide"]
 
 CHAMPION = "champion"
-"""The alias gated by the full rule (SLA and the champion too); every other gets the light one."""
+"""The one alias whose gate also compares with the current champion."""
 
 DEFAULT_MARGIN = 0.01
 """How much accuracy a challenger may lose against the champion and still be promoted."""
@@ -85,13 +85,13 @@ def decide(
     All three evaluations must be on the same rows, in the same order. ``overlap`` is the
     number of evaluation rows whose text fingerprint is also in the candidate's training
     rows: anything but 0 fails the gate (the candidate would be graded on what it learnt).
-    An alias other than ``champion`` is checked by the light rule (module docstring):
-    ``champion`` is then ignored.
+    For an alias other than ``champion`` (e.g. ``challenger``) ``champion`` is ignored: no
+    comparison with it is made (module docstring).
     """
     strict = alias == CHAMPION
     if general.n != candidate.n or (champion is not None and champion.n != candidate.n):
         raise ValueError("gate evaluations must be on the same rows")
-    sla = task.sla if strict else SLA(min_quality_vs_general=None)
+    sla = task.sla
     checks = [
         GateCheck(
             "held_out",
@@ -138,8 +138,7 @@ def decide(
                 "compute cost per 1k requests (USD) at most the SLA",
             )
         )
-    bound = task.sla.min_quality_vs_general
-    bound = 0.0 if bound is None else (bound if strict else min(bound, 0.0))
+    bound = sla.min_quality_vs_general if sla.min_quality_vs_general is not None else 0.0
     checks.append(
         _paired_check(
             "quality_vs_general",
