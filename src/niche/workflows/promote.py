@@ -10,9 +10,11 @@
 A promotion evaluates the candidate on the test split of its own dataset version (checked by
 text fingerprint to be disjoint from its training rows), for ``champion`` evaluates the current
 champion on the same rows, and applies the gate for the alias (any alias but ``champion``,
-e.g. ``challenger``, skips the comparison with the champion: see :mod:`niche.registry.gates`). The registry's one promotion rule
-(``registry.promotions.promote``) then stores the decision either way and moves the alias only
-when the gate passed (or was forced, with a reason), in one transaction with its audit events.
+e.g. ``challenger``, skips the comparison with the champion: see :mod:`niche.registry.gates`).
+The registry's one promotion rule (``registry.promotions.promote``) then stores the decision,
+with the task spec it was decided under, either way and moves the alias only when the gate
+passed (or was forced, with a reason), in one transaction with its audit events; a task
+edited meanwhile raises :class:`~niche.errors.ConflictError` (nothing stored).
 """
 
 from __future__ import annotations
