@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -420,3 +421,75 @@ async def test_the_admin_route_moves_guarded_aliases_only_on_a_current_passed_ga
     assert gates[-1].spec_fingerprint == gate_fingerprint(registry.tasks.get(SMS).spec)
     assert registry.promotions.aliases(SMS) == {"champion": 2, "challenger": 2, "staging": 1}
     registry.close()
+
+
+# -- gates stored before the spec was recorded -----------------------------------------------
+
+
+def test_a_gate_stored_before_migration_0008_is_kept_but_no_longer_counts(
+    database_url: str,
+) -> None:
+    from alembic import command
+
+    from niche.registry import db as registry_db
+    from niche.registry.models import Base
+
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    tables = Base.metadata.tables
+    engine = registry_db.create_engine_for(database_url)
+    try:
+        with engine.execution_options(**registry_db.WRITE).begin() as connection:
+            command.upgrade(registry_db._alembic_config(connection), "0004")
+        with engine.begin() as connection:
+            columns = {c["name"] for c in sa.inspect(connection).get_columns("gate_decisions")}
+            assert "spec_fingerprint" not in columns
+            spec = TaskSpec(name=TASK, labels=["billing", "outage"]).to_dict()
+            task_id = connection.execute(
+                sa.insert(tables["tasks"]).values(
+                    name=TASK, spec=spec, created_at=at, updated_at=at
+                )
+            ).inserted_primary_key[0]
+            model_id = connection.execute(
+                sa.insert(tables["model_versions"]).values(
+                    task_id=task_id,
+                    version=1,
+                    kind="text",
+                    artifact_digest="0" * 64,
+                    artifact_uri="file:///artifacts/0",
+                    dataset_fingerprint="f" * 64,
+                    lineage={},
+                    created_at=at,
+                )
+            ).inserted_primary_key[0]
+            connection.execute(
+                sa.insert(tables["gate_decisions"]).values(
+                    task_id=task_id,
+                    model_version_id=model_id,
+                    alias="champion",
+                    passed=True,
+                    forced=False,
+                    why=None,
+                    checks=[],
+                    actor="cli:ana",
+                    at=at,
+                )
+            )
+    finally:
+        engine.dispose()
+    with Registry(database_url) as registry:
+        assert registry.upgrade() == registry_db.head_revision()
+        (legacy,) = registry.promotions.gates(TASK)
+        assert (legacy.passed, legacy.actor, legacy.spec_fingerprint) == (True, "cli:ana", None)
+        with pytest.raises(GateRefusedError, match="before niche recorded the task spec"):
+            registry.promotions.promote(TASK, "champion", 1, why="rollback")
+        assert registry.promotions.aliases(TASK) == {}
+    engine = registry_db.create_engine_for(database_url)
+    try:  # and back: the column goes, the decision stays
+        with engine.execution_options(**registry_db.WRITE).begin() as connection:
+            command.downgrade(registry_db._alembic_config(connection), "0004")
+        with engine.connect() as connection:
+            columns = {c["name"] for c in sa.inspect(connection).get_columns("gate_decisions")}
+            count = connection.scalar(sa.text("SELECT count(*) FROM gate_decisions"))
+        assert "spec_fingerprint" not in columns and count == 1
+    finally:
+        engine.dispose()

@@ -117,6 +117,12 @@ def refusal(
     if spec in specs:
         return None
     again = f"`niche promote {task.name} {target.version} --alias {alias}`"
+    if specs == {None}:  # stored before migration 0008: under which spec is unknown
+        return (
+            f"task {task.name} v{target.version} passed its gate for {alias} before niche "
+            f"recorded the task spec a gate is decided under, so it no longer counts; gate it "
+            f"again under the current spec with {again}, or send force: true with a reason"
+        )
     if specs:
         return (
             f"task {task.name} changed since v{target.version} passed its gate for {alias} "
