@@ -32,12 +32,12 @@ __all__ = [
     "write_gate",
 ]
 
-GUARDED_ALIASES: Final = frozenset({"champion", "challenger"})
-"""Aliases that move only with a passed gate for the version (or forced, with a reason)."""
-
 # The gates that let a version take a guarded alias by hand: the champion's rule is the
 # stricter (niche.registry.gates), so a version that passed it may be a challenger too.
 _ACCEPTED_GATES: Final = {"champion": ("champion",), "challenger": ("challenger", "champion")}
+
+GUARDED_ALIASES: Final = frozenset(_ACCEPTED_GATES)
+"""Aliases that move only with a passed gate for the version (or forced, with a reason)."""
 
 
 class HasToDict(Protocol):
