@@ -52,8 +52,9 @@ def _actions(registry: Registry) -> list[str]:
     return [e.action for e in registry.audit.events(TASK) if e.action not in setup]
 
 
-def test_the_champion_is_the_one_guarded_alias() -> None:
-    assert frozenset({"champion"}) == GUARDED_ALIASES
+def test_the_champion_and_the_challenger_are_the_guarded_aliases() -> None:
+    # The challenger takes canary traffic, so it is gated too (issue 9); others are free.
+    assert frozenset({"champion", "challenger"}) == GUARDED_ALIASES
 
 
 def test_a_passed_decision_is_stored_and_moves_the_alias(tickets: Registry) -> None:
@@ -198,9 +199,9 @@ def test_by_hand_a_forced_move_stores_a_forced_gate(tickets: Registry) -> None:
 
 
 def test_by_hand_other_aliases_need_no_gate(tickets: Registry) -> None:
-    moved = tickets.promotions.promote(TASK, "challenger", 3, why="canary")
+    moved = tickets.promotions.promote(TASK, "staging", 3, why="canary")
     assert (moved.moved, moved.forced, moved.gate) == (True, False, None)
-    assert tickets.promotions.aliases(TASK) == {"challenger": 3}
+    assert tickets.promotions.aliases(TASK) == {"staging": 3}
     assert _actions(tickets) == ["alias.moved"]
 
 

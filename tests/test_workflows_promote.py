@@ -115,8 +115,8 @@ def test_a_weaker_model_is_refused_with_exit_4_and_the_champion_stays(
 
 
 class MovesTheAlias:
-    """A Progress that, when the current holder of ``alias`` starts being evaluated, moves
-    the alias to version ``to`` as another user would (an injected event, no sleeps)."""
+    """A Progress that, when the gate for ``alias`` starts being decided, moves the alias to
+    version ``to`` as another user would (an injected event, no sleeps)."""
 
     def __init__(self, registry: Registry, task: str, alias: str, *, to: int) -> None:
         self.registry, self.task_name, self.alias, self.to = registry, task, alias, to
@@ -124,7 +124,38 @@ class MovesTheAlias:
 
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[Advance]:
-        if description.startswith(f"evaluating {self.alias} v") and not self.moved:
+        if description.startswith(f"deciding the {self.alias} gate") and not self.moved:
             self.registry.promotions.move(self.task_name, self.alias, self.to, actor="eve")
             self.moved = True
         yield lambda _: None
+
+
+@pytest.mark.slow
+def test_promoting_to_challenger_is_gated_without_no_champion_yet_while_one_serves(
+    four_intents, encoder, monkeypatch
+):
+    monkeypatch.setenv("NICHE_BOOTSTRAP_RESAMPLES", "200")
+    settings = Settings()
+    registry = Registry(settings=settings)
+    curated = curate_data(DataSpec(data=four_intents), settings, seed=0, registry=registry)
+    prefix = curated.version.fingerprint[:10]
+    first = train_and_register(prefix, settings, task="intents", encoder=encoder, registry=registry)
+    champion = promote("intents", first.version, settings, encoder=encoder, registry=registry)
+    assert champion.moved
+
+    canary = promote(
+        "intents",
+        first.version,
+        settings,
+        alias="challenger",
+        encoder=encoder,
+        registry=registry,
+        evaluation=champion.evaluation,
+    )
+    # Held out and not worse than the general model; no "no champion yet" while v1 serves.
+    assert [c.name for c in canary.decision.checks] == ["held_out", "quality_vs_general"]
+    assert canary.moved and canary.previous is None
+    assert registry.promotions.aliases("intents") == {"champion": 1, "challenger": 1}
+    gate = registry.promotions.gates("intents")[-1]
+    assert (gate.alias, gate.passed) == ("challenger", True)
+    assert gate.spec_fingerprint == canary.decision.spec_fingerprint is not None

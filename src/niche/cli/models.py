@@ -119,7 +119,7 @@ def promote_command(
     version: VersionArg,
     alias: Annotated[str, typer.Option(help="The alias to move.")] = "champion",
     margin: Annotated[
-        float, typer.Option(help="Accuracy the candidate may lose to the current holder.")
+        float, typer.Option(help="Accuracy the candidate may lose to the current champion.")
     ] = 0.01,
     force: Annotated[bool, typer.Option(help="Move the alias even if the gate fails.")] = False,
     why: Annotated[str | None, typer.Option(help="Why (required with --force).")] = None,
@@ -128,7 +128,8 @@ def promote_command(
 ) -> None:
     """Gate a model version for an alias: exit 0 when promoted, 4 when refused.
 
-    Exit 3 when someone else moved the alias meanwhile (nothing changed; decide again).
+    Exit 3 when someone else moved the alias, or edited the task, meanwhile (nothing changed;
+    decide again). A challenger's gate skips the comparison with the champion.
     """
     from niche.workflows import promote
 

@@ -8,6 +8,12 @@ A gate is a pure function of evaluations on the same rows; storing the decision 
 not) and moving the alias is the registry's job. Comparisons use the paired bootstrap of the
 accuracy difference: a bound holds when the one-sided 95 % lower confidence limit (the lower
 end of the two-sided 90 % interval) clears it, so luck on a small test split does not promote.
+
+The rule depends on the alias. ``champion`` (all production traffic) gets every check: held
+out, the task's SLA, not worse than the general model, non-inferior to the current champion.
+Any other alias (``challenger`` takes canary traffic) gets the same checks but the last: a
+challenger is compared with the champion on live traffic, not here. Which aliases need a
+stored gate to move by hand is the registry's :data:`~niche.registry.stores.GUARDED_ALIASES`.
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ from typing import Any
 
 from niche.evaluation import Evaluation
 from niche.evaluation.stats import mcnemar, paired_bootstrap
-from niche.registry.tasks import TaskSpec
+from niche.registry.tasks import TaskSpec, gate_fingerprint
 
-__all__ = ["DEFAULT_MARGIN", "GateCheck", "GateResult", "decide"]
+__all__ = ["CHAMPION", "DEFAULT_MARGIN", "GateCheck", "GateResult", "decide"]
+
+CHAMPION = "champion"
+"""The one alias whose gate also compares with the current champion."""
 
 DEFAULT_MARGIN = 0.01
 """How much accuracy a challenger may lose against the champion and still be promoted."""
@@ -47,6 +56,9 @@ class GateResult:
 
     passed: bool
     checks: list[GateCheck] = field(default_factory=list)
+    # gate_fingerprint of the task spec it was decided under: the registry refuses to store
+    # it for a task edited since (the decision would describe another spec).
+    spec_fingerprint: str | None = None
 
     @property
     def failed(self) -> list[GateCheck]:
@@ -66,13 +78,17 @@ def decide(
     margin: float = DEFAULT_MARGIN,
     n_resamples: int = 1000,
     seed: int = 0,
+    alias: str = CHAMPION,
 ) -> GateResult:
-    """Check ``candidate`` against the task's SLA, the general model and the champion.
+    """Check ``candidate`` for ``alias``: the task's SLA, the general model and the champion.
 
     All three evaluations must be on the same rows, in the same order. ``overlap`` is the
     number of evaluation rows whose text fingerprint is also in the candidate's training
     rows: anything but 0 fails the gate (the candidate would be graded on what it learnt).
+    For an alias other than ``champion`` (e.g. ``challenger``) ``champion`` is ignored: no
+    comparison with it is made (module docstring).
     """
+    strict = alias == CHAMPION
     if general.n != candidate.n or (champion is not None and champion.n != candidate.n):
         raise ValueError("gate evaluations must be on the same rows")
     sla = task.sla
@@ -134,9 +150,9 @@ def decide(
             seed=seed,
         )
     )
-    if champion is None:
+    if strict and champion is None:
         checks.append(GateCheck("non_inferior_to_champion", True, None, None, "no champion yet"))
-    else:
+    elif strict and champion is not None:
         checks.append(
             _paired_check(
                 "non_inferior_to_champion",
@@ -148,7 +164,11 @@ def decide(
                 seed=seed,
             )
         )
-    return GateResult(passed=all(check.passed for check in checks), checks=checks)
+    return GateResult(
+        passed=all(check.passed for check in checks),
+        checks=checks,
+        spec_fingerprint=gate_fingerprint(task),
+    )
 
 
 def _paired_check(

@@ -151,7 +151,12 @@ class AliasEventRecord(Record):
 
 @dataclass(frozen=True)
 class GateRecord(Record):
-    """A stored promotion decision, passed or not, with every check behind it."""
+    """A stored promotion decision, passed or not, with every check behind it.
+
+    ``spec_fingerprint`` is :func:`~niche.registry.tasks.gate_fingerprint` of the task spec it
+    was decided under (None: stored before niche recorded it); a decision counts for moving an
+    alias by hand only while the task's spec still has that fingerprint.
+    """
 
     id: int
     task: str
@@ -163,6 +168,7 @@ class GateRecord(Record):
     checks: list[dict[str, Any]]
     actor: str
     at: datetime
+    spec_fingerprint: str | None = None
 
 
 @dataclass(frozen=True)

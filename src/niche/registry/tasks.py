@@ -12,13 +12,24 @@ model names the environment variable that holds its key.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from niche.errors import ValidationError
 
-__all__ = ["INPUT_KINDS", "OUTPUT_KINDS", "SLA", "GeneralModelSpec", "ServingSpec", "TaskSpec"]
+__all__ = [
+    "GATE_SPEC_FIELDS",
+    "INPUT_KINDS",
+    "OUTPUT_KINDS",
+    "SLA",
+    "GeneralModelSpec",
+    "ServingSpec",
+    "TaskSpec",
+    "gate_fingerprint",
+]
 
 INPUT_KINDS = ("text", "tabular", "chat")
 OUTPUT_KINDS = ("label", "text")
@@ -252,3 +263,23 @@ class TaskSpec:
                 {**asdict(self.general), **data["general"]}
             )
         return replace(self, **data)
+
+
+GATE_SPEC_FIELDS = ("labels", "label_descriptions", "input_kind", "output_kind", "general", "sla")
+"""The fields of a :class:`TaskSpec` a gate decision depends on (what it measures against)."""
+
+
+def gate_fingerprint(spec: TaskSpec) -> str:
+    """sha256 of the spec fields a gate depends on: a passed gate holds while this is unchanged.
+
+    Serving settings, the cascade threshold, the description and the name of the key's
+    environment variable do not change what a gate measured, so they are left out.
+
+        >>> gate_fingerprint(spec) == gate_fingerprint(spec.with_changes(cascade_threshold=0.9))
+        True
+    """
+    data = spec.to_dict()
+    view = {name: data[name] for name in GATE_SPEC_FIELDS}
+    view["general"] = {k: v for k, v in view["general"].items() if k != "api_key_env"}
+    text = json.dumps(view, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

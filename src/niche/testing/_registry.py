@@ -302,6 +302,11 @@ def _promotions(run: _Run) -> None:
         "gate.decided",
     ]
     _rule(run, "each promotion audits its gate and its move", actions == expected, str(actions))
+    with _raises(run, "the challenger moves by hand only with a passed gate", GateRefusedError):
+        promotions.promote(task, "challenger", 2, why="canary")
+    run.registry.tasks.update(task, sla={"min_quality": 0.5})
+    with _raises(run, "a gate passed under an older spec does not count", GateRefusedError):
+        promotions.promote(task, "champion", 1, why="rollback")
 
 
 def _keys(run: _Run) -> None:

@@ -8,10 +8,13 @@
     niche.errors.GateRefusedError: gate refused banking77 v5 for champion: ...
 
 A promotion evaluates the candidate on the test split of its own dataset version (checked by
-text fingerprint to be disjoint from its training rows), evaluates the current holder of the
-alias on the same rows and applies the gate. The registry's one promotion rule
-(``registry.promotions.promote``) then stores the decision either way and moves the alias only
-when the gate passed (or was forced, with a reason), in one transaction with its audit events.
+text fingerprint to be disjoint from its training rows), for ``champion`` evaluates the current
+champion on the same rows, and applies the gate for the alias (any alias but ``champion``,
+e.g. ``challenger``, skips the comparison with the champion: see :mod:`niche.registry.gates`).
+The registry's one promotion rule (``registry.promotions.promote``) then stores the decision,
+with the task spec it was decided under, either way and moves the alias only when the gate
+passed (or was forced, with a reason), in one transaction with its audit events; a task
+edited meanwhile raises :class:`~niche.errors.ConflictError` (nothing stored).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from niche.data import DatasetVersion, normalise_text
 from niche.encoders import Encoder, default_encoder
 from niche.errors import GateRefusedError, ValidationError
 from niche.progress import NO_PROGRESS, Progress
-from niche.registry.gates import DEFAULT_MARGIN, GateResult, decide
+from niche.registry.gates import CHAMPION, DEFAULT_MARGIN, GateResult, decide
 from niche.settings import Settings
 from niche.workflows._context import resolve
 from niche.workflows.evaluate import (
@@ -162,23 +165,27 @@ def promote(
 
     previous = registry.promotions.get(task, alias)
     champion_eval = None
-    if previous is not None and previous.version != candidate.version:
+    # Only the champion's rule compares with the current holder (a challenger is compared
+    # with the champion on canary traffic, not here).
+    if alias == CHAMPION and previous is not None and previous.version != candidate.version:
         with progress.task(f"evaluating {alias} v{previous.version} on the same rows"):
             champion = load_specialist(previous, settings, encoder=measured)
             champion_eval = evaluate_predictor(
                 champion, dataset, settings, split=evaluation.split, seed=seed
             )
 
-    decision = decide(
-        spec,
-        evaluation.specialist,
-        evaluation.general,
-        champion=champion_eval,
-        overlap=held_out_overlap(dataset, evaluation.split),
-        margin=margin,
-        n_resamples=settings.get("NICHE_BOOTSTRAP_RESAMPLES"),
-        seed=seed,
-    )
+    with progress.task(f"deciding the {alias} gate for v{candidate.version}"):
+        decision = decide(
+            spec,
+            evaluation.specialist,
+            evaluation.general,
+            champion=champion_eval,
+            overlap=held_out_overlap(dataset, evaluation.split),
+            margin=margin,
+            n_resamples=settings.get("NICHE_BOOTSTRAP_RESAMPLES"),
+            seed=seed,
+            alias=alias,
+        )
     promoted = registry.promotions.promote(
         task,
         alias,

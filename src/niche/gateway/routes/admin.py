@@ -7,9 +7,10 @@ says who.
     GET    /v1/admin/tasks                          every task, with what is serving
     GET    /v1/admin/tasks/{task}                   one task and its aliases
     GET    /v1/admin/tasks/{task}/aliases           aliases and their history
-    PUT    /v1/admin/tasks/{task}/aliases/{alias}   move an alias (champion: a passed gate,
-                                                    or force with a reason): the registry's
-                                                    one promotion rule
+    PUT    /v1/admin/tasks/{task}/aliases/{alias}   move an alias (champion, challenger: a
+                                                    gate passed under the task's current
+                                                    spec, or force with a reason): the
+                                                    registry's one promotion rule
     GET    /v1/admin/keys                           every key (never a secret)
     POST   /v1/admin/keys                           create a key (its secret shown once)
     DELETE /v1/admin/keys/{key}                     revoke a key (id or prefix)
@@ -97,8 +98,11 @@ class AdminRoutes:
 
         The answer is the alias event the move wrote, with ``moved`` and ``forced``; when the
         version held the alias already nothing is written, and the answer is the move that
-        put it there (``moved: false``). A champion without a passed gate is refused by the
-        registry (:class:`~niche.errors.GateRefusedError`: 409, code ``gate_required``).
+        put it there (``moved: false``). A guarded alias (champion, challenger) without a gate
+        passed for the version under the task's current spec (SLA, labels, general model) is
+        refused by the registry (:class:`~niche.errors.GateRefusedError`: 409, code
+        ``gate_required``, saying how to gate it again); a forced move stores a forced gate
+        decision with its reason and the caller as actor.
         """
         key = await self.guard.check(request, admin=True)
         data = await request.json()

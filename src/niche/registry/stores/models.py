@@ -68,6 +68,7 @@ def gate_record(row: GateDecisionRow, task: str, version: int) -> GateRecord:
         checks=row.checks,
         actor=row.actor,
         at=row.at,
+        spec_fingerprint=row.spec_fingerprint,
     )
 
 

@@ -7,13 +7,18 @@
 A promotion is one transaction: the gate decision, the alias move and their audit events are
 committed together or not at all. The CLI (which gates a candidate first), the gateway's admin
 route (which moves an alias by hand) and the retrain loop all call :meth:`PromotionStore.promote`.
+
+Guarded aliases (:data:`GUARDED_ALIASES`: ``champion``, all traffic; ``challenger``, canary
+traffic) move by hand only on a passed gate for that version decided under the task's current
+spec (:func:`~niche.registry.tasks.gate_fingerprint`); any other alias (e.g. ``staging``) is
+free: it serves nothing unless asked for by name, so it moves without a gate.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -34,13 +39,20 @@ from niche.registry.records import (
 )
 from niche.registry.stores.audit import write_event
 from niche.registry.stores.base import Store, aliases_of, model_row, task_row
+from niche.registry.stores.gating import (
+    GUARDED_ALIASES,
+    GateDecision,
+    HasToDict,
+    check_same_spec,
+    plain_checks,
+    refusal,
+    write_gate,
+)
 from niche.registry.stores.models import gate_record, model_record
-from niche.registry.validation import alias_name, json_value
+from niche.registry.tasks import TaskSpec, gate_fingerprint
+from niche.registry.validation import alias_name
 
 __all__ = ["GUARDED_ALIASES", "UNSET", "GateDecision", "PromotionStore", "alias_event_record"]
-
-GUARDED_ALIASES: Final = frozenset({"champion"})
-"""Aliases that move only with a passed gate for the version (or forced, with a reason)."""
 
 
 class _Unset:
@@ -54,20 +66,6 @@ UNSET: Final = _Unset()
 """``move(..., expected_current=UNSET)``: move the alias whatever it points to now."""
 
 
-class _HasToDict(Protocol):
-    def to_dict(self) -> dict[str, Any]: ...
-
-
-class GateDecision(Protocol):
-    """A fresh gate result, e.g. :class:`niche.registry.gates.GateResult`."""
-
-    @property
-    def passed(self) -> bool: ...
-
-    @property
-    def checks(self) -> Sequence[Mapping[str, Any] | _HasToDict]: ...
-
-
 def alias_event_record(row: AliasEventRow, task: str) -> AliasEventRecord:
     return AliasEventRecord(
         id=row.id,
@@ -79,12 +77,6 @@ def alias_event_record(row: AliasEventRow, task: str) -> AliasEventRecord:
         reason=row.reason,
         at=row.at,
     )
-
-
-def _plain_checks(checks: Sequence[Mapping[str, Any] | _HasToDict]) -> list[dict[str, Any]]:
-    as_dicts = [c.to_dict() if hasattr(c, "to_dict") else dict(c) for c in checks]
-    plain: list[dict[str, Any]] = json_value(as_dicts, "checks")
-    return plain
 
 
 def _forced_why(why: str | None) -> bool:
@@ -164,15 +156,17 @@ class PromotionStore(Store):
         *,
         alias: str,
         passed: bool,
-        checks: Sequence[Mapping[str, Any] | _HasToDict],
+        checks: Sequence[Mapping[str, Any] | HasToDict],
         forced: bool = False,
         why: str | None = None,
         actor: str | None = None,
+        spec_fingerprint: str | None = None,
     ) -> GateRecord:
         """Store a promotion decision, passed or failed, with its checks (no alias moves).
 
         ``checks`` are ``{name, passed, value, threshold, detail}`` dicts (or objects with
-        ``to_dict()``, e.g. :class:`~niche.registry.gates.GateCheck`).
+        ``to_dict()``, e.g. :class:`~niche.registry.gates.GateCheck`). ``spec_fingerprint``
+        says which spec of the task it was decided under (default: the current one).
 
             >>> registry.promotions.record_gate("banking77", 4, alias="champion",
             ...     passed=False, checks=decision.checks, actor="cli:ana")
@@ -181,13 +175,14 @@ class PromotionStore(Store):
         who = self._actor(actor)
         if forced and not _forced_why(why):
             raise ValidationError("a forced gate decision needs a reason (why)")
-        plain = _plain_checks(checks)
+        plain = plain_checks(checks)
         now = self.database.now()
         with self.database.session(write=True) as session:
             task_ = task_row(session, task)
             model = model_row(session, task_, version)
-            row = self._gate(
-                session, task_, model, alias, bool(passed), bool(forced), why, plain, who, now
+            spec = spec_fingerprint or gate_fingerprint(TaskSpec.from_dict(task_.spec))
+            row = write_gate(
+                session, task_, model, alias, bool(passed), bool(forced), why, plain, who, now, spec
             )
             return gate_record(row, task_.name, model.version)
 
@@ -250,12 +245,14 @@ class PromotionStore(Store):
         stored, and the alias moves when it passed, or when ``force`` is given with a reason
         ``why`` (stored as a forced decision). A failed decision without ``force`` is stored
         and moves nothing: the result says ``moved=False``, the caller decides what to say.
+        A decision made under an older spec of the task (its ``spec_fingerprint``) raises
+        :class:`~niche.errors.ConflictError` and stores nothing: gate it again.
 
         Without ``decision`` (an alias moved by hand) a guarded alias (:data:`GUARDED_ALIASES`)
-        needs a stored passed gate for this version and alias, else
-        :class:`~niche.errors.GateRefusedError`; with ``force`` and ``why`` it moves anyway
-        and a forced gate decision is stored. A version that holds the alias already moves
-        nothing. ``expected_current`` makes the move a compare-and-set
+        needs a stored passed gate for this version, decided under the task's current spec,
+        else :class:`~niche.errors.GateRefusedError`; with ``force`` and ``why`` it moves
+        anyway and a forced gate decision is stored. A version that holds the alias already
+        moves nothing. ``expected_current`` makes the move a compare-and-set
         (:class:`~niche.errors.ConflictError`, nothing stored).
 
             >>> registry.promotions.promote("banking77", "champion", 4, decision=result,
@@ -268,43 +265,40 @@ class PromotionStore(Store):
             raise ValidationError(
                 "a forced promotion needs a reason: say why (--why, or 'reason')", param="why"
             )
-        checks = _plain_checks(decision.checks) if decision is not None else []
+        checks = plain_checks(decision.checks) if decision is not None else []
         now = self.database.now()
         with self.database.session(write=True) as session:
             task_ = task_row(session, task, lock=True)
             target = model_row(session, task_, version)
+            spec = gate_fingerprint(TaskSpec.from_dict(task_.spec))
             current, current_version = self._current(session, task_, alias)
             already = current_version == target.version
             gate: GateDecisionRow | None = None
             if decision is not None:
+                check_same_spec(task_, target, alias, decision, spec)
                 passed = bool(decision.passed)
                 forced = force and not passed
                 moving = (passed or forced) and not already
                 if moving:
                     self._expect(task_, alias, expected_current, current_version)
-                gate = self._gate(
-                    session, task_, target, alias, passed, forced, why, checks, who, now
+                gate = write_gate(
+                    session, task_, target, alias, passed, forced, why, checks, who, now, spec
                 )
                 reason = (why or f"gate passed ({len(checks)} checks)") if passed else None
             else:
-                gated = alias not in GUARDED_ALIASES or self._has_passed_gate(
-                    session, task_, target, alias
-                )
-                if not gated and not force and not already:
-                    raise GateRefusedError(
-                        f"task {task_.name} v{target.version} has no passed gate for {alias}; "
-                        "run `niche promote` (which gates it), or send force: true with a "
-                        "reason",
-                        task=task_.name,
-                        version=target.version,
-                        alias=alias,
-                    )
-                forced = not gated and not already
                 moving = not already
                 if moving:
                     self._expect(task_, alias, expected_current, current_version)
+                refused = refusal(session, task_, target, alias, spec) if moving else None
+                if refused is not None and not force:
+                    raise GateRefusedError(
+                        refused, task=task_.name, version=target.version, alias=alias
+                    )
+                forced = refused is not None
                 if forced:
-                    gate = self._gate(session, task_, target, alias, False, True, why, [], who, now)
+                    gate = write_gate(
+                        session, task_, target, alias, False, True, why, [], who, now, spec
+                    )
                 reason = why
             event: AliasEventRow | None = None
             if moving:
@@ -361,66 +355,6 @@ class PromotionStore(Store):
             expected=expected,
             actual=actual,
         )
-
-    @staticmethod
-    def _has_passed_gate(
-        session: Session, task: TaskRow, target: ModelVersionRow, alias: str
-    ) -> bool:
-        found = session.scalar(
-            select(GateDecisionRow.id)
-            .where(
-                GateDecisionRow.task_id == task.id,
-                GateDecisionRow.model_version_id == target.id,
-                GateDecisionRow.alias == alias,
-                GateDecisionRow.passed.is_(True),
-            )
-            .limit(1)
-        )
-        return found is not None
-
-    @staticmethod
-    def _gate(
-        session: Session,
-        task: TaskRow,
-        target: ModelVersionRow,
-        alias: str,
-        passed: bool,
-        forced: bool,
-        why: str | None,
-        checks: list[dict[str, Any]],
-        actor: str,
-        now: datetime,
-    ) -> GateDecisionRow:
-        row = GateDecisionRow(
-            task_id=task.id,
-            model_version_id=target.id,
-            alias=alias,
-            passed=passed,
-            forced=forced,
-            why=why,
-            checks=checks,
-            actor=actor,
-            at=now,
-        )
-        session.add(row)
-        write_event(
-            session,
-            at=now,
-            actor=actor,
-            action="gate.decided",
-            task=task.name,
-            subject=f"v{target.version}",
-            detail={
-                "version": target.version,
-                "alias": alias,
-                "passed": passed,
-                "forced": forced,
-                "why": why,
-                "failed": [c.get("name") for c in checks if not c.get("passed")],
-            },
-        )
-        session.flush()
-        return row
 
     @staticmethod
     def _move(
