@@ -426,7 +426,7 @@ async def test_the_admin_route_moves_guarded_aliases_only_on_a_current_passed_ga
 # -- gates stored before the spec was recorded -----------------------------------------------
 
 
-def test_a_gate_stored_before_migration_0008_is_kept_but_no_longer_counts(
+def test_a_gate_stored_before_migration_0005_is_kept_but_no_longer_counts(
     database_url: str,
 ) -> None:
     from alembic import command

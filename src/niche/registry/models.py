@@ -174,7 +174,7 @@ class GateDecisionRow(Base):
     checks: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
     actor: Mapped[str] = mapped_column(String(200))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
-    # niche.registry.tasks.gate_fingerprint of the spec it was decided under (NULL: before 0008).
+    # niche.registry.tasks.gate_fingerprint of the spec it was decided under (NULL: before 0005).
     spec_fingerprint: Mapped[str | None] = mapped_column(String(64))
 
 

@@ -117,7 +117,7 @@ def refusal(
     if spec in specs:
         return None
     again = f"`niche promote {task.name} {target.version} --alias {alias}`"
-    if specs == {None}:  # stored before migration 0008: under which spec is unknown
+    if specs == {None}:  # stored before migration 0005: under which spec is unknown
         return (
             f"task {task.name} v{target.version} passed its gate for {alias} before niche "
             f"recorded the task spec a gate is decided under, so it no longer counts; gate it "
