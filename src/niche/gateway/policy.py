@@ -42,7 +42,9 @@ log = logging.getLogger("niche.gateway")
 class GeneralModel(Protocol):
     """What the policy needs of the general model (:class:`~niche.gateway.general.GeneralClient`)."""
 
-    async def ask(self, state: TaskState, text: str) -> GeneralReply: ...
+    async def ask(self, state: TaskState, text: str, *, use: str = "cascade") -> GeneralReply:
+        """Label ``text``; ``use`` (``cascade`` or ``shadow``) picks the circuit breaker."""
+        ...
 
 
 class RandomSource(Protocol):
@@ -170,7 +172,7 @@ class CascadePolicy:
             answer.fallback_reason = "no-champion"
         self.metrics.cascaded.labels(task).inc()
         try:
-            general = await self.general.ask(state, text)
+            general = await self.general.ask(state, text, use="cascade")
         except Exception as exc:  # the general model is a dependency: any failure falls back
             if not specialist_ok:
                 raise
@@ -213,7 +215,7 @@ class CascadePolicy:
     async def _shadow(self, state: TaskState, text: str, answer: TaskAnswer) -> None:
         """Ask the general model too, after answering; record whether the two agree."""
         try:
-            general = await self.general.ask(state, text)
+            general = await self.general.ask(state, text, use="shadow")
         except Exception as exc:
             self.metrics.shadow.labels(answer.task, "error").inc()
             log.info("task %s: shadow call failed: %s", answer.task, exc)

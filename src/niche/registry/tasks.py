@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from niche.errors import ValidationError
+from niche.specialists.prompting import RESPONSE_FORMATS
 
 __all__ = ["INPUT_KINDS", "OUTPUT_KINDS", "SLA", "GeneralModelSpec", "ServingSpec", "TaskSpec"]
 
@@ -81,6 +82,11 @@ class GeneralModelSpec:
     holding the key (the key itself is never stored). ``max_tokens`` bounds every answer the
     gateway and evaluation ask for (a label needs a few tokens; an unbounded request lets a
     server generate until its context is full); ``stop`` ends an answer early.
+    ``response_format`` asks for a constrained answer (the label as a JSON enum):
+    ``json_schema`` (OpenAI, vLLM), ``json_object`` (llama.cpp's server), ``text`` (free
+    text, mapped), or ``auto`` (the default: ``json_schema``, then ``json_object``, then
+    ``text``, each step taken once per endpoint on a 400/422 refusal — at most two refused
+    calls, then every answer is as constrained as the endpoint allows).
     """
 
     kind: str = "zero-shot"
@@ -92,6 +98,7 @@ class GeneralModelSpec:
     api_key_env: str | None = None
     max_tokens: int = DEFAULT_MAX_TOKENS
     stop: tuple[str, ...] | None = None
+    response_format: str = "auto"
 
     def __post_init__(self) -> None:
         if self.kind not in ("zero-shot", "openai"):
@@ -126,6 +133,11 @@ class GeneralModelSpec:
                     f"general.stop takes at most 4 strings (the OpenAI limit), got {len(stop)}"
                 )
             object.__setattr__(self, "stop", tuple(stop))
+        if self.response_format not in RESPONSE_FORMATS:
+            raise ValidationError(
+                f"general.response_format must be one of {', '.join(RESPONSE_FORMATS)}, "
+                f"got {self.response_format!r}"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeneralModelSpec:
