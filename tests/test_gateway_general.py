@@ -258,8 +258,8 @@ async def test_failed_shadow_calls_never_make_pass_through_answer_503_fake_gener
             gateway_breaker_reset_s=60.0,
         )
         _update(settings, serving={"shadow_fraction": 1.0})
-        # Every label request (niche's own: constrained) fails; pass-through ones do not.
-        general.fail(500, when=lambda body: "response_format" in body)
+        # Every label request (niche's own prompt) fails; pass-through ones do not.
+        general.fail(500, when=lambda body: "Classify the text" in str(body["messages"]))
         app = gateway(settings)
         async with in_process(app) as http:
             for _ in range(5):
@@ -398,3 +398,82 @@ def test_a_disconnect_mid_stream_closes_the_upstream_over_a_real_server_fake_gen
             assert general.streams_closed == 1
     (record,) = Registry(settings=settings).traffic.query()
     assert record.status == 499 and record.route == "passthrough"
+
+
+# -- niche general check -----------------------------------------------------------------
+
+
+def _cli(args: list[str], **env: str) -> Any:
+    from typer.testing import CliRunner
+
+    from niche.cli import app
+
+    return CliRunner().invoke(app, ["general", "check", *args], env=env)
+
+
+@pytest.mark.parametrize("llama_cpp", [False, True], ids=["openai", "llama-cpp"])
+def test_niche_general_check_probes_the_fake_general_model(niche_home, llama_cpp):
+    with NeverEndingGeneralModel(label="question", refuse_json_schema=llama_cpp) as general:
+        result = _cli(
+            ["--json"],
+            NICHE_GENERAL_BASE_URL=general.base_url,
+            NICHE_GENERAL_MODEL="small-llm",
+            NICHE_GENERAL_MAX_TOKENS="16",
+            NICHE_GATEWAY_TIMEOUT_S="5",
+        )
+        assert result.exit_code == 0, result.output
+        check = orjson.loads(result.stdout)
+        assert check["answer"] == '{"label":"question"}'
+        assert (check["label"], check["maps_to_label"]) == ("question", True)
+        assert check["latency_ms"] < 5000 and general.requests[-1]["max_tokens"] == 16
+        if llama_cpp:  # json_schema refused with 422, json_object taken
+            assert check["formats"] == [["json_schema", 422], ["json_object", 200]]
+            assert (check["response_format"], check["format_accepted"]) == ("json_object", False)
+        else:
+            assert (check["response_format"], check["format_accepted"]) == ("json_schema", True)
+
+        # A task's own general model, asked free text: the echo maps to no label.
+        with Registry(settings=Settings()) as registry:
+            from niche.registry.tasks import TaskSpec
+
+            registry.tasks.create(
+                TaskSpec(
+                    name="tickets",
+                    labels=["spam", "not_spam"],
+                    general=GeneralModelSpec(
+                        kind="openai",
+                        base_url=general.base_url,
+                        model="small-llm",
+                        response_format="text",
+                        max_tokens=200,
+                    ),
+                )
+            )
+        result = _cli(["tickets", "--json"])
+        assert result.exit_code == 0, result.output
+        check = orjson.loads(result.stdout)
+        assert check["answer"].startswith("Classify the text") and check["label"] is None
+        assert (check["task"], check["format_accepted"]) == ("tickets", None)
+        table = _cli(["tickets"])
+        assert table.exit_code == 0 and "names no label" in table.stdout
+
+
+def test_niche_general_check_says_what_is_wrong(niche_home):
+    result = _cli([])
+    assert result.exit_code == 2
+    assert "no general model is configured" in result.stderr
+    with NeverEndingGeneralModel() as general:
+        result = _cli(
+            [],
+            NICHE_GENERAL_BASE_URL=general.base_url,
+            NICHE_GENERAL_MODEL="small-llm",
+            NICHE_GENERAL_API_KEY_ENV="FAKE_GENERAL_KEY",
+        )
+        assert result.exit_code == 2
+        assert "FAKE_GENERAL_KEY" in result.stderr and "not set" in result.stderr
+        assert general.requests == []
+        port = general.base_url.split(":")[2].split("/")[0]
+    down = f"http://127.0.0.1:{port}/v1"  # the fake has stopped: nothing listens there
+    result = _cli([], NICHE_GENERAL_BASE_URL=down, NICHE_GENERAL_MODEL="small-llm")
+    assert result.exit_code == 1
+    assert "cannot be reached" in result.stderr

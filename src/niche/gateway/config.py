@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from niche.errors import ConfigurationError, ValidationError
-from niche.registry.tasks import GeneralModelSpec
+from niche.errors import ConfigurationError
+from niche.registry.tasks import GeneralModelSpec, global_general_model
 from niche.settings import Settings
 
 __all__ = ["GatewayConfig", "load_redactor"]
@@ -51,17 +51,7 @@ class GatewayConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GatewayConfig:
-        base_url = settings.get("NICHE_GENERAL_BASE_URL")
-        model = settings.get("NICHE_GENERAL_MODEL")
-        general = None
-        if base_url or model:
-            if not (base_url and model):
-                raise ConfigurationError(
-                    "set both NICHE_GENERAL_BASE_URL and NICHE_GENERAL_MODEL, or neither "
-                    "(the built-in zero-shot model then answers low-confidence requests)",
-                    setting="NICHE_GENERAL_BASE_URL" if not base_url else "NICHE_GENERAL_MODEL",
-                )
-            general = _general_spec(settings, base_url, model)
+        general = global_general_model(settings)
         config = cls(
             general=general,
             timeout_s=settings.get("NICHE_GATEWAY_TIMEOUT_S"),
@@ -98,32 +88,6 @@ class GatewayConfig:
         _fraction(config.shadow_fraction, "NICHE_GATEWAY_SHADOW_FRACTION")
         _fraction(config.canary_fraction, "NICHE_GATEWAY_CANARY_FRACTION")
         return config
-
-
-def _general_spec(settings: Settings, base_url: str, model: str) -> GeneralModelSpec:
-    """The global general model from ``NICHE_GENERAL_*``; a bad value is a setting's error."""
-    try:
-        return GeneralModelSpec(
-            kind="openai",
-            base_url=base_url,
-            model=model,
-            api_key_env=settings.get("NICHE_GENERAL_API_KEY_ENV"),
-            price_input_per_1m_tokens_usd=settings.get(
-                "NICHE_GENERAL_PRICE_INPUT_PER_1M_TOKENS_USD"
-            ),
-            price_output_per_1m_tokens_usd=settings.get(
-                "NICHE_GENERAL_PRICE_OUTPUT_PER_1M_TOKENS_USD"
-            ),
-            max_tokens=settings.get("NICHE_GENERAL_MAX_TOKENS"),
-            response_format=settings.get("NICHE_GENERAL_RESPONSE_FORMAT"),
-        )
-    except ValidationError as exc:
-        # "general.max_tokens must be …" names the field: its setting is NICHE_GENERAL_<FIELD>.
-        field = exc.message.partition(" ")[0].removeprefix("general.")
-        setting = f"NICHE_GENERAL_{field.upper()}" if field.isidentifier() else None
-        raise ConfigurationError(
-            f"{setting or 'NICHE_GENERAL_*'}: {exc.message}", setting=setting
-        ) from exc
 
 
 def load_redactor(spec: str | None) -> Callable[[Any], Any] | None:

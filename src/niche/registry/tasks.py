@@ -16,10 +16,19 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from niche.errors import ValidationError
+from niche.errors import ConfigurationError, ValidationError
+from niche.settings import Settings
 from niche.specialists.prompting import RESPONSE_FORMATS
 
-__all__ = ["INPUT_KINDS", "OUTPUT_KINDS", "SLA", "GeneralModelSpec", "ServingSpec", "TaskSpec"]
+__all__ = [
+    "INPUT_KINDS",
+    "OUTPUT_KINDS",
+    "SLA",
+    "GeneralModelSpec",
+    "ServingSpec",
+    "TaskSpec",
+    "global_general_model",
+]
 
 INPUT_KINDS = ("text", "tabular", "chat")
 OUTPUT_KINDS = ("label", "text")
@@ -142,6 +151,48 @@ class GeneralModelSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeneralModelSpec:
         return cls(**_strict(cls, data, "general"))
+
+
+def global_general_model(settings: Settings) -> GeneralModelSpec | None:
+    """The gateway's own general model, from ``NICHE_GENERAL_*`` (None: both URL and model
+    unset). A half-set or bad value raises :class:`ConfigurationError` naming its setting.
+
+    >>> global_general_model(Settings(general_base_url="http://localhost:8080/v1",
+    ...                               general_model="gemma")).max_tokens
+    64
+    """
+    base_url = settings.get("NICHE_GENERAL_BASE_URL")
+    model = settings.get("NICHE_GENERAL_MODEL")
+    if not (base_url or model):
+        return None
+    if not (base_url and model):
+        raise ConfigurationError(
+            "set both NICHE_GENERAL_BASE_URL and NICHE_GENERAL_MODEL, or neither "
+            "(the built-in zero-shot model then answers low-confidence requests)",
+            setting="NICHE_GENERAL_BASE_URL" if not base_url else "NICHE_GENERAL_MODEL",
+        )
+    try:
+        return GeneralModelSpec(
+            kind="openai",
+            base_url=base_url,
+            model=model,
+            api_key_env=settings.get("NICHE_GENERAL_API_KEY_ENV"),
+            price_input_per_1m_tokens_usd=settings.get(
+                "NICHE_GENERAL_PRICE_INPUT_PER_1M_TOKENS_USD"
+            ),
+            price_output_per_1m_tokens_usd=settings.get(
+                "NICHE_GENERAL_PRICE_OUTPUT_PER_1M_TOKENS_USD"
+            ),
+            max_tokens=settings.get("NICHE_GENERAL_MAX_TOKENS"),
+            response_format=settings.get("NICHE_GENERAL_RESPONSE_FORMAT"),
+        )
+    except ValidationError as exc:
+        # "general.max_tokens must be …" names the field: its setting is NICHE_GENERAL_<FIELD>.
+        field_name = exc.message.partition(" ")[0].removeprefix("general.")
+        setting = f"NICHE_GENERAL_{field_name.upper()}" if field_name.isidentifier() else None
+        raise ConfigurationError(
+            f"{setting or 'NICHE_GENERAL_*'}: {exc.message}", setting=setting
+        ) from exc
 
 
 def _fraction(value: float | None, name: str) -> None:
