@@ -18,6 +18,7 @@ prices (:func:`prices`): the same pure function that prices a specialist's compu
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
@@ -55,6 +56,8 @@ __all__ = [
     "read_sse",
     "token_cost",
 ]
+
+log = logging.getLogger("niche.gateway")
 
 # A refusal of the response format (OpenAI and vLLM say 400, llama.cpp's server 422).
 _FORMAT_REFUSED = frozenset({400, 422})
@@ -275,10 +278,9 @@ class GeneralClient:
         timeout_s = state.spec.serving.timeout_s or self.config.timeout_s
         prompt = render_prompt(spec.prompt_template, text, labels)
         upstream = self.upstream(spec)
-        # The task's own setting, unless this endpoint already refused it ("auto" only).
-        kind = first_format(spec.response_format)
-        if spec.response_format == "auto" and upstream.response_format != "auto":
-            kind = upstream.response_format
+        auto = spec.response_format == "auto"
+        # Under "auto", where this endpoint was left after its last refusal.
+        kind = (auto and upstream.accepted_format) or first_format(spec.response_format)
         while True:
             body = chat_request(
                 spec.model or "",
@@ -291,12 +293,16 @@ class GeneralClient:
             # Its total timeout raises UpstreamTimeoutError (and counts against the breaker).
             reply = await upstream.complete(orjson.dumps(body), timeout_s=timeout_s, use=use)
             fallback = FORMAT_FALLBACK.get(kind)
-            if (
-                reply.status in _FORMAT_REFUSED
-                and spec.response_format == "auto"
-                and fallback is not None
-            ):
-                kind = upstream.response_format = fallback
+            if reply.status in _FORMAT_REFUSED and auto and fallback is not None:
+                log.warning(
+                    "general model %s refused response_format %s (HTTP %d): asking with %s "
+                    "from now on (set general.response_format to choose)",
+                    upstream.name,
+                    kind,
+                    reply.status,
+                    fallback,
+                )
+                kind = upstream.accepted_format = fallback
                 continue
             break
         if reply.status >= 400:

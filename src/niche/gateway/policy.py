@@ -6,8 +6,11 @@ reaches the task's cascade threshold (then maybe send a shadow copy to the gener
 the background). Otherwise ask the general model; when it fails, times out, has its circuit
 open or names no label, the specialist's answer stands (``specialist-fallback``); when the
 specialist failed, the general model answers (``general-fallback``). What an answer cost is
-:func:`niche.evaluation.cost_usd` of the specialist's recorded usage at ``prices``, plus the
-general model's (priced by :class:`~niche.gateway.general.GeneralClient`).
+:func:`niche.evaluation.cost_usd` of the specialist's usage at ``prices`` (its share of its
+batch's CPU seconds, measured as evaluation measures them: see
+:mod:`~niche.gateway.batching`), plus the general model's tokens (priced by
+:class:`~niche.gateway.general.GeneralClient`). Cascade and shadow calls each have their own
+circuit breaker, apart from pass-through's.
 
     >>> policy = CascadePolicy(general, metrics, canary_fraction=0.0, shadow_fraction=0.05,
     ...                        prices=Prices(cpu_hour_usd=0.05), rng=random.Random(7))

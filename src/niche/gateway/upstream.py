@@ -156,8 +156,8 @@ class Upstream:
         self.url = self.base_url + "/chat/completions"
         self.name = f"{spec.model} at {spec.base_url}"  # for the log and the metrics
         self.model = spec.model or "?"  # for errors, which reach clients
-        # The response format this endpoint was last seen to accept ("auto" steps down).
-        self.response_format = spec.response_format
+        # The format "auto" stepped down to after this endpoint refused one (None: none yet).
+        self.accepted_format: str | None = None
         self._environ = os.environ if environ is None else environ
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[float, aiohttp.ClientTimeout] = {}
