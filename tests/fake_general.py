@@ -9,7 +9,8 @@ local model behind llama.cpp's server does.
 - ``refuse_json_schema``: it refuses ``json_schema`` with 422, as llama.cpp's server does,
   and honours ``{"type": "json_object", "schema": …}``.
 - Usage is reported on a stream only when asked (``stream_options.include_usage``), after
-  the last choice chunk in a chunk with no choices, as the OpenAI API documents.
+  the last choice chunk in a chunk with no choices (every other chunk then carries
+  ``"usage":null``), as the OpenAI API documents.
 - ``fail(status)`` answers every chat completion (or those ``failing(body)`` picks) with
   ``status`` and an OpenAI-style error body.
 
@@ -161,18 +162,20 @@ class NeverEndingGeneralModel:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         sent = 0
+        options = body.get("stream_options") or {}
         try:
             while max_tokens is None or sent < max_tokens:
                 word = words[sent % len(words)]
-                chunk = {
+                chunk: dict[str, Any] = {
                     **base,
                     "object": "chat.completion.chunk",
                     "choices": [{"index": 0, "delta": {"content": word + " "}}],
                 }
+                if options.get("include_usage") and self.report_usage:
+                    chunk["usage"] = None  # as the OpenAI API sends it on every other chunk
                 await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
                 sent += 1
                 await asyncio.sleep(0.005)
-            options = body.get("stream_options") or {}
             if options.get("include_usage") and self.report_usage:
                 usage = {"prompt_tokens": 7, "completion_tokens": sent, "total_tokens": 7 + sent}
                 final = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}

@@ -165,7 +165,9 @@ class StreamUsage:
     ``strip``: the client did not ask for usage (``stream_options.include_usage``) but the
     gateway did, to count the stream's tokens; the usage chunk the upstream then adds (the
     last before ``[DONE]``, with no choices, as the OpenAI API documents) is dropped from
-    what the client gets. Without ``strip`` chunks are relayed exactly as they come.
+    what the client gets, and so is the ``"usage":null`` the API then adds to every other
+    chunk (compact JSON, as OpenAI sends it). Without ``strip`` chunks are relayed exactly
+    as they come.
 
         >>> watched = StreamUsage(chunks, strip=True)
         >>> await relay(send, 200, "text/event-stream", watched.chunks(), [], what="…")
@@ -197,6 +199,9 @@ class StreamUsage:
                 if b'"usage"' in ready:
                     events = ready.split(b"\n\n")
                     ready = b"".join(e + b"\n\n" for e in events if e and not _usage_only(e))
+                    # The null usage every other chunk then carries. A quote inside a JSON
+                    # string is escaped, so these bytes can only be the field itself.
+                    ready = ready.replace(b',"usage":null', b"").replace(b'"usage":null,', b"")
                 if ready:
                     yield ready
             if pending:
