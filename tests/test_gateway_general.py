@@ -92,6 +92,39 @@ def test_chat_request_is_bounded_and_constrained_to_the_labels():
     assert "response_format" not in chat_request("m", "hi", ["ham"], max_tokens=8)
 
 
+async def test_a_stream_split_anywhere_loses_only_the_usage_it_was_not_asked_for():
+    from niche.gateway.general import StreamUsage
+
+    events = [
+        b'data: {"choices":[{"index":0,"delta":{"content":"he said \\"usage\\":null"}}],'
+        b'"usage":null}\n\n',
+        b'data: {"choices":[{"index":0,"delta":{"content":"!"}}],"usage":null}\n\n',
+        b'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":2}}\n\n',
+        b"data: [DONE]\n\n",
+    ]
+    whole = b"".join(events)
+    closed = []
+
+    async def source(size: int):
+        try:
+            for start in range(0, len(whole), size):
+                yield whole[start : start + size]
+        finally:
+            closed.append(size)
+
+    for size in (1, 7, 64, len(whole)):
+        watched = StreamUsage(source(size), strip=True)
+        relayed = b"".join([chunk async for chunk in watched.chunks()])
+        assert relayed == (
+            b'data: {"choices":[{"index":0,"delta":{"content":"he said \\"usage\\":null"}}]}'
+            b'\n\ndata: {"choices":[{"index":0,"delta":{"content":"!"}}]}\n\ndata: [DONE]\n\n'
+        )
+        assert watched.result() == ('he said "usage":null!', 5, 2)
+        kept = StreamUsage(source(size), strip=False)
+        assert b"".join([chunk async for chunk in kept.chunks()]) == whole
+    assert sorted(closed) == sorted([1, 7, 64, len(whole)] * 2)
+
+
 # -- the breaker's trial always ends -----------------------------------------------------
 
 
