@@ -106,6 +106,10 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case(["keys", "create", "--scope", "root"], 2, ("key scope must be one of",))
     ],
     ("keys", "list"): [Case(["keys", "list"], 2, (BAD_DATABASE_MESSAGE,), BAD_DATABASE)],
+    ("general", "check"): [
+        Case(["general", "check", "nosuch"], 2, ("no task 'nosuch'",)),
+        Case(["general", "check"], 2, ("no general model is configured",)),
+    ],
     ("keys", "revoke"): [Case(["keys", "revoke", "99"], 2, ("no API key with id or prefix '99'",))],
 }
 

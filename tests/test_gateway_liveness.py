@@ -153,7 +153,7 @@ class FakeGeneralModel:
     def __init__(self) -> None:
         self.asked = []
 
-    async def ask(self, state: TaskState, text: str) -> GeneralReply:
+    async def ask(self, state: TaskState, text: str, *, use: str = "cascade") -> GeneralReply:
         self.asked.append(text)
         return GeneralReply(answer="spam", label="spam", cost_usd=0.0)
 

@@ -84,8 +84,10 @@ class FakeGeneral:
         self.breaker = breaker
         self.gate: asyncio.Event | None = None
         self.asked: list[tuple[str, str]] = []
+        self.uses: list[str] = []
 
-    async def ask(self, state: TaskState, text: str) -> GeneralReply:
+    async def ask(self, state: TaskState, text: str, *, use: str = "cascade") -> GeneralReply:
+        self.uses.append(use)
         if self.breaker is not None:
             self.breaker.before("vendor-model")
         self.asked.append((state.spec.name, text))

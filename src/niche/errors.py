@@ -350,6 +350,11 @@ class UpstreamTimeoutError(UpstreamError):
 
 
 class CircuitOpenError(UpstreamError):
-    """The general model failed too often lately; it is not called until its breaker resets."""
+    """The general model failed too often lately; it is not called until its breaker resets
+    (in about ``retry_after_s`` seconds: the gateway's 503 says so in ``Retry-After``)."""
 
     http_status = 503
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s

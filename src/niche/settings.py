@@ -152,6 +152,14 @@ SETTINGS: tuple[Setting, ...] = (
         "label needs a few; a task's own general model sets general.max_tokens).",
         int,
     ),
+    Setting(
+        "NICHE_GENERAL_RESPONSE_FORMAT",
+        "auto",
+        "How the global general model is asked for a label: json_schema (OpenAI, vLLM), "
+        "json_object (llama.cpp's server), text, or auto (json_schema, then json_object, then "
+        "text, each step once per endpoint on a 400/422 refusal).",
+        str,
+    ),
     # -- the gateway (`niche serve`) --
     Setting(
         "NICHE_GATEWAY_TIMEOUT_S",

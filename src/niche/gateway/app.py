@@ -147,7 +147,7 @@ class Gateway:
         self.metrics.set_state(
             capture_pending=self.capture.pending,
             capture_dropped=self.capture.dropped,
-            circuits=[(u.name, u.breaker.state) for u in self.general.upstreams()],
+            circuits=[(u.name, u.state) for u in self.general.upstreams()],
         )
 
     async def shutdown(self) -> None:

@@ -158,10 +158,15 @@ async def relay(
     *,
     what: str,
     keep: bool = False,
+    receive: Receive | None = None,
 ) -> tuple[int, bytes]:
     """Relay an upstream answer chunk by chunk, each as it comes.
 
-    Returns its status (502 if it broke mid-way) and, with ``keep``, its bytes.
+    With ``receive`` (the request's, its body already read), a client that goes away ends
+    the relay at once, whatever the upstream is doing. ``chunks`` is closed (``aclose``)
+    however the relay ends, so the upstream's response is released, not left streaming.
+    Returns its status (502 if the upstream broke mid-way, 499 if the client left) and,
+    with ``keep``, its bytes.
     """
     await send(
         {
@@ -171,14 +176,42 @@ async def relay(
         }
     )
     received: list[bytes] = []
+    relaying = asyncio.current_task()
+    left = False
+    streaming = True
+
+    async def watch(receive: Receive) -> None:
+        nonlocal left
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        # Only while chunks are awaited: after the loop, the relay ends by itself.
+        if streaming and relaying is not None:
+            left = True
+            relaying.cancel()
+
+    watcher = asyncio.ensure_future(watch(receive)) if receive is not None else None
     try:
         async for chunk in chunks:
             if keep:
                 received.append(chunk)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    except asyncio.CancelledError:
+        if not left:
+            raise
+        if relaying is not None:
+            relaying.uncancel()
+        log.info("%s: the client went away", what)
+        status = 499
     except Exception as exc:  # the upstream broke mid-way: end the response, record it
         log.warning("%s broke: %s", what, exc)
         status = 502
+    finally:
+        streaming = False
+        if watcher is not None:
+            watcher.cancel()
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            await aclose()
     await send({"type": "http.response.body", "body": b""})
     return status, b"".join(received)
 

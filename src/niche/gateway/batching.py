@@ -11,9 +11,12 @@ cores itself, and the event loop stays free to accept the next batch meanwhile).
     >>> answer.label, answer.usage.compute_s, answer.batch_size
     ('card_arrival', 0.0004, 12)
 
-Each answer's usage is its share of the batch's: what the predictor recorded on its
-predictions (``Predictions.usage``), or, for a predictor that records none, the seconds the
-batch took.
+Each answer's usage is its share of the batch's, measured as evaluation measures it
+(:func:`niche.evaluation.measure_throughput`): the process's CPU seconds over the predict
+call, all threads counted (``cpu_clock``, :func:`time.process_time`), plus the tokens the
+predictor recorded (a remote model's). The gateway and the gate then price one model the
+same way. Under concurrent load the process clock also counts the event loop's work during
+the call, so a busy gateway's figure is an upper bound.
 """
 
 from __future__ import annotations
@@ -143,8 +146,10 @@ class MicroBatcher:
         max_wait_s: float,
         executor: Executor | None = None,
         timeout_s: float | None = None,
+        cpu_clock: Callable[[], float] = time.process_time,
     ) -> None:
         self.predict = predict
+        self.cpu_clock = cpu_clock
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
         self.executor = executor
@@ -204,15 +209,17 @@ class MicroBatcher:
         """Predict ``live`` and resolve each of its futures; never raises (but cancellation)."""
         texts = [text for text, _ in live]
         n = len(live)
-        started = time.perf_counter()
         try:
-            predictions = await asyncio.wait_for(
-                loop.run_in_executor(self.executor, self.predict, texts), self.timeout_s
+            predictions, cpu_s = await asyncio.wait_for(
+                loop.run_in_executor(self.executor, self._timed, texts), self.timeout_s
             )
             rows = _rows(predictions, n)
-            usage = predictions.usage
-            if not isinstance(usage, Usage):  # none recorded: the batch's own seconds
-                usage = Usage(compute_s=time.perf_counter() - started)
+            recorded = predictions.usage if isinstance(predictions.usage, Usage) else Usage()
+            usage = Usage(
+                compute_s=cpu_s,
+                input_tokens=recorded.input_tokens,
+                output_tokens=recorded.output_tokens,
+            )
             parts = split_usage(usage, n)
         except TimeoutError:
             _fail(
@@ -232,6 +239,11 @@ class MicroBatcher:
         for (_, future), (label, confidence), part in zip(live, rows, parts, strict=True):
             if not future.done():
                 future.set_result(BatchAnswer(label, confidence, part, n))
+
+    def _timed(self, texts: Sequence[str]) -> tuple[Predictions, float]:
+        started = self.cpu_clock()
+        predictions = self.predict(texts)
+        return predictions, self.cpu_clock() - started
 
     async def aclose(self) -> None:
         """Stop the worker; every text still waiting fails with a :class:`SpecialistError`."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from niche.errors import ConfigurationError
-from niche.registry.tasks import GeneralModelSpec
+from niche.registry.tasks import GeneralModelSpec, global_general_model
 from niche.settings import Settings
 
 __all__ = ["GatewayConfig", "load_redactor"]
@@ -57,29 +57,7 @@ class GatewayConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GatewayConfig:
-        base_url = settings.get("NICHE_GENERAL_BASE_URL")
-        model = settings.get("NICHE_GENERAL_MODEL")
-        general = None
-        if base_url or model:
-            if not (base_url and model):
-                raise ConfigurationError(
-                    "set both NICHE_GENERAL_BASE_URL and NICHE_GENERAL_MODEL, or neither "
-                    "(the built-in zero-shot model then answers low-confidence requests)",
-                    setting="NICHE_GENERAL_BASE_URL" if not base_url else "NICHE_GENERAL_MODEL",
-                )
-            general = GeneralModelSpec(
-                kind="openai",
-                base_url=base_url,
-                model=model,
-                api_key_env=settings.get("NICHE_GENERAL_API_KEY_ENV"),
-                price_input_per_1m_tokens_usd=settings.get(
-                    "NICHE_GENERAL_PRICE_INPUT_PER_1M_TOKENS_USD"
-                ),
-                price_output_per_1m_tokens_usd=settings.get(
-                    "NICHE_GENERAL_PRICE_OUTPUT_PER_1M_TOKENS_USD"
-                ),
-                max_tokens=settings.get("NICHE_GENERAL_MAX_TOKENS"),
-            )
+        general = global_general_model(settings)
         config = cls(
             general=general,
             timeout_s=settings.get("NICHE_GATEWAY_TIMEOUT_S"),

@@ -1,9 +1,11 @@
 """The general model as the cascade sees it: ask a task's question, read the answer's label,
-its token usage and its price.
+its token usage and its price; and the token count of a pass-through stream.
 
 A task's own ``openai`` general model, else the gateway's (``NICHE_GENERAL_*``), is called
-through :class:`~niche.gateway.upstream.Upstream` (aiohttp, one circuit breaker per
-endpoint); with neither, the built-in offline zero-shot model answers.
+through :class:`~niche.gateway.upstream.Upstream` (aiohttp, one circuit breaker per endpoint
+and use); with neither, the built-in offline zero-shot model answers. Every call is bounded
+(``max_tokens``, ``stop``) and asks for the label as a JSON enum where the endpoint takes one
+(``response_format``; ``auto`` steps down once per endpoint when it is refused).
 
     >>> general = GeneralClient(config, zero_shot=portfolio.zero_shot)
     >>> reply = await general.ask(state, "where is my card?")
@@ -16,8 +18,10 @@ prices (:func:`prices`): the same pure function that prices a specialist's compu
 
 from __future__ import annotations
 
+import logging
+import math
 import time
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +33,15 @@ from niche.gateway.config import GatewayConfig
 from niche.gateway.upstream import CircuitBreaker, Upstream
 from niche.registry.tasks import GeneralModelSpec
 from niche.specialists.base import Usage
-from niche.specialists.prompting import map_answer, render_prompt
+from niche.specialists.prompting import (
+    FORMAT_FALLBACK,
+    chat_request,
+    first_format,
+    map_answer,
+    render_prompt,
+    reply_content,
+    reply_usage,
+)
 
 if TYPE_CHECKING:
     from niche.gateway.batching import MicroBatcher
@@ -38,12 +50,17 @@ if TYPE_CHECKING:
 __all__ = [
     "GeneralClient",
     "GeneralReply",
-    "content",
+    "StreamUsage",
+    "estimate_tokens",
     "prices",
     "read_sse",
     "token_cost",
-    "usage",
 ]
+
+log = logging.getLogger("niche.gateway")
+
+# A refusal of the response format (OpenAI and vLLM say 400, llama.cpp's server 422).
+_FORMAT_REFUSED = frozenset({400, 422})
 
 
 @dataclass(frozen=True)
@@ -56,27 +73,6 @@ class GeneralReply:
     input_tokens: int | None = None
     output_tokens: int | None = None
     cost_usd: float = 0.0
-
-
-def usage(reply: Any) -> tuple[int | None, int | None]:
-    """The prompt and completion tokens an OpenAI-style ``reply`` reports (None: unknown)."""
-    found = reply.get("usage") if isinstance(reply, dict) else None
-    if not isinstance(found, dict):
-        return None, None
-    prompt, completion = found.get("prompt_tokens"), found.get("completion_tokens")
-    return (
-        prompt if isinstance(prompt, int) else None,
-        completion if isinstance(completion, int) else None,
-    )
-
-
-def content(reply: Any) -> str | None:
-    """The first choice's message text of a chat-completion ``reply``."""
-    try:
-        text = reply["choices"][0]["message"]["content"]
-    except (KeyError, IndexError, TypeError):
-        return None
-    return text if isinstance(text, str) else None
 
 
 def prices(spec: GeneralModelSpec) -> Prices:
@@ -107,6 +103,19 @@ def token_cost(at: Prices, input_tokens: int | None, output_tokens: int | None) 
     return cost_usd(Usage(input_tokens=input_tokens, output_tokens=output_tokens), at)
 
 
+def estimate_tokens(texts: Iterable[str]) -> int:
+    """Tokens in ``texts`` by OpenAI's rule of thumb, 4 characters a token (rounded up).
+
+    For an upstream that reports no usage: no tokenizer of the vendor's model is available
+    offline (tiktoken fetches its encodings), and the estimate is within tens of percent
+    for English text, which is what a budget needs.
+
+        >>> estimate_tokens(["hello there"])
+        3
+    """
+    return math.ceil(sum(len(text) for text in texts) / 4)
+
+
 def read_sse(stream: bytes) -> tuple[str | None, int | None, int | None]:
     """The content and token usage carried by an SSE chat-completion stream."""
     parts: list[str] = []
@@ -129,8 +138,82 @@ def read_sse(stream: bytes) -> tuple[str | None, int | None, int | None]:
             if isinstance(delta, dict) and isinstance(delta.get("content"), str):
                 parts.append(delta["content"])
         if chunk.get("usage"):
-            input_tokens, output_tokens = usage(chunk)
+            input_tokens, output_tokens = reply_usage(chunk)
     return ("".join(parts) if parts else None), input_tokens, output_tokens
+
+
+def _usage_only(event: bytes) -> bool:
+    """Whether an SSE event is the usage chunk ``include_usage`` adds (no choices)."""
+    for line in event.splitlines():
+        line = line.strip()
+        if line.startswith(b"data:") and b'"usage"' in line:
+            try:
+                chunk = orjson.loads(line[5:].strip())
+            except orjson.JSONDecodeError:
+                return False
+            return (
+                isinstance(chunk, dict)
+                and isinstance(chunk.get("usage"), dict)
+                and not chunk.get("choices")
+            )
+    return False
+
+
+class StreamUsage:
+    """A pass-through stream as it is relayed: what it said and the tokens it used.
+
+    ``strip``: the client did not ask for usage (``stream_options.include_usage``) but the
+    gateway did, to count the stream's tokens; the usage chunk the upstream then adds (the
+    last before ``[DONE]``, with no choices, as the OpenAI API documents) is dropped from
+    what the client gets, and so is the ``"usage":null`` the API then adds to every other
+    chunk (compact JSON, as OpenAI sends it). Without ``strip`` chunks are relayed exactly
+    as they come.
+
+        >>> watched = StreamUsage(chunks, strip=True)
+        >>> await relay(send, 200, "text/event-stream", watched.chunks(), [], what="…")
+        >>> watched.result()
+        ('hello from the vendor', 12, 3)
+    """
+
+    def __init__(self, chunks: AsyncIterator[bytes], *, strip: bool) -> None:
+        self._source = chunks
+        self.strip = strip
+        self._received: list[bytes] = []
+
+    async def chunks(self) -> AsyncGenerator[bytes, None]:
+        """The chunks for the client; closing it closes the upstream's."""
+        source = self._source
+        pending = b""
+        try:
+            async for chunk in source:
+                self._received.append(chunk)
+                if not self.strip:
+                    yield chunk
+                    continue
+                # Whole events only, so the usage chunk can be recognised and dropped.
+                pending += chunk.replace(b"\r\n", b"\n")
+                end = pending.rfind(b"\n\n")
+                if end < 0:
+                    continue
+                ready, pending = pending[: end + 2], pending[end + 2 :]
+                if b'"usage"' in ready:
+                    events = ready.split(b"\n\n")
+                    ready = b"".join(e + b"\n\n" for e in events if e and not _usage_only(e))
+                    # The null usage every other chunk then carries. A quote inside a JSON
+                    # string is escaped, so these bytes can only be the field itself.
+                    ready = ready.replace(b',"usage":null', b"").replace(b'"usage":null,', b"")
+                if ready:
+                    yield ready
+            if pending:
+                yield pending
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    def result(self) -> tuple[str | None, int | None, int | None]:
+        """The stream's content and its input and output tokens (None: not reported)."""
+        return read_sse(b"".join(self._received))
 
 
 class GeneralClient:
@@ -157,6 +240,11 @@ class GeneralClient:
     def __repr__(self) -> str:
         return f"GeneralClient(default={self.default!r})"
 
+    def _breaker(self) -> CircuitBreaker:
+        return CircuitBreaker(
+            self.config.breaker_failures, self.config.breaker_reset_s, clock=self.clock
+        )
+
     def upstream(self, spec: GeneralModelSpec) -> Upstream:
         """The client of ``spec``'s endpoint (one per base URL, model and key variable)."""
         ident = (spec.base_url, spec.model, spec.api_key_env)
@@ -165,9 +253,7 @@ class GeneralClient:
             upstream = Upstream(
                 spec,
                 timeout_s=self.config.timeout_s,
-                breaker=CircuitBreaker(
-                    self.config.breaker_failures, self.config.breaker_reset_s, clock=self.clock
-                ),
+                breaker=self._breaker,
                 max_connections=max(16, self.config.max_concurrency),
             )
             self._upstreams[ident] = upstream
@@ -182,8 +268,9 @@ class GeneralClient:
             return state.spec.general
         return self.config.general
 
-    async def ask(self, state: TaskState, text: str) -> GeneralReply:
-        """Ask the task's general model to label ``text``.
+    async def ask(self, state: TaskState, text: str, *, use: str = "cascade") -> GeneralReply:
+        """Ask the task's general model to label ``text``, for ``use`` (``cascade`` or
+        ``shadow``: each has its own circuit breaker).
 
         Raises :class:`UpstreamError` (or its timeout and open-circuit kinds) when the model
         fails or refuses.
@@ -195,24 +282,42 @@ class GeneralClient:
             return GeneralReply(answer=predicted.label, label=predicted.label)
         timeout_s = state.spec.serving.timeout_s or self.config.timeout_s
         prompt = render_prompt(spec.prompt_template, text, labels)
-        body = orjson.dumps(
-            {
-                "model": spec.model,
-                "messages": [{"role": "user", "content": prompt}],
-                "temperature": 0,
-            }
-        )
         upstream = self.upstream(spec)
-        # Its total timeout raises UpstreamTimeoutError (and counts against the breaker).
-        reply = await upstream.complete(body, timeout_s=timeout_s)
+        auto = spec.response_format == "auto"
+        # Under "auto", where this endpoint was left after its last refusal.
+        kind = (auto and upstream.accepted_format) or first_format(spec.response_format)
+        while True:
+            body = chat_request(
+                spec.model or "",
+                prompt,
+                labels,
+                max_tokens=spec.max_tokens,
+                stop=spec.stop,
+                response_format=kind,
+            )
+            # Its total timeout raises UpstreamTimeoutError (and counts against the breaker).
+            reply = await upstream.complete(orjson.dumps(body), timeout_s=timeout_s, use=use)
+            fallback = FORMAT_FALLBACK.get(kind)
+            if reply.status in _FORMAT_REFUSED and auto and fallback is not None:
+                log.warning(
+                    "general model %s refused response_format %s (HTTP %d): asking with %s "
+                    "from now on (set general.response_format to choose)",
+                    upstream.name,
+                    kind,
+                    reply.status,
+                    fallback,
+                )
+                kind = upstream.accepted_format = fallback
+                continue
+            break
         if reply.status >= 400:
             raise UpstreamError(
-                f"general model {spec.model} refused the request: HTTP {reply.status}",
+                f"general model {spec.model} answered HTTP {reply.status}",
                 status=reply.status,
             )
         data = reply.json()
-        answer = content(data)
-        input_tokens, output_tokens = usage(data)
+        answer = reply_content(data)
+        input_tokens, output_tokens = reply_usage(data)
         return GeneralReply(
             answer=answer or "",
             label=map_answer(answer, labels),

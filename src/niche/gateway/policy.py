@@ -6,8 +6,11 @@ reaches the task's cascade threshold (then maybe send a shadow copy to the gener
 the background). Otherwise ask the general model; when it fails, times out, has its circuit
 open or names no label, the specialist's answer stands (``specialist-fallback``); when the
 specialist failed, the general model answers (``general-fallback``). What an answer cost is
-:func:`niche.evaluation.cost_usd` of the specialist's recorded usage at ``prices``, plus the
-general model's (priced by :class:`~niche.gateway.general.GeneralClient`).
+:func:`niche.evaluation.cost_usd` of the specialist's usage at ``prices`` (its share of its
+batch's CPU seconds, measured as evaluation measures them: see
+:mod:`~niche.gateway.batching`), plus the general model's tokens (priced by
+:class:`~niche.gateway.general.GeneralClient`). Cascade and shadow calls each have their own
+circuit breaker, apart from pass-through's.
 
     >>> policy = CascadePolicy(general, metrics, canary_fraction=0.0, shadow_fraction=0.05,
     ...                        prices=Prices(cpu_hour_usd=0.05), rng=random.Random(7))
@@ -47,7 +50,9 @@ log = logging.getLogger("niche.gateway")
 class GeneralModel(Protocol):
     """What the policy needs of the general model (:class:`~niche.gateway.general.GeneralClient`)."""
 
-    async def ask(self, state: TaskState, text: str) -> GeneralReply: ...
+    async def ask(self, state: TaskState, text: str, *, use: str = "cascade") -> GeneralReply:
+        """Label ``text``; ``use`` (``cascade`` or ``shadow``) picks the circuit breaker."""
+        ...
 
 
 class RandomSource(Protocol):
@@ -187,7 +192,7 @@ class CascadePolicy:
             answer.fallback_reason = "no-champion"
         self.metrics.cascaded.labels(task).inc()
         try:
-            general = await self.general.ask(state, text)
+            general = await self.general.ask(state, text, use="cascade")
         except Exception as exc:  # the general model is a dependency: any failure falls back
             if not specialist_ok:
                 raise
@@ -230,7 +235,7 @@ class CascadePolicy:
     async def _shadow(self, state: TaskState, text: str, answer: TaskAnswer) -> None:
         """Ask the general model too, after answering; record whether the two agree."""
         try:
-            general = await self.general.ask(state, text)
+            general = await self.general.ask(state, text, use="shadow")
         except Exception as exc:
             self.metrics.shadow.labels(answer.task, "error").inc()
             log.info("task %s: shadow call failed: %s", answer.task, exc)

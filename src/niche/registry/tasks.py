@@ -18,7 +18,9 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from niche.errors import ValidationError
+from niche.errors import ConfigurationError, ValidationError
+from niche.settings import Settings
+from niche.specialists.prompting import RESPONSE_FORMATS
 
 __all__ = [
     "GATE_SPEC_FIELDS",
@@ -29,6 +31,7 @@ __all__ = [
     "ServingSpec",
     "TaskSpec",
     "gate_fingerprint",
+    "global_general_model",
 ]
 
 INPUT_KINDS = ("text", "tabular", "chat")
@@ -92,6 +95,11 @@ class GeneralModelSpec:
     holding the key (the key itself is never stored). ``max_tokens`` bounds every answer the
     gateway and evaluation ask for (a label needs a few tokens; an unbounded request lets a
     server generate until its context is full); ``stop`` ends an answer early.
+    ``response_format`` asks for a constrained answer (the label as a JSON enum):
+    ``json_schema`` (OpenAI, vLLM), ``json_object`` (llama.cpp's server), ``text`` (free
+    text, mapped), or ``auto`` (the default: ``json_schema``, then ``json_object``, then
+    ``text``, each step taken once per endpoint on a 400/422 refusal — at most two refused
+    calls, then every answer is as constrained as the endpoint allows).
     """
 
     kind: str = "zero-shot"
@@ -103,6 +111,7 @@ class GeneralModelSpec:
     api_key_env: str | None = None
     max_tokens: int = DEFAULT_MAX_TOKENS
     stop: tuple[str, ...] | None = None
+    response_format: str = "auto"
 
     def __post_init__(self) -> None:
         if self.kind not in ("zero-shot", "openai"):
@@ -137,10 +146,57 @@ class GeneralModelSpec:
                     f"general.stop takes at most 4 strings (the OpenAI limit), got {len(stop)}"
                 )
             object.__setattr__(self, "stop", tuple(stop))
+        if self.response_format not in RESPONSE_FORMATS:
+            raise ValidationError(
+                f"general.response_format must be one of {', '.join(RESPONSE_FORMATS)}, "
+                f"got {self.response_format!r}"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeneralModelSpec:
         return cls(**_strict(cls, data, "general"))
+
+
+def global_general_model(settings: Settings) -> GeneralModelSpec | None:
+    """The gateway's own general model, from ``NICHE_GENERAL_*`` (None: both URL and model
+    unset). A half-set or bad value raises :class:`ConfigurationError` naming its setting.
+
+    >>> global_general_model(Settings(general_base_url="http://localhost:8080/v1",
+    ...                               general_model="gemma")).max_tokens
+    64
+    """
+    base_url = settings.get("NICHE_GENERAL_BASE_URL")
+    model = settings.get("NICHE_GENERAL_MODEL")
+    if not (base_url or model):
+        return None
+    if not (base_url and model):
+        raise ConfigurationError(
+            "set both NICHE_GENERAL_BASE_URL and NICHE_GENERAL_MODEL, or neither "
+            "(the built-in zero-shot model then answers low-confidence requests)",
+            setting="NICHE_GENERAL_BASE_URL" if not base_url else "NICHE_GENERAL_MODEL",
+        )
+    try:
+        return GeneralModelSpec(
+            kind="openai",
+            base_url=base_url,
+            model=model,
+            api_key_env=settings.get("NICHE_GENERAL_API_KEY_ENV"),
+            price_input_per_1m_tokens_usd=settings.get(
+                "NICHE_GENERAL_PRICE_INPUT_PER_1M_TOKENS_USD"
+            ),
+            price_output_per_1m_tokens_usd=settings.get(
+                "NICHE_GENERAL_PRICE_OUTPUT_PER_1M_TOKENS_USD"
+            ),
+            max_tokens=settings.get("NICHE_GENERAL_MAX_TOKENS"),
+            response_format=settings.get("NICHE_GENERAL_RESPONSE_FORMAT"),
+        )
+    except ValidationError as exc:
+        # "general.max_tokens must be …" names the field: its setting is NICHE_GENERAL_<FIELD>.
+        field_name = exc.message.partition(" ")[0].removeprefix("general.")
+        setting = f"NICHE_GENERAL_{field_name.upper()}" if field_name.isidentifier() else None
+        raise ConfigurationError(
+            f"{setting or 'NICHE_GENERAL_*'}: {exc.message}", setting=setting
+        ) from exc
 
 
 def _fraction(value: float | None, name: str) -> None:

@@ -38,6 +38,7 @@ from niche.workflows.evaluate import (
     zero_shot_baseline,
 )
 from niche.workflows.gc import GarbageCollected, collect_garbage
+from niche.workflows.general import GeneralCheck, check_general
 from niche.workflows.models import lineage, load_specialist, register_trained, show_model
 from niche.workflows.promote import PromotionOutcome, held_out_overlap, promote
 from niche.workflows.quickstart import QuickstartResult, quickstart
@@ -58,11 +59,13 @@ __all__ = [
     "DataSpec",
     "EvaluationReport",
     "GarbageCollected",
+    "GeneralCheck",
     "LoadedData",
     "PromotionOutcome",
     "QuickstartResult",
     "answered",
     "audit_events",
+    "check_general",
     "collect_garbage",
     "count_traffic",
     "create_task",

@@ -18,7 +18,7 @@ import orjson
 
 from niche.errors import NicheError, NotFoundError, RequestError
 from niche.gateway.asgi import Params, Request, Send, relay, respond
-from niche.gateway.general import content, read_sse, usage
+from niche.gateway.general import StreamUsage, estimate_tokens
 from niche.gateway.protocol import (
     chat_completion,
     completion_chunks,
@@ -28,6 +28,7 @@ from niche.gateway.protocol import (
     parse_chat_request,
 )
 from niche.gateway.routing import Fallback, Route
+from niche.specialists.prompting import reply_content, reply_usage
 
 if TYPE_CHECKING:
     from niche.gateway.auth import Guard
@@ -148,6 +149,7 @@ class OpenAIRoutes:
         if data.get("stream"):
             await self._passthrough_stream(request, send, body, data, key, request_id, upstream)
             return
+        # The upstream's own answer, whatever its status (a 500 with its body included).
         reply = await upstream.complete(body)
         await respond(
             send,
@@ -160,7 +162,8 @@ class OpenAIRoutes:
             parsed = orjson.loads(reply.body)
         except orjson.JSONDecodeError:
             parsed = None
-        self._record_passthrough(request, data, key, reply.status, content(parsed), *usage(parsed))
+        text = reply_content(parsed)
+        self._record_passthrough(request, data, key, reply.status, text, *reply_usage(parsed))
 
     async def _passthrough_stream(
         self,
@@ -172,17 +175,24 @@ class OpenAIRoutes:
         request_id: bytes,
         upstream: Upstream,
     ) -> None:
+        options = data.get("stream_options")
+        asked = isinstance(options, dict) and options.get("include_usage") is True
+        if not asked:
+            # Ask for the stream's usage to count its tokens; the client does not see it.
+            extra = options if isinstance(options, dict) else {}
+            body = orjson.dumps({**data, "stream_options": {**extra, "include_usage": True}})
         status, content_type, chunks = await upstream.stream(body)
-        status, received = await relay(
+        watched = StreamUsage(chunks, strip=not asked and status < 400)
+        status, _ = await relay(
             send,
             status,
             content_type,
-            chunks,
+            watched.chunks(),
             [(b"cache-control", b"no-cache"), (b"x-request-id", request_id), _PASSTHROUGH],
-            keep=True,
             what=f"pass-through stream of {data['model']}",
+            receive=request.receive,
         )
-        text, input_tokens, output_tokens = read_sse(received)
+        text, input_tokens, output_tokens = watched.result()
         self._record_passthrough(request, data, key, status, text, input_tokens, output_tokens)
 
     async def forward(self, request: Request, send: Send, params: Params) -> None:
@@ -212,6 +222,7 @@ class OpenAIRoutes:
             chunks,
             [_PASSTHROUGH],
             what=f"pass-through of {request.method} {request.path}",
+            receive=request.receive,
         )
         try:
             data = orjson.loads(body) if body else None
@@ -238,6 +249,10 @@ class OpenAIRoutes:
         input_tokens: int | None,
         output_tokens: int | None,
     ) -> None:
+        if input_tokens is None and output_tokens is None and (status < 400 or text):
+            # The upstream reported no usage: estimate it, so the request still costs.
+            input_tokens = estimate_tokens(_message_texts(data["messages"]))
+            output_tokens = estimate_tokens((text,)) if text else 0
         self.traffic.record(
             state=None,
             model=data["model"],
@@ -274,6 +289,22 @@ class OpenAIRoutes:
                 }
             )
         await respond(send, 200, orjson.dumps({"object": "list", "data": data}))
+
+
+def _message_texts(messages: list[Any]) -> list[str]:
+    """The text of every message (string contents and text parts), for a token estimate."""
+    texts: list[str] = []
+    for message in messages:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts.extend(
+                part["text"]
+                for part in content
+                if isinstance(part, dict) and isinstance(part.get("text"), str)
+            )
+    return texts
 
 
 def _forwardable(path: str) -> bool:
