@@ -247,7 +247,9 @@ def test_load_predictor_takes_an_encoder_or_a_context(encoder, tmp_path: Path) -
     by_encoder = load_predictor("zero-shot", tmp_path / "zs", encoder)
     by_context = load_predictor("zero-shot", tmp_path / "zs", LoadContext(encoder=encoder))
     assert by_encoder.label_set == by_context.label_set == ["spam", "ham"]
-    with pytest.raises(ArtifactError, match=r"no loader for model kind 'lora' \(known: remote, text"):
+    with pytest.raises(
+        ArtifactError, match=r"no loader for model kind 'lora' \(known: remote, text"
+    ):
         load_predictor("lora", tmp_path / "zs", encoder)
 
 

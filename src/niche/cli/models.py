@@ -86,10 +86,23 @@ def evaluate_command(
         typer.Option("--dataset-version", help="Defaults to the one the model was trained on."),
     ] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test",
+    general_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--general-rows",
+            min=1,
+            help="Ask an endpoint general model at most this many rows (a seeded sample; "
+            "default NICHE_EVALUATION_GENERAL_ROWS, unset: all). Its answers are cached.",
+        ),
+    ] = None,
     seed: SeedOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Evaluate a model version and the general model on the same rows, and record it."""
+    """Evaluate a model version and the task's general model on the same rows, and record it.
+
+    A task whose general model is an OpenAI-compatible endpoint is compared with that
+    endpoint's answers (cost from its tokens at the task's prices); otherwise with zero-shot.
+    """
     from rich.console import Console
 
     from niche.workflows import evaluate_registered
@@ -102,6 +115,7 @@ def evaluate_command(
             dataset=dataset_version,
             split=split,
             seed=seed,
+            general_rows=general_rows,
             progress=progress,
         )
     payload = report.to_dict()
