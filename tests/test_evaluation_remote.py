@@ -10,6 +10,7 @@ SQLite and PostgreSQL, the answer cache on disk.
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,9 @@ from typing import Any
 import numpy as np
 import pytest
 from aiohttp import web
+from typer.testing import CliRunner
 
+from niche.cli import app
 from niche.data import Rows, curate
 from niche.errors import ConfigurationError, UpstreamError
 from niche.evaluation import Prices, cost_per_1m
@@ -44,6 +47,8 @@ SECRET = "sk-fake-general-secret-123"
 # What the fake reports per call (tests.fake_vendor), and the task's prices.
 IN_TOKENS, OUT_TOKENS = 12, 3
 PRICE_IN, PRICE_OUT = 1.0, 2.0
+
+runner = CliRunner()
 
 
 def text_of(prompt: str) -> str:
@@ -344,3 +349,65 @@ def test_an_unset_key_fails_the_evaluation_before_the_specialist_runs(encoder, m
     with pytest.raises(ConfigurationError, match=f"task toy: .*\\${KEY_ENV}, which is not set"):
         evaluate_model(specialist, version, Settings(), task=spec, encoder=encoder)
     assert calls == []
+
+
+# -- the CLI ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_trained(cli_env: Path, four_intents: Path, monkeypatch) -> Path:
+    """Task ``intents`` v1 trained through the CLI in this test's NICHE_HOME."""
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    columns = ["--data", str(four_intents)]
+    curated = runner.invoke(app, ["data", "curate", *columns, "--json"])
+    fingerprint = json.loads(curated.stdout)["fingerprint"]
+    trained = runner.invoke(app, ["train", fingerprint[:10], "--task", "intents", "--json"])
+    assert trained.exit_code == 0, trained.output
+    return cli_env
+
+
+@pytest.mark.slow
+def test_niche_evaluate_shows_the_fake_general_model_endpoint_and_its_token_cost(
+    cli_trained, monkeypatch
+):
+    monkeypatch.setenv("COLUMNS", "250")  # one table row per line, nothing folded
+    with FakeVendorAPI(answer=keyword_answer) as vendor:
+        with Registry(settings=Settings()) as registry:
+            endpoint_task(registry, vendor.base_url)
+        shown = runner.invoke(app, ["evaluate", "intents", "1", "--general-rows", "12"])
+        assert shown.exit_code == 0, shown.output
+        assert len(vendor.requests) == 12
+        out = " ".join(shown.stdout.split())
+        assert f"general (fake-gpt at {vendor.base_url})" in out
+        # 12 input and 3 output tokens a row: the cost column says so.
+        assert "12.0 in + 3.0 out tokens each" in out
+        assert "seeded sample of 12 of" in out
+        assert "12 calls to the general model, 0 answers from the cache" in out
+        assert SECRET not in shown.output
+
+        again = runner.invoke(app, ["evaluate", "intents", "1", "--general-rows", "12", "--json"])
+        report = json.loads(again.stdout)
+        assert len(vendor.requests) == 12
+        assert report["general_model"]["calls"] == 0
+        assert report["general"]["usage"]["input_tokens"] == 12 * IN_TOKENS
+
+
+@pytest.mark.slow
+def test_niche_evaluate_against_an_endpoint_that_is_down_exits_with_one_line(
+    cli_trained, monkeypatch
+):
+    monkeypatch.setenv("NICHE_REMOTE_RETRIES", "0")
+    down = f"http://127.0.0.1:{free_port()}/v1"
+    with Registry(settings=Settings()) as registry:
+        endpoint_task(registry, down)
+    result = runner.invoke(app, ["evaluate", "intents", "1"])
+    assert result.exit_code == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: task intents: the general model fake-gpt at " + down)
+    assert "Traceback" not in result.output and SECRET not in result.output
+    monkeypatch.delenv(KEY_ENV)
+    unset = runner.invoke(app, ["evaluate", "intents", "1"])
+    assert unset.exit_code == 2
+    assert f"task intents: the general model fake-gpt at {down} needs an API key in " in (
+        unset.stderr
+    )
