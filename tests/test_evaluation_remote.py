@@ -164,6 +164,27 @@ def test_retries_give_up_naming_the_endpoint_fake_general_model():
         assert len(vendor.requests) == 2
 
 
+class PickyFakeGeneralModel(FakeVendorAPI):
+    """The fake vendor, failing (HTTP 500) every question about the text ``bad``."""
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if text_of(body["messages"][0]["content"]) == "bad":
+            self._received(body)
+            return web.json_response({"error": {"message": "boom"}}, status=500)
+        return await super()._chat(request)
+
+
+def test_answers_paid_for_are_kept_when_a_later_call_fails_fake_general_model():
+    with PickyFakeGeneralModel(answer=keyword_answer) as vendor:
+        predictor = remote(vendor.base_url, model="fake-gpt", retries=0, concurrency=1)
+        with pytest.raises(UpstreamError, match="HTTP 500"):
+            predictor.predict(["my pin 1", "my pin 2", "bad"])
+        asked = len(vendor.requests)
+        assert predictor.predict(["my pin 1", "my pin 2"]).labels == ["pin_blocked"] * 2
+        assert len(vendor.requests) == asked, "the two answers were cached before the failure"
+
+
 def test_an_unset_key_variable_is_named_before_any_call_fake_general_model(monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     with FakeVendorAPI(answer=keyword_answer) as vendor:
