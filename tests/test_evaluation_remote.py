@@ -351,14 +351,10 @@ def test_every_answer_unmapped_suggests_the_prompt_template_fake_general_model(
     assert registry.models.evaluations("intents", 1) == []
 
 
+@pytest.mark.slow
 def test_an_unset_key_fails_the_evaluation_before_the_specialist_runs(encoder, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
-    rows = Rows(
-        texts=[f"{w} number {i}" for w in ("card", "pin") for i in range(10)],
-        labels=["card_arrival"] * 10 + ["pin_blocked"] * 10,
-        source="toy",
-    )
-    version = curate(rows, seed=0, source="toy")
+    version = toy_version()
     general = GeneralModelSpec(
         kind="openai", base_url="http://127.0.0.1:9/v1", model="m", api_key_env=KEY_ENV
     )
@@ -432,3 +428,38 @@ def test_niche_evaluate_against_an_endpoint_that_is_down_exits_with_one_line(
     assert f"task intents: the general model fake-gpt at {down} needs an API key in " in (
         unset.stderr
     )
+
+
+def toy_version() -> Any:
+    rows = Rows(
+        texts=[f"my {w} number {i}" for w in ("card", "pin") for i in range(10)],
+        labels=["card_arrival"] * 10 + ["pin_blocked"] * 10,
+        source="toy",
+    )
+    return curate(rows, seed=0, source="toy")
+
+
+@pytest.mark.slow
+def test_a_task_without_its_own_endpoint_is_compared_with_the_global_fake_general_model(
+    encoder,
+):
+    version = toy_version()
+    spec = TaskSpec(name="toy", labels=["card_arrival", "pin_blocked"])
+    specialist = zero_shot_baseline(spec.labels, encoder=encoder)
+    with FakeVendorAPI(answer=keyword_answer) as vendor:
+        settings = Settings(
+            general_base_url=vendor.base_url,
+            general_model="global-gpt",
+            general_price_input_per_1m_tokens_usd=PRICE_IN,
+            general_max_tokens=7,
+        )
+        report = evaluate_model(specialist, version, settings, task=spec, encoder=encoder)
+        n = len(version.splits["test"])
+        assert len(vendor.requests) == n and vendor.requests[0]["max_tokens"] == 7
+    assert report.general_model["model"] == "global-gpt"
+    assert report.general.kind == "remote" and report.general.accuracy == 1.0
+    tokens_only = Prices(input_per_1m_tokens_usd=PRICE_IN)
+    assert cost_per_1m(report.general.usage, n, tokens_only) == pytest.approx(IN_TOKENS * PRICE_IN)
+    # Without any endpoint, zero-shot stays the baseline.
+    offline = evaluate_model(specialist, version, Settings(), task=spec, encoder=encoder)
+    assert offline.general.kind == "zero-shot" and offline.general_model == {"kind": "zero-shot"}

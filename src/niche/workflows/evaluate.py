@@ -39,13 +39,14 @@ from niche.workflows.models import load_specialist
 
 if TYPE_CHECKING:
     from niche.registry import EvaluationRecord, ModelVersionRecord, Registry
-    from niche.registry.tasks import TaskSpec
+    from niche.registry.tasks import GeneralModelSpec, TaskSpec
 
 __all__ = [
     "EvaluationReport",
     "evaluate_model",
     "evaluate_predictor",
     "evaluate_registered",
+    "general_model_of",
     "general_predictor",
     "measuring_encoder",
     "record_evaluation",
@@ -165,6 +166,34 @@ def evaluate_predictor(
     return result
 
 
+def general_model_of(task: TaskSpec, settings: Settings | None = None) -> GeneralModelSpec | None:
+    """The endpoint ``task`` is compared with: its own ``openai`` general model, else the global
+    one (``NICHE_GENERAL_BASE_URL`` and ``NICHE_GENERAL_MODEL``), else None (zero-shot).
+
+    The gateway's rule for the model it cascades to, so the gate measures what serves.
+
+    >>> general_model_of(registry.tasks.get("banking77").spec).model
+    'gpt-4o-mini'
+    """
+    from niche.registry.tasks import GeneralModelSpec
+
+    if task.general.kind == "openai":
+        return task.general
+    settings = settings or Settings()
+    base_url, model = settings.get("NICHE_GENERAL_BASE_URL"), settings.get("NICHE_GENERAL_MODEL")
+    if not (base_url and model):
+        return None
+    return GeneralModelSpec(
+        kind="openai",
+        base_url=base_url,
+        model=model,
+        api_key_env=settings.get("NICHE_GENERAL_API_KEY_ENV"),
+        price_input_per_1m_tokens_usd=settings.get("NICHE_GENERAL_PRICE_INPUT_PER_1M_TOKENS_USD"),
+        price_output_per_1m_tokens_usd=settings.get("NICHE_GENERAL_PRICE_OUTPUT_PER_1M_TOKENS_USD"),
+        max_tokens=settings.get("NICHE_GENERAL_MAX_TOKENS"),
+    )
+
+
 def general_predictor(
     task: TaskSpec,
     settings: Settings | None = None,
@@ -175,18 +204,19 @@ def general_predictor(
 ) -> Predictor:
     """The general model ``task`` is compared with: its endpoint, or the zero-shot baseline.
 
-    An ``openai`` general model becomes a :class:`~niche.specialists.remote.RemotePredictor`
-    (the task's prompt template, ``max_tokens`` and ``stop``; concurrency, timeout and retries
-    from ``NICHE_REMOTE_*``; answers cached in ``NICHE_CACHE_DIR``); any other, the offline
-    ``zero-shot`` model on the uncached ``encoder``. ``label_set`` defaults to the task's.
+    The endpoint (:func:`general_model_of`) becomes a
+    :class:`~niche.specialists.remote.RemotePredictor` (its prompt template, ``max_tokens`` and
+    ``stop``; concurrency, timeout and retries from ``NICHE_REMOTE_*``; answers cached in
+    ``NICHE_CACHE_DIR``); with none, the offline ``zero-shot`` model on the uncached
+    ``encoder``. ``label_set`` defaults to the task's.
 
     >>> general_predictor(registry.tasks.get("banking77").spec).kind
     'remote'
     """
     settings = settings or Settings()
     labels = list(label_set or task.labels)
-    spec = task.general
-    if spec.kind != "openai" or not spec.base_url or not spec.model:
+    spec = general_model_of(task, settings)
+    if spec is None or not spec.base_url or not spec.model:
         return zero_shot_baseline(
             labels, settings, encoder=encoder, label_descriptions=task.label_descriptions
         )
@@ -206,12 +236,13 @@ def general_predictor(
     )
 
 
-def _general_prices(task: TaskSpec | None) -> Prices | None:
-    if task is None:
+def _general_prices(task: TaskSpec | None, settings: Settings) -> Prices | None:
+    spec = general_model_of(task, settings) if task is not None else None
+    if spec is None:
         return None
     return Prices(
-        input_per_1m_tokens_usd=task.general.price_input_per_1m_tokens_usd,
-        output_per_1m_tokens_usd=task.general.price_output_per_1m_tokens_usd,
+        input_per_1m_tokens_usd=spec.price_input_per_1m_tokens_usd,
+        output_per_1m_tokens_usd=spec.price_output_per_1m_tokens_usd,
     )
 
 
@@ -248,7 +279,7 @@ def _evaluate_general(
             settings,
             split=split,
             seed=seed,
-            prices=_general_prices(task),
+            prices=_general_prices(task, settings),
             sample=sample,
         )
     except UpstreamError as exc:
