@@ -23,11 +23,12 @@ from typer.testing import CliRunner
 from niche.cli import app
 from niche.data import Rows, curate
 from niche.errors import ConfigurationError, UpstreamError
-from niche.evaluation import Prices, cost_per_1m
+from niche.evaluation import Prices, compare, cost_per_1m, evaluate
 from niche.registry import Registry
+from niche.registry.gates import decide
 from niche.registry.tasks import GeneralModelSpec, TaskSpec
 from niche.settings import Settings
-from niche.specialists import FitContext, LoadContext, get_kind
+from niche.specialists import FitContext, LoadContext, Predictions, Usage, get_kind
 from niche.specialists.remote import UNMAPPED, RemotePredictor
 from niche.testing import check_predictor
 from niche.workflows import (
@@ -463,3 +464,57 @@ def test_a_task_without_its_own_endpoint_is_compared_with_the_global_fake_genera
     # Without any endpoint, zero-shot stays the baseline.
     offline = evaluate_model(specialist, version, Settings(), task=spec, encoder=encoder)
     assert offline.general.kind == "zero-shot" and offline.general_model == {"kind": "zero-shot"}
+
+
+class Fixed:
+    """Answers from a dict, confidence 0.9: a stand-in with no model, for the gate's arithmetic."""
+
+    kind = "fixed"
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+
+    @property
+    def label_set(self) -> list[str]:
+        return ["a", "b"]
+
+    def predict(self, inputs: Any) -> Predictions:
+        return Predictions(
+            labels=[self.answers[t] for t in inputs],
+            confidences=np.full(len(inputs), 0.9),
+            usage=Usage(compute_s=0.0),
+        )
+
+
+def test_the_gate_compares_the_candidate_with_a_sampled_general_model_on_its_rows():
+    texts = [f"t{i}" for i in range(20)]
+    labels = ["a" if i % 2 else "b" for i in range(20)]
+    options = {"n_resamples": 200, "latency_samples": 0, "cpu_hour_usd": 0.0}
+    candidate = evaluate(
+        Fixed(dict(zip(texts, labels, strict=True))), texts, labels, watts_per_core=0, **options
+    )
+    rows = np.arange(0, 20, 2)  # ten of the twenty rows
+    wrong = {t: ("b" if label == "a" else "a") for t, label in zip(texts, labels, strict=True)}
+    answers = {texts[i]: (labels[i] if k % 2 else wrong[texts[i]]) for k, i in enumerate(rows)}
+    sampled = [texts[i] for i in rows]
+    general = evaluate(
+        Fixed(answers), sampled, [labels[i] for i in rows], watts_per_core=0, **options
+    ).sampled(rows, 20, seed=5)
+    assert general.accuracy == 0.5 and general.to_dict()["sample"] == {
+        "rows": 10,
+        "of": 20,
+        "seed": 5,
+    }
+
+    decision = decide(TaskSpec(name="toy", labels=["a", "b"]), candidate, general, n_resamples=200)
+    check = next(c for c in decision.checks if c.name == "quality_vs_general")
+    assert "asked a seeded sample of 10 of 20 rows (seed 5)" in check.detail
+    assert ": +0.5000," in check.detail and "10 rows)" in check.detail
+    comparison = compare(candidate, general, labels, n_resamples=200)
+    assert comparison.paired_test.bootstrap.diff == pytest.approx(0.5)
+    # Above the candidate's confidence the general model answers: its accuracy on the sample.
+    top = comparison.cascade[-1]
+    assert (top.threshold, top.coverage, top.accuracy) == (0.99, 0.0, 0.5)
+
+    with pytest.raises(ValueError, match="same rows"):
+        decide(TaskSpec(name="toy"), candidate, general.sampled(rows, 30, seed=5))
