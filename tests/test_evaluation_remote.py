@@ -409,6 +409,13 @@ def test_niche_evaluate_shows_the_fake_general_model_endpoint_and_its_token_cost
         assert report["general_model"]["calls"] == 0
         assert report["general"]["usage"]["input_tokens"] == 12 * IN_TOKENS
 
+        # The gate in `niche promote` takes the same cap and asks the same (cached) rows.
+        gated = runner.invoke(app, ["promote", "intents", "1", "--general-rows", "12", "--json"])
+        assert gated.exit_code in (0, 4), gated.output
+        checks = {c["name"]: c for c in json.loads(gated.stdout)["checks"]}
+        assert "asked a seeded sample of 12 of" in checks["quality_vs_general"]["detail"]
+        assert len(vendor.requests) == 12
+
 
 @pytest.mark.slow
 def test_niche_evaluate_against_an_endpoint_that_is_down_exits_with_one_line(

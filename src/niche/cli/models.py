@@ -32,6 +32,16 @@ from niche.cli.output import (
 )
 from niche.settings import Settings
 
+GeneralRowsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--general-rows",
+        min=1,
+        help="Ask an endpoint general model at most this many rows (a seeded sample; "
+        "default NICHE_EVALUATION_GENERAL_ROWS, unset: all). Its answers are cached.",
+    ),
+]
+
 
 @app.command()
 def train(
@@ -86,15 +96,7 @@ def evaluate_command(
         typer.Option("--dataset-version", help="Defaults to the one the model was trained on."),
     ] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test",
-    general_rows: Annotated[
-        int | None,
-        typer.Option(
-            "--general-rows",
-            min=1,
-            help="Ask an endpoint general model at most this many rows (a seeded sample; "
-            "default NICHE_EVALUATION_GENERAL_ROWS, unset: all). Its answers are cached.",
-        ),
-    ] = None,
+    general_rows: GeneralRowsOpt = None,
     seed: SeedOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -137,20 +139,25 @@ def promote_command(
     ] = 0.01,
     force: Annotated[bool, typer.Option(help="Move the alias even if the gate fails.")] = False,
     why: Annotated[str | None, typer.Option(help="Why (required with --force).")] = None,
+    general_rows: GeneralRowsOpt = None,
     seed: SeedOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Gate a model version for an alias: exit 0 when promoted, 4 when refused.
 
+    The candidate must beat the task's general model: its endpoint when it has one.
     Exit 3 when someone else moved the alias meanwhile (nothing changed; decide again).
     """
     from niche.workflows import promote
 
+    settings = (
+        Settings() if general_rows is None else Settings(evaluation_general_rows=general_rows)
+    )
     with RichProgress(enabled=not json_out) as progress:
         outcome = promote(
             task,
             version,
-            Settings(),
+            settings,
             alias=alias,
             margin=margin,
             force=force,
