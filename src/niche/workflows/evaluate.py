@@ -361,18 +361,21 @@ def evaluate_model(
             encoder=encoder,
             label_descriptions=label_descriptions,
         )
+    general_eval: Evaluation | None = None
     if isinstance(general, RemotePredictor):
-        try:
-            general.api_key()  # before the specialist's minutes, not after
-        except ConfigurationError as exc:
-            name = f"task {task.name}" if task is not None else "the general model"
-            raise ConfigurationError(f"{name}: {exc}", setting=exc.setting) from exc
+        # An endpoint first: a key unset, a server down or a prompt that maps to no label
+        # fails in seconds, not after the specialist's minutes.
+        with progress.task("evaluating the general model", total=None):
+            general_eval = _evaluate_general(
+                general, version, settings, task=task, split=split, seed=seed, sample=general_rows
+            )
     with progress.task("evaluating the specialist", total=None):
         specialist_eval = evaluate_predictor(specialist, version, settings, split=split, seed=seed)
-    with progress.task("evaluating the general model", total=None):
-        general_eval = _evaluate_general(
-            general, version, settings, task=task, split=split, seed=seed, sample=general_rows
-        )
+    if general_eval is None:
+        with progress.task("evaluating the general model", total=None):
+            general_eval = _evaluate_general(
+                general, version, settings, task=task, split=split, seed=seed, sample=general_rows
+            )
     comparison = compare(
         specialist_eval,
         general_eval,
