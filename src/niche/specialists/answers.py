@@ -1,12 +1,12 @@
 """An on-disk cache of a general model's answers, so a re-evaluation does not pay twice.
 
-An answer is keyed by what decides it: the endpoint, the model, the bounds of the answer
-(``max_tokens``, ``stop``, temperature) and the rendered prompt (the task's template with the
-text and the labels in it). It is stored with the tokens it cost when it was first paid for,
-so an evaluation read from the cache still reports the model's real token cost.
+An answer is keyed by what decides it: the endpoint and the whole request (the model, the
+rendered prompt — the task's template with the text and the labels in it — and the bounds of
+the answer: ``max_tokens``, ``stop``, temperature). It is stored with the tokens it cost when it
+was first paid for, so an evaluation read from the cache still reports the model's real cost.
 
     >>> cache = AnswerCache(".niche/cache/general-answers.sqlite")
-    >>> key = answer_key(base_url, "gpt-4o-mini", prompt, max_tokens=64, stop=None)
+    >>> key = answer_key(base_url, predictor.request_body("my card is late"))
     >>> cache.put_many({key: Answer("card_arrival", input_tokens=41, output_tokens=3)})
     >>> cache.get_many([key])[key].text
     'card_arrival'
@@ -26,6 +26,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from niche.errors import ConfigurationError
 
@@ -53,22 +54,19 @@ class Answer:
     output_tokens: int | None = None
 
 
-def answer_key(
-    base_url: str,
-    model: str,
-    prompt: str,
-    *,
-    max_tokens: int,
-    stop: Sequence[str] | None,
-    temperature: float = 0.0,
-) -> bytes:
-    """The cache key of asking ``model`` at ``base_url`` with ``prompt`` under these bounds.
+def answer_key(base_url: str, request: Mapping[str, Any]) -> bytes:
+    """The cache key of sending the chat-completion ``request`` to ``base_url``.
 
-    >>> answer_key("http://llm/v1", "m", "Text: hi", max_tokens=64, stop=None).hex()[:8]
+    The whole request decides the answer (model, prompt, ``max_tokens``, ``stop``,
+    temperature, a ``response_format``…), so all of it is the key: a field added to requests
+    later keys on it without a change here.
+
+        >>> answer_key("http://llm/v1", {"model": "m", "messages": [], "max_tokens": 64}).hex()[:8]
     """
-    identity = [base_url.rstrip("/"), model, max_tokens, list(stop or ()), temperature, prompt]
-    # ASCII-escaped JSON: a lone surrogate (a badly decoded file) still gets a key.
-    return hashlib.sha256(json.dumps(identity, ensure_ascii=True).encode("ascii")).digest()
+    identity = [base_url.rstrip("/"), request]
+    # Sorted, ASCII-escaped JSON: one text per request; a lone surrogate still gets a key.
+    text = json.dumps(identity, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("ascii")).digest()
 
 
 class AnswerCache:

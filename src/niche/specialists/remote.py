@@ -220,13 +220,7 @@ class RemotePredictor:
         return [found[key] for key in keys]
 
     def _key(self, text: str) -> bytes:
-        return answer_key(
-            self.base_url,
-            self.model,
-            render_prompt(self.prompt_template, text, self.labels),
-            max_tokens=self.max_tokens,
-            stop=self.stop,
-        )
+        return answer_key(self.base_url, self.request_body(text))
 
     def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
         try:
