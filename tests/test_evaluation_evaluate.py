@@ -183,6 +183,9 @@ def test_evaluation_to_dict_is_json_ready() -> None:
         "cpu_s_per_1m",
         "cost_per_1m_usd",
         "wh_per_query",
+        "usage",
+        "unmapped",
+        "sample",
     ]
     assert data["accuracy_ci"] == list(result.accuracy_ci)
     assert data["per_class"]["refund"] == {

@@ -48,6 +48,7 @@ PUBLIC: dict[str, frozenset[str] | None] = {
             "bootstrap_ci",
             "cascade_curve",
             "compare",
+            "cost_per_1m",
             "cost_per_1m_usd",
             "cost_usd",
             "energy_wh",

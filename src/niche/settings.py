@@ -160,6 +160,33 @@ SETTINGS: tuple[Setting, ...] = (
         "text, each step once per endpoint on a 400/422 refusal).",
         str,
     ),
+    # -- the general model in evaluation and gates (a remote endpoint, kind `remote`) --
+    Setting(
+        "NICHE_EVALUATION_GENERAL_ROWS",
+        None,
+        "Most rows an endpoint general model is asked in `niche evaluate` and gates: a seeded "
+        "sample of the split, stated in the report with its wider interval (unset: every row).",
+        int,
+    ),
+    Setting(
+        "NICHE_REMOTE_CONCURRENCY",
+        4,
+        "Calls a remote predictor (an endpoint general model in evaluation) makes at once.",
+        int,
+    ),
+    Setting(
+        "NICHE_REMOTE_TIMEOUT_S",
+        60.0,
+        "Seconds one call of a remote predictor may take before it is retried.",
+        float,
+    ),
+    Setting(
+        "NICHE_REMOTE_RETRIES",
+        3,
+        "Retries of a remote predictor's call on a transient error (connection, timeout, HTTP "
+        "429 or 5xx), with exponential backoff.",
+        int,
+    ),
     # -- the gateway (`niche serve`) --
     Setting(
         "NICHE_GATEWAY_TIMEOUT_S",

@@ -32,6 +32,16 @@ from niche.cli.output import (
 )
 from niche.settings import Settings
 
+GeneralRowsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--general-rows",
+        min=1,
+        help="Ask an endpoint general model at most this many rows (a seeded sample; "
+        "default NICHE_EVALUATION_GENERAL_ROWS, unset: all). Its answers are cached.",
+    ),
+]
+
 
 @app.command()
 def train(
@@ -86,10 +96,15 @@ def evaluate_command(
         typer.Option("--dataset-version", help="Defaults to the one the model was trained on."),
     ] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate on.")] = "test",
+    general_rows: GeneralRowsOpt = None,
     seed: SeedOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Evaluate a model version and the general model on the same rows, and record it."""
+    """Evaluate a model version and the task's general model on the same rows, and record it.
+
+    A task whose general model is an OpenAI-compatible endpoint is compared with that
+    endpoint's answers (cost from its tokens at the task's prices); otherwise with zero-shot.
+    """
     from rich.console import Console
 
     from niche.workflows import evaluate_registered
@@ -102,6 +117,7 @@ def evaluate_command(
             dataset=dataset_version,
             split=split,
             seed=seed,
+            general_rows=general_rows,
             progress=progress,
         )
     payload = report.to_dict()
@@ -123,21 +139,26 @@ def promote_command(
     ] = 0.01,
     force: Annotated[bool, typer.Option(help="Move the alias even if the gate fails.")] = False,
     why: Annotated[str | None, typer.Option(help="Why (required with --force).")] = None,
+    general_rows: GeneralRowsOpt = None,
     seed: SeedOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Gate a model version for an alias: exit 0 when promoted, 4 when refused.
 
+    The candidate must beat the task's general model: its endpoint when it has one.
     Exit 3 when someone else moved the alias, or edited the task, meanwhile (nothing changed;
     decide again). A challenger's gate skips the comparison with the champion.
     """
     from niche.workflows import promote
 
+    settings = (
+        Settings() if general_rows is None else Settings(evaluation_general_rows=general_rows)
+    )
     with RichProgress(enabled=not json_out) as progress:
         outcome = promote(
             task,
             version,
-            Settings(),
+            settings,
             alias=alias,
             margin=margin,
             force=force,

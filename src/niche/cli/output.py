@@ -119,6 +119,53 @@ def _ci(value: float, interval: list[float]) -> str:
     return f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
 
+def _latency(evaluation: dict[str, Any]) -> str:
+    if evaluation["latency_p50_ms"] is None:
+        return "not measured"
+    return f"{evaluation['latency_p50_ms']:.2f} / {evaluation['latency_p95_ms']:.2f}"
+
+
+def _cost(evaluation: dict[str, Any]) -> str:
+    """Cost per 1M predictions and what it comes from: CPU seconds or tokens per prediction."""
+    usage, n = evaluation.get("usage") or {}, evaluation["n"]
+    tokens = [usage.get("input_tokens"), usage.get("output_tokens")]
+    if any(t is not None for t in tokens) and n:
+        source = f"{(tokens[0] or 0) / n:.1f} in + {(tokens[1] or 0) / n:.1f} out tokens each"
+    else:
+        source = f"{evaluation['cpu_s_per_1m']:,.0f} CPU s per 1M"
+    return f"{evaluation['cost_per_1m_usd']:.4f} ({source})"
+
+
+def _general_title(payload: dict[str, Any]) -> str:
+    model = payload.get("general_model") or {"kind": payload["general"]["kind"]}
+    if model.get("model"):
+        return f"general ({model['model']} at {model['base_url']})"
+    return f"general ({model['kind']})"
+
+
+def _general_notes(payload: dict[str, Any]) -> list[str]:
+    """What the general column rests on: a sample, unmapped answers, calls and cache hits."""
+    general, model = payload["general"], payload.get("general_model") or {}
+    notes = []
+    sample = general.get("sample")
+    if sample:
+        notes.append(
+            f"general model asked a seeded sample of {sample['rows']} of {sample['of']} rows "
+            f"(seed {sample['seed']}): its interval is the sample's, and the paired test and "
+            "the cascade are on those rows"
+        )
+    if general.get("unmapped"):
+        notes.append(
+            f"{general['unmapped']} of {general['n']} general answers named no label "
+            "(counted wrong)"
+        )
+    if "calls" in model:
+        notes.append(
+            f"{model['calls']} calls to the general model, {model['cached']} answers from the cache"
+        )
+    return notes
+
+
 def comparison_table(payload: dict[str, Any], title: str) -> Any:
     """The specialist and the general model side by side (an evaluation report's dict)."""
     from rich.table import Table
@@ -127,7 +174,7 @@ def comparison_table(payload: dict[str, Any], title: str) -> Any:
     rich_table = Table(title=title)
     rich_table.add_column("")
     rich_table.add_column("specialist", justify="right")
-    rich_table.add_column(f"general ({general['kind']})", justify="right")
+    rich_table.add_column(_general_title(payload), justify="right")
     rows = [
         (
             "accuracy (95% CI)",
@@ -140,26 +187,21 @@ def comparison_table(payload: dict[str, Any], title: str) -> Any:
             _ci(general["macro_f1"], general["macro_f1_ci"]),
         ),
         ("calibration error (ECE)", f"{spec['ece']:.3f}", f"{general['ece']:.3f}"),
-        (
-            "latency p50 / p95 (ms)",
-            f"{spec['latency_p50_ms']:.2f} / {spec['latency_p95_ms']:.2f}",
-            f"{general['latency_p50_ms']:.2f} / {general['latency_p95_ms']:.2f}",
-        ),
+        ("latency p50 / p95 (ms)", _latency(spec), _latency(general)),
         ("throughput (items/s)", f"{spec['items_per_s']:,.0f}", f"{general['items_per_s']:,.0f}"),
-        (
-            "cost per 1M (USD)",
-            f"{spec['cost_per_1m_usd']:.4f}",
-            f"{general['cost_per_1m_usd']:.4f}",
-        ),
+        ("cost per 1M (USD)", _cost(spec), _cost(general)),
         ("energy per query (Wh)", f"{spec['wh_per_query']:.2e}", f"{general['wh_per_query']:.2e}"),
     ]
     for row in rows:
         rich_table.add_row(*row)
     boot = test.get("bootstrap", {})
-    rich_table.caption = (
-        f"paired test: McNemar p = {test['p_value']:.2e}; accuracy difference "
-        f"{boot.get('diff', 0.0):+.3f} [{boot.get('ci_low', 0.0):+.3f}, "
-        f"{boot.get('ci_high', 0.0):+.3f}] (paired bootstrap)"
+    rich_table.caption = "\n".join(
+        [
+            f"paired test: McNemar p = {test['p_value']:.2e}; accuracy difference "
+            f"{boot.get('diff', 0.0):+.3f} [{boot.get('ci_low', 0.0):+.3f}, "
+            f"{boot.get('ci_high', 0.0):+.3f}] (paired bootstrap)",
+            *_general_notes(payload),
+        ]
     )
     return rich_table
 

@@ -10,7 +10,7 @@ Cost and energy are pure functions of recorded usage:
 """
 
 from niche.evaluation.cascade import DEFAULT_THRESHOLDS, CascadePoint, cascade_curve
-from niche.evaluation.cost import Prices, cost_usd, energy_wh, usage_per_1m
+from niche.evaluation.cost import Prices, cost_per_1m, cost_usd, energy_wh, usage_per_1m
 from niche.evaluation.evaluate import Comparison, Evaluation, compare, evaluate
 from niche.evaluation.metrics import (
     ClassMetrics,
@@ -56,6 +56,7 @@ __all__ = [
     "bootstrap_ci",
     "cascade_curve",
     "compare",
+    "cost_per_1m",
     "cost_per_1m_usd",
     "cost_usd",
     "energy_wh",

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from niche.settings import Settings
 from niche.specialists.base import Usage
 
-__all__ = ["Prices", "cost_usd", "energy_wh", "usage_per_1m"]
+__all__ = ["Prices", "cost_per_1m", "cost_usd", "energy_wh", "usage_per_1m"]
 
 _SECONDS_PER_HOUR = 3600.0
 _PER_MILLION = 1e6
@@ -59,6 +59,20 @@ def cost_usd(usage: Usage, prices: Prices) -> float:
         + (usage.output_tokens or 0) * prices.output_per_1m_tokens_usd
     ) / _PER_MILLION
     return compute + tokens
+
+
+def cost_per_1m(usage: Usage, n: int, prices: Prices) -> float:
+    """USD for one million predictions at the rate of ``usage`` for ``n`` of them.
+
+    The one place a per-prediction cost is derived from recorded usage: evaluations (the
+    specialist's CPU seconds, the general model's tokens) and what the registry stores of them
+    are priced by it.
+
+        >>> cost_per_1m(Usage(input_tokens=12_000, output_tokens=3_000), 1000,
+        ...             Prices(input_per_1m_tokens_usd=1.0, output_per_1m_tokens_usd=2.0))
+        18.0
+    """
+    return cost_usd(usage_per_1m(usage, n), prices)
 
 
 def energy_wh(usage: Usage, *, watts_per_core: float) -> float:

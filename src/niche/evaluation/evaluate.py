@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from niche.evaluation import metrics, performance, stats
 from niche.evaluation.cascade import DEFAULT_THRESHOLDS, CascadePoint, cascade_curve
-from niche.evaluation.cost import Prices, cost_usd, energy_wh, usage_per_1m
+from niche.evaluation.cost import Prices, cost_per_1m, energy_wh
 from niche.evaluation.metrics import ClassMetrics
 from niche.evaluation.stats import PairedTest, paired_test
 from niche.progress import NO_PROGRESS, Progress
@@ -35,10 +35,15 @@ class Evaluation:
 
     Intervals are 95 % percentile bootstrap intervals. ``latency_*`` are single-request
     percentiles (None when latency was not measured); ``items_per_s`` and ``cpu_s_per_1m``
-    (process CPU seconds per million predictions) come from one batch call over the split, and
-    ``cost_per_1m_usd`` and ``wh_per_query`` are derived from that call's usage (its process
-    CPU seconds, and the tokens the predictions recorded) by :func:`~niche.evaluation.cost_usd`
-    and :func:`~niche.evaluation.energy_wh`.
+    (process CPU seconds per million predictions) come from one batch call over the split.
+    ``usage`` is what that call consumed as cost sees it: its process CPU seconds (all
+    threads), and the tokens its predictions recorded (a remote model's, priced at the token
+    prices; its own compute is the vendor's); ``cost_per_1m_usd`` and ``wh_per_query`` are
+    derived from it by :func:`~niche.evaluation.cost_per_1m` and
+    :func:`~niche.evaluation.energy_wh`. ``unmapped`` counts predictions outside the
+    predictor's label set (a general model's answers that named no label: wrong answers).
+    ``rows`` are the positions in the split of the rows evaluated when they are a sample of its
+    ``split_rows`` (None: every row, in order; see :meth:`paired_with`).
     ``predictions`` and ``correct`` (per-row bool) stay in memory for :func:`compare` and are
     left out of :meth:`to_dict`.
     """
@@ -59,6 +64,45 @@ class Evaluation:
     wh_per_query: float
     predictions: Predictions = field(repr=False)
     correct: np.ndarray = field(repr=False)
+    usage: Usage = field(default_factory=Usage)
+    unmapped: int = 0
+    rows: np.ndarray | None = field(default=None, repr=False)
+    split_rows: int | None = None
+    sample_seed: int | None = None
+
+    def sampled(self, rows: np.ndarray, split_rows: int, seed: int) -> Evaluation:
+        """This evaluation marked as made on ``rows`` (positions) of a split of ``split_rows``."""
+        if len(rows) != self.n:
+            raise ValueError(f"{len(rows)} row positions for an evaluation of {self.n} rows")
+        return replace(
+            self, rows=np.asarray(rows, dtype=np.int64), split_rows=split_rows, sample_seed=seed
+        )
+
+    def paired_with(self, other: Evaluation) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row correctness of this evaluation and ``other`` on the rows both were made on.
+
+        ``other`` may be a sample (:meth:`sampled`) of this evaluation's rows: this one's rows
+        are then taken at the sample's positions, so a paired test compares like with like.
+
+            >>> mine, theirs = specialist_eval.paired_with(general_eval)
+        """
+        if other.rows is not None and self.rows is None:
+            if other.split_rows != self.n:
+                raise ValueError(
+                    f"a sample of {other.split_rows} rows cannot pair with an evaluation of "
+                    f"{self.n}"
+                )
+            return self.correct[other.rows], other.correct
+        if self.rows is not None and other.rows is None:
+            theirs, mine = other.paired_with(self)
+            return mine, theirs
+        if self.n != other.n or (
+            self.rows is not None
+            and other.rows is not None
+            and not np.array_equal(self.rows, other.rows)
+        ):
+            raise ValueError("evaluations must be on the same rows")
+        return self.correct, other.correct
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (floats, ints, lists, dicts); intervals are ``[low, high]``."""
@@ -77,6 +121,11 @@ class Evaluation:
             "cpu_s_per_1m": self.cpu_s_per_1m,
             "cost_per_1m_usd": self.cost_per_1m_usd,
             "wh_per_query": self.wh_per_query,
+            "usage": self.usage.to_dict(),
+            "unmapped": self.unmapped,
+            "sample": None
+            if self.rows is None
+            else {"rows": self.n, "of": self.split_rows, "seed": self.sample_seed},
         }
 
 
@@ -108,6 +157,7 @@ def evaluate(
     latency_samples: int = 200,
     cpu_hour_usd: float,
     watts_per_core: float,
+    prices: Prices | None = None,
     clock: Callable[[], float] = time.perf_counter,
     cpu_clock: Callable[[], float] = time.process_time,
     progress: Progress | None = None,
@@ -117,7 +167,8 @@ def evaluate(
     ``predictor.predict(texts)`` runs once, as one batch: its predictions are scored and the
     same call is timed for throughput and CPU cost. Then ``latency_samples`` single-text calls
     (0 skips them, e.g. for a paid API) give latency percentiles. ``progress``, when given,
-    gets one task per stage (predicting, latency, scoring).
+    gets one task per stage (predicting, latency, scoring). ``prices`` gives the token prices
+    of a token-priced predictor (its ``cpu_hour_usd`` is ``cpu_hour_usd``).
 
     >>> result = evaluate(predictor, texts, labels, cpu_hour_usd=0.045, watts_per_core=10.0)
     >>> result.accuracy, result.accuracy_ci
@@ -165,9 +216,22 @@ def evaluate(
             latency,
             n_resamples=n_resamples,
             seed=seed,
-            cpu_hour_usd=cpu_hour_usd,
+            prices=replace(prices or Prices(), cpu_hour_usd=cpu_hour_usd),
             watts_per_core=watts_per_core,
+            label_set=predictor.label_set,
         )
+
+
+def _priced_usage(predictions: Predictions, throughput: performance.Throughput) -> Usage:
+    """The batch's usage as cost sees it: the process CPU seconds over the call, all threads
+    counted (wider than the predictor's own wall-clock compute), and the tokens its
+    predictions recorded (a remote model's, priced at the token prices)."""
+    recorded = predictions.usage or Usage()
+    return Usage(
+        compute_s=throughput.cpu_s,
+        input_tokens=recorded.input_tokens,
+        output_tokens=recorded.output_tokens,
+    )
 
 
 def _score(
@@ -179,22 +243,15 @@ def _score(
     *,
     n_resamples: int,
     seed: int,
-    cpu_hour_usd: float,
+    prices: Prices,
     watts_per_core: float,
+    label_set: Sequence[str],
 ) -> Evaluation:
     y_true = np.asarray(labels)
     y_pred = np.asarray(predictions.labels)
     correct = y_true == y_pred
-    cpu_s_per_item = throughput.cpu_s_per_item
-    # The batch's usage as cost sees it: process CPU seconds over the call, all threads
-    # counted (wider than the predictor's own wall-clock compute time), and whatever tokens
-    # the predictor recorded (a remote model's).
-    recorded = predictions.usage or Usage()
-    usage = Usage(
-        compute_s=throughput.cpu_s,
-        input_tokens=recorded.input_tokens,
-        output_tokens=recorded.output_tokens,
-    )
+    usage = _priced_usage(predictions, throughput)
+    known = set(label_set)
     return Evaluation(
         kind=kind,
         n=len(y_true),
@@ -207,13 +264,15 @@ def _score(
         latency_p50_ms=latency.p50_ms if latency else None,
         latency_p95_ms=latency.p95_ms if latency else None,
         items_per_s=throughput.items_per_s,
-        cpu_s_per_1m=cpu_s_per_item * 1e6,
-        cost_per_1m_usd=cost_usd(
-            usage_per_1m(usage, throughput.items), Prices(cpu_hour_usd=cpu_hour_usd)
+        cpu_s_per_1m=throughput.cpu_s_per_item * 1e6,
+        cost_per_1m_usd=cost_per_1m(usage, throughput.items, prices),
+        wh_per_query=energy_wh(
+            Usage(compute_s=usage.compute_s / throughput.items), watts_per_core=watts_per_core
         ),
-        wh_per_query=energy_wh(Usage(compute_s=cpu_s_per_item), watts_per_core=watts_per_core),
         predictions=predictions,
         correct=correct,
+        usage=usage,
+        unmapped=sum(label not in known for label in predictions.labels) if known else 0,
     )
 
 
@@ -228,7 +287,9 @@ def compare(
 ) -> Comparison:
     """Paired test and cascade curve of a specialist against the general model.
 
-    Both evaluations must come from the same rows, in the same order, as ``y_true``.
+    Both evaluations must come from the same rows, in the same order, as ``y_true``; or
+    ``general_eval`` is a sample of them (:meth:`Evaluation.sampled`), and the test and the
+    curve are on the sampled rows.
 
     >>> comparison = compare(spec_eval, general_eval, labels, n_resamples=1000, seed=0)
     >>> comparison.paired_test.bootstrap.diff
@@ -236,18 +297,20 @@ def compare(
     """
     true = np.asarray(y_true)
     for name, result in (("specialist_eval", specialist_eval), ("general_eval", general_eval)):
-        if result.n != len(true):
+        expected = true if result.rows is None else true[result.rows]
+        if (result.split_rows or result.n) != len(true):
             raise ValueError(f"{name} has {result.n} rows but y_true has {len(true)}")
-        if not np.array_equal(np.asarray(result.predictions.labels) == true, result.correct):
+        if not np.array_equal(np.asarray(result.predictions.labels) == expected, result.correct):
             raise ValueError(f"{name} was not computed on these labels (rows differ)")
+    spec_correct, general_correct = specialist_eval.paired_with(general_eval)
+    # The specialist's answers on the rows the general model answered.
+    taken = general_eval.rows if general_eval.rows is not None else slice(None)
     return Comparison(
-        paired_test=paired_test(
-            specialist_eval.correct, general_eval.correct, n_resamples=n_resamples, seed=seed
-        ),
+        paired_test=paired_test(spec_correct, general_correct, n_resamples=n_resamples, seed=seed),
         cascade=cascade_curve(
-            true,
-            specialist_eval.predictions.labels,
-            specialist_eval.predictions.confidences,
+            true[taken],
+            np.asarray(specialist_eval.predictions.labels)[taken],
+            np.asarray(specialist_eval.predictions.confidences)[taken],
             general_eval.predictions.labels,
             thresholds,
         ),

@@ -82,15 +82,22 @@ def decide(
 ) -> GateResult:
     """Check ``candidate`` for ``alias``: the task's SLA, the general model and the champion.
 
-    All three evaluations must be on the same rows, in the same order. ``overlap`` is the
-    number of evaluation rows whose text fingerprint is also in the candidate's training
-    rows: anything but 0 fails the gate (the candidate would be graded on what it learnt).
+    All three evaluations must be on the same rows, in the same order; the general model's
+    may be a seeded sample of them (:meth:`~niche.evaluation.Evaluation.sampled`, a paid
+    endpoint asked a capped number of rows), and the candidate is then compared with it on
+    the sampled rows, with the wider interval that gives. ``overlap`` is the number of
+    evaluation rows whose text fingerprint is also in the candidate's training rows: anything
+    but 0 fails the gate (the candidate would be graded on what it learnt).
     For an alias other than ``champion`` (e.g. ``challenger``) ``champion`` is ignored: no
     comparison with it is made (module docstring).
     """
     strict = alias == CHAMPION
-    if general.n != candidate.n or (champion is not None and champion.n != candidate.n):
-        raise ValueError("gate evaluations must be on the same rows")
+    try:
+        candidate.paired_with(general)
+        if champion is not None:
+            candidate.paired_with(champion)
+    except ValueError as exc:
+        raise ValueError(f"gate evaluations must be on the same rows: {exc}") from exc
     sla = task.sla
     checks = [
         GateCheck(
@@ -145,7 +152,7 @@ def decide(
             candidate,
             general,
             bound=bound,
-            what=f"accuracy minus the general model's ({general.kind})",
+            what=f"accuracy minus the general model's ({general.kind}{_sample(general)})",
             n_resamples=n_resamples,
             seed=seed,
         )
@@ -181,14 +188,15 @@ def _paired_check(
     n_resamples: int,
     seed: int,
 ) -> GateCheck:
+    mine, theirs = candidate.paired_with(other)
     boot = paired_bootstrap(
-        candidate.correct,
-        other.correct,
+        mine,
+        theirs,
         n_resamples=n_resamples,
         confidence=_ONE_SIDED_95,
         seed=seed,
     )
-    exact = mcnemar(candidate.correct, other.correct)
+    exact = mcnemar(mine, theirs)
     return GateCheck(
         name,
         boot.ci_low >= bound,
@@ -196,5 +204,14 @@ def _paired_check(
         bound,
         f"{what}: {boot.diff:+.4f}, one-sided 95% lower bound {boot.ci_low:+.4f} must be "
         f">= {bound:+.4f} (McNemar p = {exact.p_value:.2g}, paired bootstrap, "
-        f"{candidate.n} rows)",
+        f"{len(mine)} rows)",
+    )
+
+
+def _sample(evaluation: Evaluation) -> str:
+    if evaluation.rows is None:
+        return ""
+    return (
+        f", asked a seeded sample of {evaluation.n} of {evaluation.split_rows} rows "
+        f"(seed {evaluation.sample_seed})"
     )

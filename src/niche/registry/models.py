@@ -136,6 +136,9 @@ class EvaluationRow(Base):
     general: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     comparison: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # What the costs were derived from (niche.evaluation.cost_per_1m): None before 0006.
+    usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    general_usage: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class AliasRow(Base):

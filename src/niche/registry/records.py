@@ -16,7 +16,9 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, ClassVar, Final
 
+from niche.evaluation.cost import Prices, cost_per_1m
 from niche.registry.tasks import TaskSpec
+from niche.specialists.base import Usage
 
 __all__ = [
     "TRAFFIC_FIELDS",
@@ -122,7 +124,15 @@ class ModelVersionRecord(Record):
 
 @dataclass(frozen=True)
 class EvaluationRecord(Record):
-    """A model version measured on a dataset split, with the general model on the same rows."""
+    """A model version measured on a dataset split, with the general model on the same rows.
+
+    ``usage`` and ``general_usage`` are what each side consumed, ``{"compute_s",
+    "input_tokens", "output_tokens", "rows"}`` (None: stored before usage was); their cost at
+    any prices is :meth:`cost_per_1m_usd`.
+
+        >>> record.cost_per_1m_usd(Prices(input_per_1m_tokens_usd=0.15), general=True)
+        6.15
+    """
 
     id: int
     task: str
@@ -133,6 +143,22 @@ class EvaluationRecord(Record):
     general: dict[str, Any] | None
     comparison: dict[str, Any] | None
     created_at: datetime
+    usage: dict[str, Any] | None = None
+    general_usage: dict[str, Any] | None = None
+
+    def cost_per_1m_usd(self, prices: Prices, *, general: bool = False) -> float | None:
+        """USD per 1M predictions of the specialist (or the general model), from the stored
+        usage at ``prices``: :func:`niche.evaluation.cost_per_1m`, as the evaluation priced
+        it. None when no usage was stored."""
+        stored = self.general_usage if general else self.usage
+        if not stored or not stored.get("rows"):
+            return None
+        usage = Usage(
+            compute_s=float(stored.get("compute_s") or 0.0),
+            input_tokens=stored.get("input_tokens"),
+            output_tokens=stored.get("output_tokens"),
+        )
+        return cost_per_1m(usage, int(stored["rows"]), prices)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ kind from here (:func:`get_kind`) and load a stored model with :func:`load_predi
     >>> get_kind("text").input_kind
     'text'
     >>> available_kinds()
-    ['text', 'zero-shot']
+    ['remote', 'text', 'zero-shot']
     >>> predictor = load_predictor("text", artifact_dir, LoadContext(settings))
 """
 
@@ -38,6 +38,7 @@ ENTRY_POINT_GROUP = "niche.specialist_kinds"
 # metadata does not declare: an editable install made before the entry points were added, or
 # a source tree on PYTHONPATH, still finds its own kinds (a test checks the declarations).
 _BUILTIN = {
+    "remote": "niche.specialists.remote:RemoteKind",
     "text": "niche.specialists.text:TextKind",
     "zero-shot": "niche.specialists.zeroshot:ZeroShotKind",
 }
@@ -61,7 +62,7 @@ def available_kinds() -> list[str]:
     """The names of every installed kind, sorted; none of them is imported.
 
     >>> available_kinds()
-    ['text', 'zero-shot']
+    ['remote', 'text', 'zero-shot']
     """
     return sorted(_declared())
 

@@ -159,6 +159,7 @@ def promote(
             label_descriptions=spec.label_descriptions,
             encoder=measured,
             seed=seed,
+            task=spec,
             progress=progress,
         )
     record_evaluation(registry, candidate, dataset, evaluation)

@@ -53,6 +53,8 @@ def evaluation_record(row: EvaluationRow, task: str, version: int) -> Evaluation
         general=row.general,
         comparison=row.comparison,
         created_at=row.created_at,
+        usage=row.usage,
+        general_usage=row.general_usage,
     )
 
 
@@ -216,8 +218,13 @@ class ModelStore(Store):
         metrics: Mapping[str, Any],
         general: Mapping[str, Any] | None = None,
         comparison: Mapping[str, Any] | None = None,
+        usage: Mapping[str, Any] | None = None,
+        general_usage: Mapping[str, Any] | None = None,
     ) -> EvaluationRecord:
         """Store an evaluation of a model version (and the general model on the same rows).
+
+        ``usage`` and ``general_usage`` are what each side consumed (``{"compute_s",
+        "input_tokens", "output_tokens", "rows"}``), the costs' source.
 
         >>> registry.models.record_evaluation("banking77", 3, dataset_fingerprint=fp,
         ...     split="test", metrics=report.specialist.to_dict(),
@@ -230,6 +237,12 @@ class ModelStore(Store):
             "general": json_value(dict(general), "general") if general is not None else None,
             "comparison": (
                 json_value(dict(comparison), "comparison") if comparison is not None else None
+            ),
+            "usage": json_value(dict(usage), "usage") if usage is not None else None,
+            "general_usage": (
+                json_value(dict(general_usage), "general_usage")
+                if general_usage is not None
+                else None
             ),
         }
         now = self.database.now()
