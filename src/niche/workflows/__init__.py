@@ -44,10 +44,13 @@ from niche.workflows.quickstart import QuickstartResult, quickstart
 from niche.workflows.tasks import create_task, edit_task, parse_changes, show_task
 from niche.workflows.traffic import (
     GENERAL_ROUTES,
+    PrunedTraffic,
     answered,
     count_traffic,
+    dead_letters,
     list_traffic,
     parse_since,
+    prune_traffic,
 )
 from niche.workflows.train import ensure_task_for, task_name_for, train_and_register
 
@@ -60,6 +63,7 @@ __all__ = [
     "GarbageCollected",
     "LoadedData",
     "PromotionOutcome",
+    "PrunedTraffic",
     "QuickstartResult",
     "answered",
     "audit_events",
@@ -67,6 +71,7 @@ __all__ = [
     "count_traffic",
     "create_task",
     "curate_data",
+    "dead_letters",
     "edit_task",
     "ensure_task_for",
     "evaluate_model",
@@ -83,6 +88,7 @@ __all__ = [
     "parse_changes",
     "parse_since",
     "promote",
+    "prune_traffic",
     "quickstart",
     "record_evaluation",
     "register_trained",
