@@ -136,6 +136,7 @@ async def test_poison_requests_then_100_good_ones_all_recorded_with_arrival_and_
     assert long_.model == "m" * 200 and long_.cleaned
     assert nul.model == "gptnul" and nul.cleaned
     assert "\x00" not in nul_text.input[0]["content"] and nul_text.cleaned
+    assert nul_text.input_bytes is None  # not clipped
     assert nul_text.specialist_label == "spam"
     assert big.cleaned and big.input_bytes > 200_000
     assert len(orjson.dumps(big.input)) <= 4096
@@ -321,9 +322,15 @@ def test_cleaning_cuts_strings_to_their_columns_and_the_input_to_its_cap():
     assert "\x00" not in cleaned.general_answer
     assert len(cleaned.general_answer.encode()) <= 1000
     untouched = clean_traffic(_traffic(1, specialist_label="ok"))
-    assert not untouched.cleaned and untouched.input == "text 1" and untouched.input_bytes == 8
-    assert dataclasses.replace(untouched, input_bytes=None, cleaned=False) == _traffic(
-        1, specialist_label="ok"
+    assert untouched == _traffic(1, specialist_label="ok") and untouched.input_bytes is None
+    nul = clean_traffic(
+        dataclasses.replace(_traffic(1), general_answer="yes\x00", input=["\x00", "\ud800"])
+    )
+    assert (nul.general_answer, nul.input, nul.input_bytes, nul.cleaned) == (
+        "yes",
+        ["", "?"],
+        None,
+        True,
     )
 
 

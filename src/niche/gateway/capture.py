@@ -277,8 +277,11 @@ class CaptureWriter:
         return self._closing
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.flush_s
         while not self._closing:
-            await self._nap(self.flush_s)
+            await self._nap(delay)
+            started = loop.time()
             # While the database is away, back off (flush_s, 2x, 4x … up to backoff_max_s).
             retrying = AsyncRetrying(
                 retry=retry_if_exception(is_transient),
@@ -294,6 +297,9 @@ class CaptureWriter:
             except Exception as exc:  # transient and closing: aclose takes over
                 if not is_transient(exc):
                     log.exception("traffic capture: a flush failed; retried at the next tick")
+            # Ticks start flush_s apart (not flush_s after a write ends): what a SIGKILL can
+            # lose is one interval plus the write in flight.
+            delay = max(0.0, self.flush_s - (loop.time() - started))
 
     async def flush(self) -> int:
         """Write everything queued so far; return how many records were written.

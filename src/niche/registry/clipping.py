@@ -5,18 +5,20 @@ those), may be longer than its column (PostgreSQL refuses that too) or be blank 
 refuses a blank model). :func:`clean_traffic` removes NULs, cuts each string to its column
 (``TRAFFIC_LENGTHS`` characters; unbounded text columns to ``max_input_bytes`` bytes of
 UTF-8), names a blank model ``(blank)`` and clips the input to ``max_input_bytes`` of JSON,
-recording its size before in ``input_bytes`` and setting ``cleaned`` when anything changed.
+recording its size before in ``input_bytes`` (None: stored whole) and setting ``cleaned`` when
+anything changed. A record that needs none of it is returned as it is.
 
     >>> record = clean_traffic(TrafficRecord(model="a\\x00b", route="passthrough", input="hi",
     ...                                      latency_ms=1.0, status=200))
     >>> record.model, record.cleaned, record.input_bytes
-    ('ab', True, 4)
+    ('ab', True, None)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from typing import Any, Final
 
 import orjson
@@ -117,6 +119,27 @@ def _clip_input(cleaner: _Cleaner, value: Any) -> Any:
     return text.decode("utf-8", "ignore")
 
 
+def _fits(value: Any, chars: int) -> bool:
+    return value is None or (
+        type(value) is str and value.isascii() and "\x00" not in value and len(value) <= chars
+    )
+
+
+def _is_clean(record: TrafficRecord, max_bytes: int) -> bool:
+    """Whether ``record`` needs no cleaning (ASCII strings only: others take the long way)."""
+    if not all(_fits(getattr(record, name), n) for name, n in TRAFFIC_LENGTHS.items()):
+        return False
+    if not all(_fits(getattr(record, name), max_bytes) for name in _TEXT_FIELDS):
+        return False
+    if not record.model.strip() or not record.route.strip():
+        return False
+    try:
+        raw = orjson.dumps(record.input, option=_JSON_OPTIONS)
+    except (TypeError, orjson.JSONEncodeError):  # e.g. a lone surrogate: cleaned below
+        return False
+    return len(raw) <= max_bytes and b"\\u0000" not in raw
+
+
 def clean_traffic(
     record: TrafficRecord, *, max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES
 ) -> TrafficRecord:
@@ -131,6 +154,8 @@ def clean_traffic(
         raise DataValidationError(
             f"max_input_bytes must be at least 1, got {max_input_bytes!r}", column="input"
         )
+    if _is_clean(record, max_input_bytes):
+        return record  # the common case: no copy, nothing encoded twice
     cleaner = _Cleaner(max_input_bytes)
     changes: dict[str, Any] = {
         name: cleaner.text(getattr(record, name), chars=length)
@@ -144,8 +169,12 @@ def clean_traffic(
     if not isinstance(changes["route"], str) or not changes["route"].strip():
         cleaner.changed = True
         changes["route"] = BLANK_MODEL
-    size = _json_size(record.input, "input")
+    try:
+        size = len(orjson.dumps(record.input, option=_JSON_OPTIONS))
+    except (TypeError, orjson.JSONEncodeError):  # a lone surrogate: the size without it
+        size = _json_size(_Cleaner(max_input_bytes).value(record.input, sys.maxsize), "input")
     changes["input"] = _clip_input(cleaner, record.input)
-    changes["input_bytes"] = size if record.input_bytes is None else record.input_bytes
+    clipped = size > max_input_bytes
+    changes["input_bytes"] = size if clipped and record.input_bytes is None else record.input_bytes
     changes["cleaned"] = record.cleaned or cleaner.changed
     return dataclasses.replace(record, **changes)
