@@ -31,7 +31,15 @@ from niche.registry.clipping import BLANK_MODEL, clean_traffic
 from niche.registry.deadletters import DeadLetterFile
 from niche.settings import Settings
 from tests.clocks import START
-from tests.gateway_support import HAM, SPAM, TASK, in_process, register_portfolio, train_specialists
+from tests.gateway_support import (
+    HAM,
+    SPAM,
+    TASK,
+    in_process,
+    register_portfolio,
+    train_specialists,
+    until,
+)
 
 runner = CliRunner()
 ARRIVAL = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -375,3 +383,24 @@ def test_cli_prunes_by_age_or_retention_setting_and_says_what_it_deleted(niche_h
     assert by_setting.stdout.startswith("deleted 1 traffic record(s) from before ")
     listed = runner.invoke(cli, ["traffic", "--json"])
     assert [r["input"] for r in json.loads(listed.stdout)] == ["text 2", "text 3"]
+
+
+def test_with_a_retention_the_gateway_writer_prunes_old_records(registry):
+    old = [_traffic(i, at=START - timedelta(days=40)) for i in range(3)]
+    registry.traffic.record([*old, _traffic(9, at=START - timedelta(days=1))])
+
+    async def main() -> CaptureWriter:
+        writer = CaptureWriter(
+            registry,
+            flush_s=0.01,
+            retention_s=30 * 86_400.0,
+            prune_every_s=60.0,
+            clock=lambda: START,
+        )
+        writer.start()
+        await until(lambda: writer.pruned == 3)
+        await writer.aclose()
+        return writer
+
+    asyncio.run(main())
+    assert [r.input for r in registry.traffic.query()] == ["text 9"]

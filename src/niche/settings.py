@@ -233,8 +233,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "NICHE_TRAFFIC_RETENTION_DAYS",
         None,
-        "Days traffic records are kept: what `niche traffic prune` deletes without "
-        "--older-than (unset: records are kept until pruned explicitly).",
+        "Days traffic records are kept: the gateway deletes older ones every hour, and "
+        "`niche traffic prune` without --older-than does (unset: kept until pruned).",
         int,
     ),
     Setting(

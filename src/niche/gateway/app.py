@@ -89,6 +89,7 @@ class Gateway:
             prices=Prices(cpu_hour_usd=config.cpu_hour_usd),
             rng=rng,
         )
+        retention = self.settings.get("NICHE_TRAFFIC_RETENTION_DAYS")
         self.capture = CaptureWriter(
             registry,
             flush_s=config.capture_flush_s,
@@ -96,6 +97,7 @@ class Gateway:
             dead_letters=DeadLetterFile(Path(self.settings.get("NICHE_TRAFFIC_DEAD_LETTER_DIR"))),
             on_dead_letter=self.metrics.count_dead_letters,
             max_input_bytes=self.settings.get("NICHE_GATEWAY_CAPTURE_MAX_INPUT_BYTES"),
+            retention_s=None if retention is None else retention * 86_400.0,
         )
         self.traffic = TrafficRecorder(
             self.metrics, self.capture, capture=config.capture, clock=wall_clock

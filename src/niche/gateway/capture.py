@@ -30,7 +30,7 @@ import contextlib
 import logging
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Union
 
 from sqlalchemy import exc as sa_exc
@@ -61,6 +61,9 @@ log = logging.getLogger("niche.gateway")
 MAX_PENDING = 200_000
 BATCH = 1_000
 BACKOFF_MAX_S = 5.0
+# With a retention, records older than it are pruned this often (in batches of PRUNE_BATCH).
+PRUNE_EVERY_S = 3600.0
+PRUNE_BATCH = 10_000
 CLOSE_BACKOFF_S = 0.2
 
 
@@ -95,7 +98,8 @@ class CaptureWriter:
 
     ``dead_letters`` receives what cannot be stored (None: it is logged as an error instead);
     ``on_dead_letter(reason, n)`` counts it (the gateway's metric); ``max_input_bytes`` caps
-    each stored input; ``clock`` stamps dead letters.
+    each stored input; with ``retention_s``, the background task deletes older records every
+    ``prune_every_s``; ``clock`` stamps dead letters and dates the retention.
     """
 
     def __init__(
@@ -110,6 +114,8 @@ class CaptureWriter:
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         max_pending: int = MAX_PENDING,
         backoff_max_s: float = BACKOFF_MAX_S,
+        retention_s: float | None = None,
+        prune_every_s: float = PRUNE_EVERY_S,
         clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         if isinstance(max_input_bytes, bool) or max_input_bytes < 1:
@@ -117,8 +123,16 @@ class CaptureWriter:
                 f"NICHE_GATEWAY_CAPTURE_MAX_INPUT_BYTES must be at least 1, got {max_input_bytes!r}",
                 setting="NICHE_GATEWAY_CAPTURE_MAX_INPUT_BYTES",
             )
+        if retention_s is not None and retention_s <= 0:
+            raise ConfigurationError(
+                f"NICHE_TRAFFIC_RETENTION_DAYS must be at least 1, got {retention_s / 86_400!r}",
+                setting="NICHE_TRAFFIC_RETENTION_DAYS",
+            )
         self.registry = registry
         self.flush_s = flush_s
+        self.retention_s = retention_s
+        self.prune_every_s = prune_every_s
+        self.pruned = 0
         self.redact = redact
         self.on_flush = on_flush
         self.dead_letters = dead_letters
@@ -279,9 +293,13 @@ class CaptureWriter:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         delay = self.flush_s
+        next_prune = loop.time()
         while not self._closing:
             await self._nap(delay)
             started = loop.time()
+            if self.retention_s is not None and started >= next_prune:
+                next_prune = started + self.prune_every_s
+                await self._prune(self.retention_s)
             # While the database is away, back off (flush_s, 2x, 4x … up to backoff_max_s).
             retrying = AsyncRetrying(
                 retry=retry_if_exception(is_transient),
@@ -300,6 +318,20 @@ class CaptureWriter:
             # Ticks start flush_s apart (not flush_s after a write ends): what a SIGKILL can
             # lose is one interval plus the write in flight.
             delay = max(0.0, self.flush_s - (loop.time() - started))
+
+    async def _prune(self, retention_s: float) -> None:
+        """Delete records older than ``retention_s`` (``NICHE_TRAFFIC_RETENTION_DAYS``)."""
+        before = self.clock() - timedelta(seconds=retention_s)
+        try:
+            deleted = await asyncio.to_thread(
+                self.registry.traffic.prune, before, batch_size=PRUNE_BATCH
+            )
+        except Exception as exc:  # pruning is housekeeping: capture goes on; tried next time
+            log.warning("traffic capture: pruning records before %s failed: %s", before, exc)
+            return
+        self.pruned += deleted
+        if deleted:
+            log.info("traffic capture: pruned %d record(s) from before %s", deleted, before)
 
     async def flush(self) -> int:
         """Write everything queued so far; return how many records were written.
