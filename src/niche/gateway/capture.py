@@ -149,6 +149,8 @@ class CaptureWriter:
         self._wake: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
         self._closing = False
+        self._closed: asyncio.Event | None = None
+        self._pruner: asyncio.Task[None] | None = None
         self.written = 0
         self.dropped = 0
         self.failures = 0
@@ -277,6 +279,11 @@ class CaptureWriter:
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task = asyncio.create_task(self._run(), name="niche-capture-writer")
+        if self.retention_s is not None:
+            self._closed = asyncio.Event()
+            self._pruner = asyncio.create_task(
+                self._prune_every(self.retention_s, self._closed), name="niche-capture-pruner"
+            )
 
     async def _nap(self, seconds: float) -> None:
         """Sleep between retries; a full batch, an overflow or the close cut it short."""
@@ -293,13 +300,9 @@ class CaptureWriter:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         delay = self.flush_s
-        next_prune = loop.time()
         while not self._closing:
             await self._nap(delay)
             started = loop.time()
-            if self.retention_s is not None and started >= next_prune:
-                next_prune = started + self.prune_every_s
-                await self._prune(self.retention_s)
             # While the database is away, back off (flush_s, 2x, 4x … up to backoff_max_s).
             retrying = AsyncRetrying(
                 retry=retry_if_exception(is_transient),
@@ -319,19 +322,24 @@ class CaptureWriter:
             # lose is one interval plus the write in flight.
             delay = max(0.0, self.flush_s - (loop.time() - started))
 
-    async def _prune(self, retention_s: float) -> None:
-        """Delete records older than ``retention_s`` (``NICHE_TRAFFIC_RETENTION_DAYS``)."""
-        before = self.clock() - timedelta(seconds=retention_s)
-        try:
-            deleted = await asyncio.to_thread(
-                self.registry.traffic.prune, before, batch_size=PRUNE_BATCH
-            )
-        except Exception as exc:  # pruning is housekeeping: capture goes on; tried next time
-            log.warning("traffic capture: pruning records before %s failed: %s", before, exc)
-            return
-        self.pruned += deleted
-        if deleted:
-            log.info("traffic capture: pruned %d record(s) from before %s", deleted, before)
+    async def _prune_every(self, retention_s: float, closed: asyncio.Event) -> None:
+        """Delete records older than ``retention_s`` now and every ``prune_every_s``.
+
+        A task of its own, so that a long prune never holds up a flush."""
+        while not closed.is_set():
+            before = self.clock() - timedelta(seconds=retention_s)
+            try:
+                deleted = await asyncio.to_thread(
+                    self.registry.traffic.prune, before, batch_size=PRUNE_BATCH
+                )
+            except Exception as exc:  # housekeeping: capture goes on; tried next time
+                log.warning("traffic capture: pruning records before %s failed: %s", before, exc)
+            else:
+                self.pruned += deleted
+                if deleted:
+                    log.info("traffic capture: pruned %d record(s) from before %s", deleted, before)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(closed.wait(), self.prune_every_s)
 
     async def flush(self) -> int:
         """Write everything queued so far; return how many records were written.
@@ -399,6 +407,10 @@ class CaptureWriter:
     async def aclose(self, *, attempts: int = 5) -> None:
         """Stop the background task and flush every queued record (retrying a few times);
         what the database still cannot take goes to the dead-letter file."""
+        if self._pruner is not None and self._closed is not None:
+            self._closed.set()
+            await self._pruner  # a prune in progress ends with its current pass
+            self._pruner = None
         if self._task is not None:
             # Let a flush in progress finish rather than cancel it: its database write would
             # complete on its thread anyway, and then be written a second time here.
