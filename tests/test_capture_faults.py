@@ -124,6 +124,9 @@ async def test_poison_requests_then_100_good_ones_all_recorded_with_arrival_and_
             assert answered.status_code == 200
         await app.capture.flush()
         assert app.capture.pending == 0 and app.capture.failures == 0
+        metrics = (await http.get("/metrics")).content
+    assert _metric(metrics, "niche_capture_cleaned_total") == 5.0  # counted, none lost
+    assert _metric(metrics, "niche_capture_dead_letters_total") == 0.0
     with Registry(settings=settings) as registry:
         records = sorted(registry.traffic.query(), key=lambda r: r.id)
     good = [r for r in records if r.task == TASK and f"{HAM} " in str(r.input)]

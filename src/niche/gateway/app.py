@@ -96,6 +96,7 @@ class Gateway:
             redact=load_redactor(config.redact),
             dead_letters=DeadLetterFile(Path(self.settings.get("NICHE_TRAFFIC_DEAD_LETTER_DIR"))),
             on_dead_letter=self.metrics.count_dead_letters,
+            on_cleaned=self.metrics.cleaned.inc,
             max_input_bytes=self.settings.get("NICHE_GATEWAY_CAPTURE_MAX_INPUT_BYTES"),
             retention_s=None if retention is None else retention * 86_400.0,
         )

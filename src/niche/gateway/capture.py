@@ -97,8 +97,8 @@ class CaptureWriter:
     """Buffers traffic records and key spend; flushes them to ``registry`` in the background.
 
     ``dead_letters`` receives what cannot be stored (None: it is logged as an error instead);
-    ``on_dead_letter(reason, n)`` counts it (the gateway's metric); ``max_input_bytes`` caps
-    each stored input; with ``retention_s``, the background task deletes older records every
+    ``on_dead_letter(reason, n)`` counts it (the gateway's metric), ``on_cleaned(n)`` the
+    records cleaning changed; ``max_input_bytes`` caps each stored input; with ``retention_s``, the background task deletes older records every
     ``prune_every_s``; ``clock`` stamps dead letters and dates the retention.
     """
 
@@ -111,6 +111,7 @@ class CaptureWriter:
         on_flush: Callable[[int, int], None] | None = None,
         dead_letters: DeadLetterFile | None = None,
         on_dead_letter: Callable[[str, int], None] | None = None,
+        on_cleaned: Callable[[int], None] | None = None,
         max_input_bytes: int = DEFAULT_MAX_INPUT_BYTES,
         max_pending: int = MAX_PENDING,
         backoff_max_s: float = BACKOFF_MAX_S,
@@ -137,6 +138,7 @@ class CaptureWriter:
         self.on_flush = on_flush
         self.dead_letters = dead_letters
         self.on_dead_letter = on_dead_letter
+        self.on_cleaned = on_cleaned
         self.max_input_bytes = max_input_bytes
         self.max_pending = max_pending
         self.backoff_max_s = backoff_max_s
@@ -155,6 +157,7 @@ class CaptureWriter:
         self.dropped = 0
         self.failures = 0
         self.dead_lettered = 0
+        self.cleaned = 0
 
     @property
     def pending(self) -> int:
@@ -190,6 +193,7 @@ class CaptureWriter:
     def _prepare(self, batch: Sequence[Pending]) -> list[TrafficRecord]:
         records = []
         invalid = []
+        cleaned = 0
         for pending in batch:
             try:
                 record: TrafficRecord | None = pending() if callable(pending) else pending
@@ -203,10 +207,17 @@ class CaptureWriter:
             if record is None:
                 continue
             try:
-                records.append(clean_traffic(record, max_input_bytes=self.max_input_bytes))
+                clean = clean_traffic(record, max_input_bytes=self.max_input_bytes)
             except Exception as exc:  # e.g. an input that is not JSON: kept in the file
                 invalid.append(self._letter("record", "invalid", record.to_dict(), exc))
+                continue
+            records.append(clean)
+            cleaned += clean is not record
         self._bury(invalid)
+        if cleaned:
+            self.cleaned += cleaned
+            if self.on_cleaned is not None:
+                self.on_cleaned(cleaned)
         return records
 
     def _letter(

@@ -99,6 +99,11 @@ class GatewayMetrics:
             ["reason"],
             registry=r,
         )
+        self.cleaned = Counter(
+            "niche_capture_cleaned",
+            "Traffic records stored cleaned: NULs removed, strings or the input clipped.",
+            registry=r,
+        )
         self.circuit_open = Gauge(
             "niche_upstream_circuit_open",
             "1 when an upstream's circuit breaker is open.",
