@@ -61,7 +61,22 @@ CASES: dict[tuple[str, ...], list[Case]] = {
     ],
     ("gates",): [Case(["gates", "nosuch"], 2, ("no task 'nosuch'",))],
     ("gc",): [Case(["gc"], 2, (BAD_DATABASE_MESSAGE,), BAD_DATABASE)],
-    ("traffic",): [Case(["traffic", "--since", "yesterday"], 2, ("--since 'yesterday'",))],
+    ("traffic", "list"): [
+        Case(["traffic", "--since", "yesterday"], 2, ("--since 'yesterday'",)),
+        Case(["traffic", "list", "--since", "yesterday"], 2, ("--since 'yesterday'",)),
+    ],
+    ("traffic", "prune"): [
+        Case(["traffic", "prune", "--older-than", "ages"], 2, ("--older-than 'ages'",)),
+        Case(["traffic", "prune"], 2, ("--older-than 30d", "NICHE_TRAFFIC_RETENTION_DAYS")),
+    ],
+    ("traffic", "dead-letters"): [
+        Case(
+            ["traffic", "dead-letters"],
+            2,
+            ("cannot read the dead-letter file", "Not a directory"),
+            {"NICHE_TRAFFIC_DEAD_LETTER_DIR": "/etc/hostname"},
+        )
+    ],
     ("audit",): [
         Case(["audit", "--since", "bogus"], 2, ("--since 'bogus'",)),
         Case(["audit"], 2, (BAD_DATABASE_MESSAGE,), BAD_DATABASE),

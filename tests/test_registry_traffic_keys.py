@@ -232,6 +232,9 @@ def test_records_without_a_time_take_the_registry_clock(registry: Registry) -> N
         "cost_usd": 0.0,
         "key_id": None,
         "status": 200,
+        "compute_s": None,
+        "input_bytes": None,
+        "cleaned": False,
         "at": "2026-03-01T12:00:00+00:00",
     }
     assert registry.traffic.record([]) == 0

@@ -251,6 +251,27 @@ SETTINGS: tuple[Setting, ...] = (
         "How often the capture writer flushes traffic records to the database, in ms.",
         float,
     ),
+    # -- traffic capture: what a record may hold, where refused records go, how long to keep --
+    Setting(
+        "NICHE_GATEWAY_CAPTURE_MAX_INPUT_BYTES",
+        65_536,
+        "Largest input stored in a traffic record, in bytes of JSON; a longer one is clipped "
+        "and its original size kept in the record's input_bytes.",
+        int,
+    ),
+    Setting(
+        "NICHE_TRAFFIC_DEAD_LETTER_DIR",
+        lambda s: str(s.home / "dead-letters"),
+        "Directory of the dead-letter file (traffic.jsonl): traffic records the database "
+        "refused or could not take in time (`niche traffic dead-letters`).",
+    ),
+    Setting(
+        "NICHE_TRAFFIC_RETENTION_DAYS",
+        None,
+        "Days traffic records are kept: the gateway deletes older ones every hour, and "
+        "`niche traffic prune` without --older-than does (unset: kept until pruned).",
+        int,
+    ),
     Setting(
         "NICHE_GATEWAY_REFRESH_S",
         2.0,

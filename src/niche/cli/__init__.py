@@ -4,6 +4,7 @@
 from niche.cli import data as _data_commands  # noqa: F401
 from niche.cli import models as _model_commands  # noqa: F401
 from niche.cli import registry as _registry_commands  # noqa: F401
+from niche.cli import traffic as _traffic_commands  # noqa: F401
 
 # isort: split
 from niche.cli import audit as _audit_command  # noqa: F401  (listed after `traffic`)

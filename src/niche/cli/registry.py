@@ -1,4 +1,4 @@
-"""Registry commands: ``db``, ``tasks …``, ``keys …`` and ``traffic``.
+"""Registry commands: ``db``, ``tasks …`` and ``keys …`` (``traffic …``: ``cli/traffic.py``).
 
 Each command parses options, calls one library function (:mod:`niche.workflows` or the
 registry) and prints (rich or ``--json``).
@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from niche.cli.app import JsonOpt, TaskArg, app, db_app, keys_app, open_registry, tasks_app
+from niche.cli.app import JsonOpt, TaskArg, db_app, keys_app, open_registry, tasks_app
 from niche.cli.output import pretty, print_json, table
 from niche.settings import Settings
 
@@ -24,72 +24,6 @@ SetOpt = Annotated[
         "sla.min_quality=0.9, cascade_threshold=0.7, general.kind=openai.",
     ),
 ]
-
-# -- traffic -----------------------------------------------------------------------------
-
-
-@app.command("traffic")
-def traffic_command(
-    task: Annotated[str | None, typer.Argument(help="Only this task's requests.")] = None,
-    since: Annotated[
-        str | None, typer.Option(help="ISO-8601 time, or a duration back from now: 30m, 1h, 2d.")
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option(min=0, help="Only the most recent N requests.")
-    ] = None,
-    count: Annotated[bool, typer.Option("--count", help="Print only how many.")] = False,
-    json_out: JsonOpt = False,
-) -> None:
-    """Requests the gateway captured, oldest first."""
-    from niche.workflows import answered, count_traffic, list_traffic
-
-    if count:
-        total = count_traffic(task, Settings(), since=since)
-        if json_out:
-            print_json({"count": total})
-        else:
-            typer.echo(str(total))
-        return
-    records = list_traffic(task, Settings(), since=since, limit=limit)
-    if json_out:
-        print_json([r.to_dict() for r in records])
-        return
-    table(
-        "traffic",
-        [
-            "at",
-            "task",
-            "model",
-            "version",
-            "route",
-            "answer",
-            "confidence",
-            "ms",
-            "cost $",
-            "status",
-        ],
-        [
-            [
-                r["at"],
-                r["task"],
-                r["model"],
-                f"v{r['model_version']} {r['alias'] or ''}".strip() if r["model_version"] else "",
-                r["route"] + (" +shadow" if r["shadow"] else ""),
-                answered(record),
-                (
-                    f"{r['specialist_confidence']:.3f}"
-                    if r["specialist_confidence"] is not None
-                    else None
-                ),
-                f"{r['latency_ms']:.1f}",
-                f"{r['cost_usd']:.6f}",
-                r["status"],
-            ]
-            for record in records
-            for r in [record.to_dict()]
-        ],
-    )
-
 
 # -- db ----------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from niche.evaluation import Prices
@@ -32,6 +33,7 @@ from niche.gateway.routes.native import NativeRoutes
 from niche.gateway.routes.openai import OpenAIRoutes
 from niche.gateway.routing import Dispatcher, RouteTable
 from niche.gateway.traffic import TrafficRecorder
+from niche.registry.deadletters import DeadLetterFile
 from niche.registry.store import Registry
 from niche.settings import Settings
 
@@ -47,7 +49,7 @@ SHUTDOWN_GRACE_S = 30.0
 
 class Gateway:
     """The ASGI app. Build it with settings (and, in tests, a registry, encoder, loader,
-    random source or clock)."""
+    random source, clock or wall clock: seconds since the epoch, traffic records' times)."""
 
     def __init__(
         self,
@@ -59,6 +61,7 @@ class Gateway:
         loader: Loader | None = None,
         rng: RandomSource | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings or Settings()
         self.config = config = config or GatewayConfig.from_settings(self.settings)
@@ -87,10 +90,20 @@ class Gateway:
             rng=rng,
             specialist_timeout_s=config.specialist_timeout_s,
         )
+        retention = self.settings.get("NICHE_TRAFFIC_RETENTION_DAYS")
         self.capture = CaptureWriter(
-            registry, flush_s=config.capture_flush_s, redact=load_redactor(config.redact)
+            registry,
+            flush_s=config.capture_flush_s,
+            redact=load_redactor(config.redact),
+            dead_letters=DeadLetterFile(Path(self.settings.get("NICHE_TRAFFIC_DEAD_LETTER_DIR"))),
+            on_dead_letter=self.metrics.count_dead_letters,
+            on_cleaned=self.metrics.cleaned.inc,
+            max_input_bytes=self.settings.get("NICHE_GATEWAY_CAPTURE_MAX_INPUT_BYTES"),
+            retention_s=None if retention is None else retention * 86_400.0,
         )
-        self.traffic = TrafficRecorder(self.metrics, self.capture, capture=config.capture)
+        self.traffic = TrafficRecorder(
+            self.metrics, self.capture, capture=config.capture, clock=wall_clock
+        )
         guard = Guard(
             KeyCache(registry, ttl_s=config.refresh_s, clock=clock),
             pending_spend=self.capture.pending_spend,

@@ -93,6 +93,17 @@ class GatewayMetrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.dead_letters = Counter(
+            "niche_capture_dead_letters",
+            "Traffic records (and key spend) written to the dead-letter file, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.cleaned = Counter(
+            "niche_capture_cleaned",
+            "Traffic records stored cleaned: NULs removed, strings or the input clipped.",
+            registry=r,
+        )
         self.circuit_open = Gauge(
             "niche_upstream_circuit_open",
             "1 when an upstream's circuit breaker is open.",
@@ -113,6 +124,10 @@ class GatewayMetrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def count_dead_letters(self, reason: str, count: int) -> None:
+        """Count ``count`` dead letters written for ``reason`` (the capture writer's hook)."""
+        self.dead_letters.labels(reason).inc(count)
 
     def set_state(
         self, *, capture_pending: int, capture_dropped: int, circuits: Iterable[tuple[str, str]]

@@ -78,6 +78,7 @@ class TaskAnswer:
     input_tokens: int | None = None
     output_tokens: int | None = None
     cost_usd: float = 0.0
+    compute_s: float | None = None
     shadow: asyncio.Task[None] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -183,6 +184,7 @@ class CascadePolicy:
                 answer.label = answer.specialist_label = predicted.label
                 answer.confidence = predicted.confidence
                 answer.cost_usd = cost_usd(predicted.usage, self.prices)
+                answer.compute_s = predicted.usage.compute_s
                 self.metrics.batch_size.labels(task).observe(predicted.batch_size)
                 if predicted.confidence >= state.spec.cascade_threshold:
                     answer.route = "specialist"

@@ -2,7 +2,8 @@
 
 The record is built lazily, in the capture writer's thread: the request path only counts the
 request and queues a closure. A request whose answer has a shadow call still running is
-queued once the shadow call is done, so its record carries the general model's answer.
+queued once the shadow call is done, so its record carries the general model's answer. A
+record's time is when its request arrived: the wall clock now, less the request's duration.
 
     >>> traffic = TrafficRecorder(metrics, capture, capture=True)
     >>> traffic.record(state=state, model="banking77", route=answer.route, input=text,
@@ -12,6 +13,8 @@ queued once the shadow call is done, so its record carries the general model's a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from niche.gateway.capture import CaptureWriter
@@ -30,13 +33,22 @@ class TrafficRecorder:
     """Counts requests in ``metrics`` and queues their records on ``capture``.
 
     ``capture`` (``NICHE_GATEWAY_CAPTURE``) turns recording off for every task; a task's
-    ``serving.capture`` turns it off for that task. Spend is counted either way.
+    ``serving.capture`` turns it off for that task. Spend is counted either way. ``clock`` is
+    the wall clock, in seconds since the epoch (inject one in tests).
     """
 
-    def __init__(self, metrics: GatewayMetrics, writer: CaptureWriter, *, capture: bool) -> None:
+    def __init__(
+        self,
+        metrics: GatewayMetrics,
+        writer: CaptureWriter,
+        *,
+        capture: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.metrics = metrics
         self.writer = writer
         self.capture = capture
+        self.clock = clock
 
     def enabled(self, state: TaskState | None) -> bool:
         return self.capture and (state is None or state.spec.serving.capture)
@@ -75,6 +87,8 @@ class TrafficRecorder:
                 self.writer.submit(None, spend=spend)
             return
 
+        arrived = self.clock() - seconds
+
         def build() -> TrafficRecord:
             a = answer
             return TrafficRecord(
@@ -95,6 +109,8 @@ class TrafficRecorder:
                 input_tokens=a.input_tokens if a else input_tokens,
                 output_tokens=a.output_tokens if a else output_tokens,
                 cost_usd=a.cost_usd if a else cost_usd,
+                compute_s=a.compute_s if a else None,
+                at=datetime.fromtimestamp(arrived, UTC),
             )
 
         if answer is not None and answer.shadow is not None:

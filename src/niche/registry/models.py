@@ -34,6 +34,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from niche.registry.records import TRAFFIC_LENGTHS
+
 __all__ = [
     "AliasEventRow",
     "AliasRow",
@@ -206,9 +208,9 @@ class TrafficRow(Base):
     # 64-bit on PostgreSQL (traffic grows without bound); SQLite's rowid is 64-bit already.
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     # A task name, not a foreign key: pass-through requests have none, and records outlive tasks.
-    task: Mapped[str | None] = mapped_column(String(64))
-    model: Mapped[str] = mapped_column(String(200))
-    route: Mapped[str] = mapped_column(String(32))
+    task: Mapped[str | None] = mapped_column(String(TRAFFIC_LENGTHS["task"]))
+    model: Mapped[str] = mapped_column(String(TRAFFIC_LENGTHS["model"]))
+    route: Mapped[str] = mapped_column(String(TRAFFIC_LENGTHS["route"]))
     input: Mapped[Any] = mapped_column(JSON)
     specialist_label: Mapped[str | None] = mapped_column(Text)
     specialist_confidence: Mapped[float | None] = mapped_column(Float)
@@ -217,7 +219,7 @@ class TrafficRow(Base):
     general_label: Mapped[str | None] = mapped_column(Text)
     # Which alias answered (champion, challenger) and whether the general model was also
     # asked in the background to measure live agreement.
-    alias: Mapped[str | None] = mapped_column(String(32))
+    alias: Mapped[str | None] = mapped_column(String(TRAFFIC_LENGTHS["alias"]))
     shadow: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     latency_ms: Mapped[float] = mapped_column(Float)
     input_tokens: Mapped[int | None] = mapped_column(Integer)
@@ -225,6 +227,12 @@ class TrafficRow(Base):
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
     key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
     status: Mapped[int] = mapped_column(Integer)
+    # The specialist's compute seconds (cost is recomputed from these and the tokens); the
+    # input's JSON size before it was clipped; whether capture cut or removed anything.
+    compute_s: Mapped[float | None] = mapped_column(Float)
+    input_bytes: Mapped[int | None] = mapped_column(Integer)
+    cleaned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # When the request arrived (not when its batch was written).
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 

@@ -22,6 +22,7 @@ from niche.specialists.base import Usage
 
 __all__ = [
     "TRAFFIC_FIELDS",
+    "TRAFFIC_LENGTHS",
     "AliasEventRecord",
     "AuditEventRecord",
     "DatasetRecord",
@@ -54,8 +55,14 @@ TRAFFIC_FIELDS: Final = (
     "cost_usd",
     "key_id",
     "status",
+    "compute_s",
+    "input_bytes",
+    "cleaned",
 )
 """Columns of a traffic record, in the order its dict lists them (``at`` follows)."""
+
+TRAFFIC_LENGTHS: Final = {"task": 64, "model": 200, "route": 32, "alias": 32}
+"""The longest value (in characters) of each length-bounded traffic column."""
 
 
 def _plain(value: Any) -> Any:
@@ -292,7 +299,11 @@ class TrafficRecord(Record):
     """One gateway request to capture, built by the caller; ``at`` None: the registry's now.
 
     ``route`` is free text (``specialist``, ``general``, ``specialist-fallback``,
-    ``passthrough`` …); ``input`` is the text or the chat messages, as JSON.
+    ``passthrough`` …); ``input`` is the text or the chat messages, as JSON. ``at`` is when
+    the request arrived; ``compute_s`` the specialist's compute (with the tokens, the usage
+    its cost derives from). :func:`niche.registry.clipping.clean_traffic` makes a record
+    storable whatever a client sent: ``input_bytes`` is then the input's size before it was
+    clipped, and ``cleaned`` says whether anything was cut or removed.
 
         >>> registry.traffic.record([TrafficRecord(task="banking77", model="banking77",
         ...     route="specialist", input="card not arrived", specialist_label="card_arrival",
@@ -319,6 +330,9 @@ class TrafficRecord(Record):
     output_tokens: int | None = None
     cost_usd: float = 0.0
     key_id: int | None = None
+    compute_s: float | None = None
+    input_bytes: int | None = None
+    cleaned: bool = False
     at: datetime | None = None
 
 
@@ -346,6 +360,9 @@ class StoredTrafficRecord(Record):
     output_tokens: int | None
     cost_usd: float
     key_id: int | None
+    compute_s: float | None
+    input_bytes: int | None
+    cleaned: bool
     at: datetime
 
 

@@ -47,10 +47,13 @@ from niche.workflows.quickstart import QuickstartResult, quickstart
 from niche.workflows.tasks import create_task, edit_task, parse_changes, show_task
 from niche.workflows.traffic import (
     GENERAL_ROUTES,
+    PrunedTraffic,
     answered,
     count_traffic,
+    dead_letters,
     list_traffic,
     parse_since,
+    prune_traffic,
 )
 from niche.workflows.train import ensure_task_for, task_name_for, train_and_register
 
@@ -64,6 +67,7 @@ __all__ = [
     "GeneralCheck",
     "LoadedData",
     "PromotionOutcome",
+    "PrunedTraffic",
     "QuickstartResult",
     "answered",
     "audit_events",
@@ -72,6 +76,7 @@ __all__ = [
     "count_traffic",
     "create_task",
     "curate_data",
+    "dead_letters",
     "edit_task",
     "ensure_task_for",
     "evaluate_model",
@@ -90,6 +95,7 @@ __all__ = [
     "parse_changes",
     "parse_since",
     "promote",
+    "prune_traffic",
     "quickstart",
     "record_evaluation",
     "register_trained",

@@ -1,17 +1,20 @@
-"""Captured gateway traffic: one batched insert on the hot path, filtered reads and counts.
+"""Captured gateway traffic: one batched insert on the hot path, filtered reads and counts,
+and pruning of old records in batches.
 
 >>> registry.traffic.record(batch)
 250
 >>> registry.traffic.count("banking77", since=parse_since("1h", now))
+>>> registry.traffic.prune(parse_since("30d", now), batch_size=10_000)
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from niche.errors import NotFoundError, ValidationError
@@ -33,6 +36,16 @@ def _traffic_record(row: TrafficRow) -> StoredTrafficRecord:
     )
 
 
+def _seconds(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValidationError(f"compute_s must be a finite number of seconds, got {value!r}")
+    if value < 0:
+        raise ValidationError(f"compute_s must not be negative, got {value!r}")
+    return float(value)
+
+
 def _traffic_values(record: TrafficRecord, now: datetime) -> dict[str, Any]:
     """The row to insert for ``record``, checked; errors name the offending field."""
     if not isinstance(record, TrafficRecord):
@@ -44,6 +57,12 @@ def _traffic_values(record: TrafficRecord, now: datetime) -> dict[str, Any]:
     values["input"] = json_value(record.input, "input")
     values["latency_ms"] = usd_amount(record.latency_ms, "latency_ms")
     values["cost_usd"] = usd_amount(record.cost_usd, "cost_usd")
+    values["compute_s"] = _seconds(record.compute_s)
+    values["cleaned"] = bool(record.cleaned)
+    for name in ("input_tokens", "output_tokens", "input_bytes"):
+        value = values[name]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ValidationError(f"{name} must be a whole number, got {value!r}")
     if isinstance(record.status, bool) or not isinstance(record.status, int):
         raise ValidationError(f"status must be an HTTP status code, got {record.status!r}")
     values["at"] = aware(record.at, "at") if record.at is not None else now
@@ -132,6 +151,38 @@ class TrafficStore(Store):
             else:
                 rows = list(session.scalars(query.order_by(TrafficRow.at, TrafficRow.id)))
             return [_traffic_record(row) for row in rows]
+
+    def prune(self, before: datetime, *, batch_size: int = 10_000) -> int:
+        """Delete the records from before ``before``, ``batch_size`` per transaction; return
+        how many were deleted.
+
+        Short transactions keep the gateway's inserts flowing meanwhile (a SQLite writer holds
+        the whole database; one long DELETE would stall capture).
+
+            >>> registry.traffic.prune(parse_since("30d", now), batch_size=10_000)
+            120000
+        """
+        cutoff = aware(before, "before")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValidationError(f"batch_size must be a positive integer, got {batch_size!r}")
+        deleted = 0
+        while True:
+            with self.database.session(write=True) as session:
+                oldest = (
+                    select(TrafficRow.id)
+                    .where(TrafficRow.at < cutoff)
+                    .order_by(TrafficRow.id)
+                    .limit(batch_size)
+                )
+                ids = list(session.scalars(oldest))
+                if ids:
+                    session.execute(
+                        delete(TrafficRow).where(TrafficRow.id.in_(ids)),
+                        execution_options={"synchronize_session": False},
+                    )
+            deleted += len(ids)
+            if len(ids) < batch_size:
+                return deleted
 
     def count(self, task: str | None = None, *, since: datetime | None = None) -> int:
         """How many requests were captured for ``task`` (or all) at or after ``since``.
