@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from niche.evaluation import Prices
 from niche.gateway.asgi import Receive, Scope, Send, run_lifespan
 from niche.gateway.auth import Guard, KeyCache
+from niche.gateway.budget import Budgets
 from niche.gateway.capture import CaptureWriter
 from niche.gateway.config import GatewayConfig, load_redactor
 from niche.gateway.general import GeneralClient
@@ -76,6 +77,10 @@ class Gateway:
             loader_executor=self.loader_executor,
             encoder=encoder,
             loader=loader,
+            on_load_failure=lambda task, alias: self.metrics.load_failures.labels(
+                task, alias
+            ).inc(),
+            clock=clock,
         )
         self.general = GeneralClient(config, zero_shot=self.portfolio.zero_shot, clock=clock)
         self.policy = CascadePolicy(
@@ -91,9 +96,10 @@ class Gateway:
         )
         self.traffic = TrafficRecorder(self.metrics, self.capture, capture=config.capture)
         guard = Guard(
-            KeyCache(registry, ttl_s=config.refresh_s, clock=clock),
+            KeyCache(registry, ttl_s=config.refresh_s, stale_s=config.key_stale_s, clock=clock),
             pending_spend=self.capture.pending_spend,
         )
+        self.budgets = Budgets(registry, general=self.general, config=config, clock=clock)
         openai = OpenAIRoutes(
             guard=guard,
             portfolio=self.portfolio,
@@ -101,6 +107,7 @@ class Gateway:
             general=self.general,
             traffic=self.traffic,
             config=config,
+            budgets=self.budgets,
         )
         native = NativeRoutes(
             guard=guard,
@@ -109,6 +116,7 @@ class Gateway:
             traffic=self.traffic,
             metrics=self.metrics,
             update_gauges=self._update_gauges,
+            budgets=self.budgets,
         )
         admin = AdminRoutes(guard=guard, registry=registry, portfolio=self.portfolio)
         self.routes = RouteTable(
@@ -151,6 +159,7 @@ class Gateway:
         """Finish background work (shadow calls), flush every traffic record, close clients."""
         await self.portfolio.stop()
         await self.policy.drain(SHUTDOWN_GRACE_S)
+        await self.budgets.aclose()
         await self.capture.aclose()
         await self.general.aclose()
         await self.portfolio.aclose()

@@ -48,6 +48,9 @@ class GatewayConfig:
     breaker_failures: int
     breaker_reset_s: float
     cpu_hour_usd: float
+    key_stale_s: float = 300.0
+    reservation_ttl_s: float = 600.0
+    passthrough_max_tokens: int = 4096
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GatewayConfig:
@@ -90,6 +93,9 @@ class GatewayConfig:
             breaker_failures=settings.get("NICHE_GATEWAY_BREAKER_FAILURES"),
             breaker_reset_s=settings.get("NICHE_GATEWAY_BREAKER_RESET_S"),
             cpu_hour_usd=settings.get("NICHE_CPU_HOUR_USD"),
+            key_stale_s=settings.get("NICHE_GATEWAY_KEY_STALE_S"),
+            reservation_ttl_s=settings.get("NICHE_GATEWAY_RESERVATION_TTL_S"),
+            passthrough_max_tokens=settings.get("NICHE_GATEWAY_PASSTHROUGH_MAX_TOKENS"),
         )
         for name, value in (
             ("NICHE_GATEWAY_TIMEOUT_S", config.timeout_s),
@@ -100,12 +106,19 @@ class GatewayConfig:
             ("NICHE_GATEWAY_REFRESH_S", config.refresh_s),
             ("NICHE_GATEWAY_BREAKER_FAILURES", config.breaker_failures),
             ("NICHE_GATEWAY_BREAKER_RESET_S", config.breaker_reset_s),
+            ("NICHE_GATEWAY_RESERVATION_TTL_S", config.reservation_ttl_s),
+            ("NICHE_GATEWAY_PASSTHROUGH_MAX_TOKENS", config.passthrough_max_tokens),
         ):
             _positive(value, name)
         if config.batch_wait_s < 0:
             raise ConfigurationError(
                 "NICHE_GATEWAY_BATCH_WAIT_MS must not be negative",
                 setting="NICHE_GATEWAY_BATCH_WAIT_MS",
+            )
+        if config.key_stale_s < 0:
+            raise ConfigurationError(
+                "NICHE_GATEWAY_KEY_STALE_S must not be negative (0: no stale verdicts)",
+                setting="NICHE_GATEWAY_KEY_STALE_S",
             )
         _fraction(config.shadow_fraction, "NICHE_GATEWAY_SHADOW_FRACTION")
         _fraction(config.canary_fraction, "NICHE_GATEWAY_CANARY_FRACTION")

@@ -3,7 +3,8 @@ answers), ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus) and
 ``GET /openapi.json``.
 
     >>> native = NativeRoutes(guard=guard, portfolio=portfolio, policy=policy,
-    ...                       traffic=traffic, metrics=metrics, update_gauges=gauges)
+    ...                       traffic=traffic, metrics=metrics, update_gauges=gauges,
+    ...                       budgets=budgets)
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from niche.errors import NotFoundError, RequestError
 from niche.gateway.asgi import Params, Request, Send, respond
 from niche.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from niche.gateway.openapi import openapi_document
-from niche.gateway.protocol import client_message, only_fields
+from niche.gateway.protocol import only_fields
 from niche.gateway.routing import Route
 
 if TYPE_CHECKING:
     from niche.gateway.auth import Guard
+    from niche.gateway.budget import Budgets
     from niche.gateway.metrics import GatewayMetrics
     from niche.gateway.policy import CascadePolicy
     from niche.gateway.portfolio import Portfolio
@@ -45,7 +47,9 @@ class NativeRoutes:
         traffic: TrafficRecorder,
         metrics: GatewayMetrics,
         update_gauges: Callable[[], None],
+        budgets: Budgets,
     ) -> None:
+        self.budgets = budgets
         self.guard = guard
         self.portfolio = portfolio
         self.policy = policy
@@ -80,18 +84,19 @@ class NativeRoutes:
                 f"'inputs' must be an array of 1 to {MAX_PREDICT_INPUTS} non-empty strings",
                 param="inputs",
             )
-        answers = await asyncio.gather(*(self.policy.answer(state, text) for text in inputs))
-        for text, answer in zip(inputs, answers, strict=True):
-            self.traffic.record(
-                state=state,
-                model=task,
-                route=answer.route,
-                input=text,
-                status=200,
-                started=request.started,
-                key=key,
-                answer=answer,
-            )
+        async with self.budgets.hold(key, lambda: self.budgets.task_worst_case(state, inputs)):
+            answers = await asyncio.gather(*(self.policy.answer(state, text) for text in inputs))
+            for text, answer in zip(inputs, answers, strict=True):
+                self.traffic.record(
+                    state=state,
+                    model=task,
+                    route=answer.route,
+                    input=text,
+                    status=200,
+                    started=request.started,
+                    key=key,
+                    answer=answer,
+                )
         payload = {"task": task, "predictions": [a.to_dict() for a in answers]}
         await respond(send, 200, orjson.dumps(payload))
 
@@ -99,14 +104,21 @@ class NativeRoutes:
         await respond(send, 200, b'{"status":"ok"}')
 
     async def readyz(self, request: Request, send: Send, params: Params) -> None:
+        """200 ``ready`` or ``degraded`` (serving, with its problems listed), or 503 ``not
+        ready``: the rule is :meth:`~niche.gateway.portfolio.Portfolio.health`'s."""
+        health = self.portfolio.health()
         if not self.portfolio.loaded:
-            error = self.portfolio.last_error
-            reason = client_message(error) if error is not None else "loading the portfolio"
-            body = orjson.dumps({"status": "not ready", "reason": reason})
+            body = orjson.dumps({"status": health.status, "reason": health.problems[0]})
             await respond(send, 503, body, [(b"retry-after", b"1")])
             return
         tasks = {s.spec.name: s.served() for s in self.portfolio.tasks()}
-        await respond(send, 200, orjson.dumps({"status": "ready", "tasks": tasks}))
+        payload: dict[str, object] = {"status": health.status, "tasks": tasks}
+        if health.problems:
+            payload["problems"] = health.problems
+        if health.ready:
+            await respond(send, 200, orjson.dumps(payload))
+        else:
+            await respond(send, 503, orjson.dumps(payload), [(b"retry-after", b"1")])
 
     async def scrape(self, request: Request, send: Send, params: Params) -> None:
         self.update_gauges()

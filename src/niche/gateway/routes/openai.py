@@ -5,7 +5,7 @@ A chat completion whose ``model`` is a task is answered by the cascade; any othe
 passes through to the general model as it is, streamed chunk by chunk when asked.
 
     >>> surface = OpenAIRoutes(guard=guard, portfolio=portfolio, policy=policy,
-    ...                        general=general, traffic=traffic, config=config)
+    ...                        general=general, traffic=traffic, config=config, budgets=budgets)
     >>> table = RouteTable(surface.routes(), fallback=surface.fallback())
 """
 
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from niche.errors import NicheError, NotFoundError
+from niche.errors import NicheError, NotFoundError, RequestError
 from niche.gateway.asgi import Params, Request, Send, relay, respond
 from niche.gateway.general import content, read_sse, usage
 from niche.gateway.protocol import (
@@ -30,6 +30,7 @@ from niche.gateway.routing import Fallback, Route
 
 if TYPE_CHECKING:
     from niche.gateway.auth import Guard
+    from niche.gateway.budget import Budgets
     from niche.gateway.config import GatewayConfig
     from niche.gateway.general import GeneralClient
     from niche.gateway.policy import CascadePolicy
@@ -55,7 +56,9 @@ class OpenAIRoutes:
         general: GeneralClient,
         traffic: TrafficRecorder,
         config: GatewayConfig,
+        budgets: Budgets,
     ) -> None:
+        self.budgets = budgets
         self.guard = guard
         self.portfolio = portfolio
         self.policy = policy
@@ -79,6 +82,22 @@ class OpenAIRoutes:
         key = await self.guard.check(request)
         body = await request.body()
         data = parse_chat_request(body)
+        async with self.budgets.hold(key, lambda: self._worst_case(body, data)):
+            await self._chat(request, send, body, data, key)
+
+    def _worst_case(self, body: bytes, data: dict[str, Any]) -> float:
+        state = self.portfolio.get(data["model"])
+        if state is None:
+            return self.budgets.passthrough_worst_case(body, data)
+        try:
+            text = last_user_text(data["messages"])
+        except RequestError:
+            return 0.0  # refused before anything runs
+        return self.budgets.task_worst_case(state, [text])
+
+    async def _chat(
+        self, request: Request, send: Send, body: bytes, data: dict[str, Any], key: KeyRecord | None
+    ) -> None:
         model = data["model"]
         state = self.portfolio.get(model)
         try:
