@@ -73,14 +73,18 @@ class Backend:
             )
             return
         assert self.path is not None
-        # Moved away (open connections keep the old file, so the pool is emptied after), and
-        # a directory in its place: every new connection fails.
-        for suffix in ("", "-wal", "-shm"):
-            found = self.path.with_name(self.path.name + suffix)
-            if found.exists():
-                found.rename(found.with_name(found.name + ".away"))
-        self.path.mkdir()
+        # The database's directory is a symlink: pointed at a plain file, every new connection
+        # fails (open connections keep working, so the pool is emptied after). The files are
+        # never touched, and the swap is atomic: no connection can create an empty database.
+        self._point(self.path.parent.with_name("blocker"))
         registry.database.engine().dispose()
+
+    def _point(self, target: Path) -> None:
+        assert self.path is not None
+        link = self.path.parent
+        swap = link.with_name("swap")
+        swap.symlink_to(target)
+        swap.replace(link)
 
     def start(self) -> None:
         if self.cluster is not None:
@@ -104,16 +108,15 @@ class Backend:
             )
             return
         assert self.path is not None
-        self.path.rmdir()
-        for suffix in ("", "-wal", "-shm"):
-            away = self.path.with_name(self.path.name + suffix + ".away")
-            if away.exists():
-                away.rename(self.path.with_name(self.path.name + suffix))
+        self._point(self.path.parent.with_name("real"))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     if request.param == "sqlite":
+        (tmp_path / "real").mkdir()
+        (tmp_path / "blocker").write_text("not a directory")
+        (tmp_path / "registry").symlink_to(tmp_path / "real")
         path = tmp_path / "registry" / "niche.db"
         yield Backend(f"sqlite:///{path}", secrets=[str(tmp_path), "niche.db"], path=path)
         return
