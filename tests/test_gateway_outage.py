@@ -283,3 +283,46 @@ async def test_a_champion_that_fails_to_load_shows_in_readyz_and_the_metric(
         assert ready.json()["problems"][0].endswith("v1 still serves it")
         predicted = await http.post(f"/v1/tasks/{TASK}/predict", json={"inputs": [SPAM]})
         assert predicted.json()["predictions"][0]["model_version"] == 1
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_key_verdict_outlives_an_outage_for_key_stale_s_only(tmp_path: Path):
+    from niche.errors import DatabaseError
+    from niche.gateway.auth import KeyCache
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "blocker").write_text("not a directory")
+    (tmp_path / "registry").symlink_to(tmp_path / "real")
+    path = tmp_path / "registry" / "niche.db"
+    backend = Backend(f"sqlite:///{path}", path=path)
+    clock = _Clock()
+    with Registry(backend.url) as registry:
+        key, secret = registry.keys.create(scope="inference")
+        _, other = registry.keys.create(scope="inference")
+        keys = KeyCache(registry, ttl_s=2.0, stale_s=300.0, clock=clock)
+        bearer = f"Bearer {secret}".encode()
+        assert await keys.authenticate(bearer, client_host="10.0.0.7") == key
+        assert await keys.any_keys()
+        backend.stop(registry)
+        clock.now = 10.0
+        assert await keys.authenticate(bearer, client_host="10.0.0.7") == key  # stale, asked
+        assert await keys.any_keys()
+        clock.now = 11.0  # asked 1 s ago: not asked again before ttl_s
+        assert await keys.authenticate(bearer, client_host="10.0.0.7") == key
+        assert keys.stale_answers == 2  # the key's verdict once, any_keys once
+        with pytest.raises(DatabaseError):  # never verified: cannot be now
+            await keys.authenticate(f"Bearer {other}".encode(), client_host="10.0.0.7")
+        clock.now = 301.0  # confirmed 301 s ago: too old to be trusted
+        with pytest.raises(DatabaseError):
+            await keys.authenticate(bearer, client_host="10.0.0.7")
+        backend.start()
+        clock.now = 302.0
+        assert await keys.authenticate(bearer, client_host="10.0.0.7") == key
+        assert keys.stale_answers == 2

@@ -87,13 +87,11 @@ class KeyCache:
     async def _lookup(
         self, ident: str, cached: _Verdict[T] | None, query: Callable[[], Awaitable[T]]
     ) -> _Verdict[T]:
-        now = self.clock()
-        if cached is not None and now - cached.checked_at < self.ttl_s:
-            return cached
+        """A fresh verdict: one registry query per ``ident`` at a time, shared by its callers."""
         running = cast("asyncio.Future[_Verdict[T]] | None", self._lookups.get(ident))
         if running is None:
             # A task of its own: a caller that goes away does not cancel the others' answer.
-            running = asyncio.ensure_future(self._ask(cached, query, now))
+            running = asyncio.ensure_future(self._ask(cached, query, self.clock()))
             self._lookups[ident] = cast("asyncio.Future[object]", running)
             running.add_done_callback(lambda done: self._done(ident, done))
         return await asyncio.shield(running)
@@ -125,13 +123,14 @@ class KeyCache:
 
     async def any_keys(self) -> bool:
         """Whether any usable key exists (otherwise the gateway runs in local mode)."""
+        cached = self._any_keys
+        if cached is None or self.clock() - cached.checked_at >= self.ttl_s:
+            cached = self._any_keys = await self._lookup("any", cached, self._query_any_keys)
+        return cached.value
 
-        async def query() -> bool:
-            keys = await asyncio.to_thread(self.registry.keys.all)
-            return any(not key.revoked for key in keys)
-
-        self._any_keys = await self._lookup("any", self._any_keys, query)
-        return self._any_keys.value
+    async def _query_any_keys(self) -> bool:
+        keys = await asyncio.to_thread(self.registry.keys.all)
+        return any(not key.revoked for key in keys)
 
     async def authenticate(
         self, authorization: bytes | None, *, client_host: str | None
@@ -159,12 +158,13 @@ class KeyCache:
             raise AuthenticationError("malformed Authorization header: expected 'Bearer <key>'")
         digest = hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
-        async def query() -> KeyRecord | None:
-            return await asyncio.to_thread(self.registry.keys.verify, secret)
+        verdict = self._verified.get(digest)
+        if verdict is None or self.clock() - verdict.checked_at >= self.ttl_s:
 
-        cached = self._verified.get(digest)
-        verdict = await self._lookup(digest, cached, query)
-        if verdict is not cached:
+            async def query() -> KeyRecord | None:
+                return await asyncio.to_thread(self.registry.keys.verify, secret)
+
+            verdict = await self._lookup(digest, verdict, query)
             if len(self._verified) >= _MAX_CACHED:
                 self._verified.clear()
             self._verified[digest] = verdict

@@ -70,6 +70,7 @@ for the templates of common chat models (OpenAI's adds 3 to 4; Llama 3's and Gem
 RETRY_S = 1.0
 
 _HOLD: ContextVar[Hold | None] = ContextVar("niche_budget_hold", default=None)
+_NO_HOLD: contextlib.nullcontext[None] = contextlib.nullcontext()
 
 
 @dataclass
@@ -153,17 +154,22 @@ class Budgets:
 
     # -- holds ---------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def hold(self, key: KeyRecord | None, worst: Callable[[], float]) -> AsyncIterator[None]:
+    def hold(
+        self, key: KeyRecord | None, worst: Callable[[], float]
+    ) -> contextlib.AbstractAsyncContextManager[None]:
         """Reserve ``worst()`` on ``key`` for the block, and settle what it charged after.
 
-        A key without a budget (or local mode) holds nothing and computes no worst case.
-        Raises :class:`~niche.errors.BudgetExceededError` (429) when the key's budget is
-        spent or held by its requests in flight.
+        A key without a budget (or local mode) holds nothing and computes no worst case (one
+        shared no-op context: the hot path allocates nothing for it). Raises
+        :class:`~niche.errors.BudgetExceededError` (429) when the key's budget is spent or
+        held by its requests in flight.
         """
         if key is None or key.budget_usd is None:
-            yield
-            return
+            return _NO_HOLD
+        return self._held(key, worst)
+
+    @contextlib.asynccontextmanager
+    async def _held(self, key: KeyRecord, worst: Callable[[], float]) -> AsyncIterator[None]:
         hold = await self.reserve(key, worst())
         token = _HOLD.set(hold)
         try:
