@@ -20,7 +20,14 @@ from niche.registry.stores.keys import Settlement
 from niche.settings import Settings
 from niche.specialists.prompting import render_prompt
 from tests.fake_vendor import FakeVendorAPI
-from tests.gateway_support import SPAM, TASK, in_process, register_portfolio, train_specialists
+from tests.gateway_support import (
+    SPAM,
+    TASK,
+    in_process,
+    register_portfolio,
+    train_specialists,
+    until,
+)
 
 pytestmark = [pytest.mark.anyio]
 
@@ -177,3 +184,57 @@ async def test_50_concurrent_cascaded_requests_on_a_key_worth_two_fake_general_m
     assert spent <= 0.030 + worst
     assert spent == pytest.approx(0.015 * statuses.count(200), abs=1e-3)
     assert apps[0].budgets.task_worst_case(state, [SPAM]) == pytest.approx(worst)
+
+
+@pytest.mark.slow
+async def test_a_budgeted_request_settles_when_the_fake_general_model_fails_or_the_client_leaves(
+    niche_home: Path, encoder_cache_dir: Path, database_url: str, trained, serving_encoder
+):
+    settings = Settings(
+        home=str(niche_home),
+        cache_dir=str(encoder_cache_dir),
+        database_url=database_url,
+        gateway_refresh_s=0.2,
+    )
+    register_portfolio(settings, trained)
+    with FakeVendorAPI(answer=lambda prompt: "ham") as vendor:
+        with Registry(settings=settings) as registry:
+            registry.tasks.update(
+                TASK,
+                cascade_threshold=1.0,
+                general={
+                    "kind": "openai",
+                    "base_url": vendor.base_url,
+                    "model": "vendor-model",
+                    "price_input_per_1m_tokens_usd": 1000.0,
+                },
+            )
+            key, secret = registry.keys.create(scope="inference", budget_usd=1.0)
+        app = Gateway(settings, encoder=serving_encoder)
+        async with in_process(app) as http:
+            headers = {"authorization": f"Bearer {secret}"}
+            body = {"model": TASK, "messages": [{"role": "user", "content": SPAM}]}
+            vendor.fail_status = 500  # the specialist's answer stands; no tokens are charged
+            response = await http.post("/v1/chat/completions", headers=headers, json=body)
+            assert response.headers["x-niche-route"] == "specialist-fallback"
+            with Registry(settings=settings) as registry:
+                assert registry.keys.reserved(key.id) == 0.0
+                assert 0.0 < registry.keys.all()[0].spent_usd < 0.001  # compute only
+            vendor.fail_status = None
+            vendor.hold()
+            leaving = asyncio.ensure_future(
+                http.post("/v1/chat/completions", headers=headers, json=body)
+            )
+            await asyncio.to_thread(vendor.wait_for_requests, 2)
+            with Registry(settings=settings) as registry:
+                assert registry.keys.reserved(key.id) > 0.0  # held while it runs
+            leaving.cancel()  # the client goes away mid-request
+            with pytest.raises(asyncio.CancelledError):
+                await leaving
+            vendor.release()
+
+            def released() -> bool:
+                with Registry(settings=settings) as registry:
+                    return registry.keys.reserved(key.id) == 0.0
+
+            await until(released)
