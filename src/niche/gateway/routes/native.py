@@ -49,13 +49,13 @@ class NativeRoutes:
         update_gauges: Callable[[], None],
         budgets: Budgets,
     ) -> None:
-        self.budgets = budgets
         self.guard = guard
         self.portfolio = portfolio
         self.policy = policy
         self.traffic = traffic
         self.metrics = metrics
         self.update_gauges = update_gauges
+        self.budgets = budgets
 
     def routes(self) -> list[Route]:
         return [

@@ -58,13 +58,13 @@ class OpenAIRoutes:
         config: GatewayConfig,
         budgets: Budgets,
     ) -> None:
-        self.budgets = budgets
         self.guard = guard
         self.portfolio = portfolio
         self.policy = policy
         self.general = general
         self.traffic = traffic
         self.config = config
+        self.budgets = budgets
 
     def routes(self) -> list[Route]:
         return [
