@@ -94,6 +94,42 @@ def test_concurrent_reservations_from_separate_connections_never_overshoot(datab
         assert registry.keys.reserved(key.id) == pytest.approx(1.2)
 
 
+def test_a_pass_through_requests_worst_case_is_its_bytes_and_its_output_bound(tmp_path: Path):
+    from niche.gateway.budget import Budgets
+    from niche.gateway.config import GatewayConfig
+    from niche.gateway.general import GeneralClient
+
+    settings = Settings(
+        environ={},
+        home=str(tmp_path),
+        general_base_url="http://vendor.invalid/v1",
+        general_model="vendor-model",
+        general_price_input_per_1m_tokens_usd=1.0,
+        general_price_output_per_1m_tokens_usd=10.0,
+        gateway_passthrough_max_tokens=1000,
+    )
+    config = GatewayConfig.from_settings(settings)
+    budgets = Budgets(
+        Registry(settings=settings),
+        general=GeneralClient(config, zero_shot=lambda state: None),  # type: ignore[arg-type,return-value]
+        config=config,
+    )
+    body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+    per_input, per_output = 1e-6, 1e-5
+    # No bound in the body: the setting's 1,000 output tokens.
+    assert budgets.passthrough_worst_case(body, {"model": "m"}) == pytest.approx(
+        len(body) * per_input + 1000 * per_output
+    )
+    # max_completion_tokens wins over max_tokens; n answers cost n times the output.
+    data = {"max_completion_tokens": 20, "max_tokens": 500, "n": 3}
+    assert budgets.passthrough_worst_case(body, data) == pytest.approx(
+        len(body) * per_input + 60 * per_output
+    )
+    assert budgets.passthrough_worst_case(body, {"max_tokens": 7, "n": True}) == pytest.approx(
+        len(body) * per_input + 7 * per_output
+    )
+
+
 # -- the gateway: 50 concurrent cascaded requests on a key worth two -----------------------
 
 
