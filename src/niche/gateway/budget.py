@@ -251,8 +251,9 @@ class Budgets:
                 self._unreachable(exc)
                 return False
             del self._unsettled[: len(batch)]  # settlements kept meanwhile stay queued
-            for key_id in {s.key_id for s in batch}:
-                self._seen.pop(key_id, None)  # the database's figure includes them now
+            for settlement in batch:
+                if settlement.key_id in self._seen:  # now in the database's figure
+                    self._seen[settlement.key_id] += settlement.usd
             log.warning("gateway: %d budget settlement(s) written after an outage", len(batch))
             return True
 
