@@ -8,7 +8,8 @@ While the registry database cannot be reached, a key's last good verdict (and wh
 key exists) is used for up to ``stale_s`` after it was last confirmed, so a database blip
 fails no request a loaded specialist can answer. A key never verified before cannot be
 verified then: the request gets 503 with ``Retry-After``. During an outage the database is
-asked again at most once per ``ttl_s`` per key; other requests use the stale verdict at once.
+asked again at most once per ``ttl_s`` per key; other requests use the stale verdict at once,
+as they do while any lookup is running.
 
     >>> keys = KeyCache(registry, ttl_s=2.0, stale_s=300.0)
     >>> record = await keys.authenticate(b"Bearer nk-...", client_host="10.0.0.7")
@@ -87,8 +88,16 @@ class KeyCache:
     async def _lookup(
         self, ident: str, cached: _Verdict[T] | None, query: Callable[[], Awaitable[T]]
     ) -> _Verdict[T]:
-        """A fresh verdict: one registry query per ``ident`` at a time, shared by its callers."""
+        """A fresh verdict: one registry query per ``ident`` at a time. While it runs, other
+        callers get the verdict it replaces (a database that hangs holds up one request per
+        key and ``ttl_s``, not all of them), or wait for it when there is none."""
         running = cast("asyncio.Future[_Verdict[T]] | None", self._lookups.get(ident))
+        if (
+            running is not None
+            and cached is not None
+            and self.clock() - cached.confirmed_at <= self.stale_s
+        ):
+            return cached
         if running is None:
             # A task of its own: a caller that goes away does not cancel the others' answer.
             running = asyncio.ensure_future(self._ask(cached, query, self.clock()))
