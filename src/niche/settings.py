@@ -332,6 +332,28 @@ SETTINGS: tuple[Setting, ...] = (
         "general-model calls, and lets other requests to the task interleave with it.",
         int,
     ),
+    # -- the gateway through a registry outage, and budgets --
+    Setting(
+        "NICHE_GATEWAY_KEY_STALE_S",
+        300.0,
+        "How long a key's last good verdict is used while the registry database cannot be "
+        "reached, in seconds (a key never verified gets 503 with Retry-After meanwhile).",
+        float,
+    ),
+    Setting(
+        "NICHE_GATEWAY_RESERVATION_TTL_S",
+        600.0,
+        "Seconds a budgeted request's reservation of its worst-case cost is held when nobody "
+        "settles it (a crashed worker's lapses then); longer than any request runs.",
+        float,
+    ),
+    Setting(
+        "NICHE_GATEWAY_PASSTHROUGH_MAX_TOKENS",
+        4096,
+        "Output tokens a budgeted pass-through request is assumed to cost at worst when it "
+        "sets no max_tokens or max_completion_tokens.",
+        int,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from niche.evaluation import Prices
 from niche.gateway.asgi import Receive, Scope, Send, run_lifespan
 from niche.gateway.auth import Guard, KeyCache
+from niche.gateway.budget import Budgets
 from niche.gateway.capture import CaptureWriter
 from niche.gateway.config import GatewayConfig, load_redactor
 from niche.gateway.general import GeneralClient
@@ -79,6 +80,10 @@ class Gateway:
             loader_executor=self.loader_executor,
             encoder=encoder,
             loader=loader,
+            on_load_failure=lambda task, alias: self.metrics.load_failures.labels(
+                task, alias
+            ).inc(),
+            clock=clock,
         )
         self.general = GeneralClient(config, zero_shot=self.portfolio.zero_shot, clock=clock)
         self.policy = CascadePolicy(
@@ -105,9 +110,10 @@ class Gateway:
             self.metrics, self.capture, capture=config.capture, clock=wall_clock
         )
         guard = Guard(
-            KeyCache(registry, ttl_s=config.refresh_s, clock=clock),
+            KeyCache(registry, ttl_s=config.refresh_s, stale_s=config.key_stale_s, clock=clock),
             pending_spend=self.capture.pending_spend,
         )
+        self.budgets = Budgets(registry, general=self.general, config=config, clock=clock)
         openai = OpenAIRoutes(
             guard=guard,
             portfolio=self.portfolio,
@@ -115,6 +121,7 @@ class Gateway:
             general=self.general,
             traffic=self.traffic,
             config=config,
+            budgets=self.budgets,
         )
         native = NativeRoutes(
             guard=guard,
@@ -124,6 +131,7 @@ class Gateway:
             metrics=self.metrics,
             update_gauges=self._update_gauges,
             config=config,
+            budgets=self.budgets,
         )
         admin = AdminRoutes(guard=guard, registry=registry, portfolio=self.portfolio)
         self.routes = RouteTable(
@@ -167,6 +175,7 @@ class Gateway:
         """Finish background work (shadow calls), flush every traffic record, close clients."""
         await self.portfolio.stop()
         await self.policy.drain(SHUTDOWN_GRACE_S)
+        await self.budgets.aclose()
         await self.capture.aclose()
         await self.general.aclose()
         await self.portfolio.aclose()

@@ -54,6 +54,9 @@ class GatewayConfig:
     predict_max_inputs: int = 256
     predict_max_chars: int = 262_144
     predict_concurrency: int = 8
+    key_stale_s: float = 300.0
+    reservation_ttl_s: float = 600.0
+    passthrough_max_tokens: int = 4096
 
     @classmethod
     def from_settings(cls, settings: Settings) -> GatewayConfig:
@@ -80,6 +83,9 @@ class GatewayConfig:
             predict_max_inputs=settings.get("NICHE_GATEWAY_PREDICT_MAX_INPUTS"),
             predict_max_chars=settings.get("NICHE_GATEWAY_PREDICT_MAX_CHARS"),
             predict_concurrency=settings.get("NICHE_GATEWAY_PREDICT_CONCURRENCY"),
+            key_stale_s=settings.get("NICHE_GATEWAY_KEY_STALE_S"),
+            reservation_ttl_s=settings.get("NICHE_GATEWAY_RESERVATION_TTL_S"),
+            passthrough_max_tokens=settings.get("NICHE_GATEWAY_PASSTHROUGH_MAX_TOKENS"),
         )
         for name, value in (
             ("NICHE_GATEWAY_TIMEOUT_S", config.timeout_s),
@@ -96,12 +102,19 @@ class GatewayConfig:
             ("NICHE_GATEWAY_PREDICT_MAX_INPUTS", config.predict_max_inputs),
             ("NICHE_GATEWAY_PREDICT_MAX_CHARS", config.predict_max_chars),
             ("NICHE_GATEWAY_PREDICT_CONCURRENCY", config.predict_concurrency),
+            ("NICHE_GATEWAY_RESERVATION_TTL_S", config.reservation_ttl_s),
+            ("NICHE_GATEWAY_PASSTHROUGH_MAX_TOKENS", config.passthrough_max_tokens),
         ):
             _positive(value, name)
         if config.batch_wait_s < 0:
             raise ConfigurationError(
                 "NICHE_GATEWAY_BATCH_WAIT_MS must not be negative",
                 setting="NICHE_GATEWAY_BATCH_WAIT_MS",
+            )
+        if config.key_stale_s < 0:
+            raise ConfigurationError(
+                "NICHE_GATEWAY_KEY_STALE_S must not be negative (0: no stale verdicts)",
+                setting="NICHE_GATEWAY_KEY_STALE_S",
             )
         _fraction(config.shadow_fraction, "NICHE_GATEWAY_SHADOW_FRACTION")
         _fraction(config.canary_fraction, "NICHE_GATEWAY_CANARY_FRACTION")

@@ -74,6 +74,12 @@ class GatewayMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=r,
         )
+        self.load_failures = Counter(
+            "niche_model_load_failures",
+            "Attempts to load a version an alias names that failed (retried every refresh).",
+            ["task", "alias"],
+            registry=r,
+        )
         # Gauges are summed over worker processes ("livesum"), or their maximum is taken.
         self.inflight = Gauge(
             "niche_inflight_requests",

@@ -9,6 +9,11 @@ verified, before swapping it in: a promotion takes effect at the next refresh (e
 to load leaves the one serving in place. Loading runs on its own thread (``loader_executor``),
 never on the one that runs the specialists, so a slow load delays no answer.
 
+A version that fails to load is kept in :attr:`Portfolio.load_failures` (and reported to
+``on_load_failure``: the gateway counts it in ``niche_model_load_failures_total``) until the
+alias loads or moves; a registry that cannot be read leaves everything loaded serving.
+:meth:`Portfolio.health` turns both into the readiness rule of ``/readyz``.
+
     >>> portfolio = Portfolio(registry, settings, config, executor=model_thread,
     ...                       loader_executor=loader_thread)
     >>> await portfolio.start(refresh_s=2.0)
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -30,6 +36,7 @@ from niche.errors import ConfigurationError, ValidationError
 from niche.gateway.batching import MicroBatcher
 from niche.gateway.config import GatewayConfig
 from niche.gateway.handles import BatchedHandle, SpecialistHandle
+from niche.gateway.protocol import client_message
 from niche.registry.tasks import TaskSpec
 from niche.settings import Settings
 from niche.specialists.context import LoadContext
@@ -39,7 +46,16 @@ if TYPE_CHECKING:
     from niche.registry.store import ModelVersionRecord, Registry, TaskRecord
     from niche.specialists.base import Predictions, Predictor
 
-__all__ = ["SERVED_ALIASES", "Loader", "Portfolio", "TaskState", "load_version", "serving_context"]
+__all__ = [
+    "SERVED_ALIASES",
+    "Health",
+    "LoadFailure",
+    "Loader",
+    "Portfolio",
+    "TaskState",
+    "load_version",
+    "serving_context",
+]
 
 log = logging.getLogger("niche.gateway")
 
@@ -70,6 +86,40 @@ def load_version(record: ModelVersionRecord, context: LoadContext) -> Predictor:
 
     path = ArtifactStore.from_settings(context.settings).get_dir(record.artifact_digest)
     return load_predictor(record.kind, path, context)
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """An alias the registry names whose version could not be loaded.
+
+    ``serving`` is the version still serving the alias (None: nothing serves it); ``error``
+    the exception's class (its message, which may name paths or hosts, goes to the log).
+    """
+
+    task: str
+    alias: str
+    version: int
+    error: str
+    serving: int | None
+
+    def describe(self) -> str:
+        kept = f"v{self.serving} still serves it" if self.serving else "nothing serves it"
+        return (
+            f"task {self.task}: {self.alias} v{self.version} failed to load ({self.error}); {kept}"
+        )
+
+
+@dataclass(frozen=True)
+class Health:
+    """The portfolio's readiness: ``status`` is ``ready``, ``degraded`` or ``not ready``."""
+
+    status: str
+    problems: list[str]
+
+    @property
+    def ready(self) -> bool:
+        """Whether ``/readyz`` answers 200 (``ready`` or ``degraded``)."""
+        return self.status != "not ready"
 
 
 @dataclass
@@ -115,6 +165,8 @@ class Portfolio:
         loader_executor: Executor,
         encoder: Encoder | None = None,
         loader: Loader | None = None,
+        on_load_failure: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
         self.settings = settings
@@ -126,8 +178,13 @@ class Portfolio:
         self._tasks: dict[str, TaskState] = {}
         self._lock = asyncio.Lock()
         self._refresher: asyncio.Task[None] | None = None
+        self.on_load_failure = on_load_failure
+        self.clock = clock
         self.loaded = False
         self.last_error: BaseException | None = None
+        self.failing_since: float | None = None
+        self.load_failures: dict[tuple[str, str], LoadFailure] = {}
+        self._failures: dict[tuple[str, str], LoadFailure] = {}
 
     @property
     def encoder(self) -> Encoder:
@@ -186,6 +243,7 @@ class Portfolio:
             tasks, served = await asyncio.to_thread(self._read)
             current = self._tasks
             fresh: dict[str, TaskState] = {}
+            self._failures = {}
             for task in tasks:
                 old = current.get(task.name)
                 state = TaskState(spec=task.spec, created_at=task.created_at)
@@ -198,8 +256,12 @@ class Portfolio:
                         state.deployed[alias] = handle
                 fresh[task.name] = state
             self._tasks = fresh
+            self.load_failures = self._failures
             self.loaded = True
+            if self.last_error is not None:
+                log.warning("gateway: the registry can be read again")
             self.last_error = None
+            self.failing_since = None
 
     async def _deployed(
         self,
@@ -220,7 +282,19 @@ class Portfolio:
         try:
             predictor = await loop.run_in_executor(self.loader_executor, self._load, record)
         except Exception as exc:
-            log.error(
+            failure = LoadFailure(
+                task=task,
+                alias=alias,
+                version=record.version,
+                error=type(exc).__name__,
+                serving=previous.version if previous is not None else None,
+            )
+            # Logged once per version (a refresh every few seconds retries the load).
+            known = self.load_failures.get((task, alias))
+            report = (
+                log.debug if known is not None and known.version == record.version else (log.error)
+            )
+            report(
                 "task %s: cannot load %s v%d (%s); %s",
                 task,
                 alias,
@@ -228,10 +302,50 @@ class Portfolio:
                 exc,
                 "keeping the version serving" if previous else "alias not served",
             )
+            self._failures[(task, alias)] = failure
+            if self.on_load_failure is not None:
+                self.on_load_failure(task, alias)
             return previous
         if previous is None or previous.version != record.version:
             log.info("task %s: %s is now v%d", task, alias, record.version)
         return self.deploy(alias, record, predictor)
+
+    def health(self) -> Health:
+        """Readiness, by this rule (what ``/readyz`` answers):
+
+        - ``not ready`` (503) when the portfolio never loaded, or when a ``champion`` the
+          registry names failed to load and no version of it serves: that replica would
+          answer its task without the champion, so it should not take traffic;
+        - ``degraded`` (200) when the registry cannot be read after the portfolio loaded,
+          when a new version failed to load and the previous one still serves, or when a
+          ``challenger`` failed to load: the gateway serves what it has, and taking every
+          replica out of rotation would turn a database blip into an outage;
+        - ``ready`` (200) otherwise.
+
+        Problems name no host, path or database (the log has the details).
+
+            >>> portfolio.health().status
+            'degraded'
+        """
+        problems = []
+        if not self.loaded:
+            error = self.last_error
+            problems.append(client_message(error) if error is not None else "loading the portfolio")
+            return Health("not ready", problems)
+        fatal = False
+        for failure in sorted(self.load_failures.values(), key=lambda f: (f.task, f.alias)):
+            problems.append(failure.describe())
+            fatal = fatal or (failure.alias == "champion" and failure.serving is None)
+        if self.last_error is not None:
+            since = self.failing_since
+            age = f" for {self.clock() - since:.0f} s" if since is not None else ""
+            problems.append(
+                f"the registry cannot be read{age} ({client_message(self.last_error)}); "
+                "serving what is loaded"
+            )
+        if fatal:
+            return Health("not ready", problems)
+        return Health("degraded" if problems else "ready", problems)
 
     async def start(self, refresh_s: float, *, on_tick: Callable[[], None] | None = None) -> None:
         """Load the portfolio, then refresh it every ``refresh_s`` in the background.
@@ -243,7 +357,7 @@ class Portfolio:
         try:
             await self.refresh()
         except Exception as exc:
-            self.last_error = exc
+            self._failed(exc)
             log.error("gateway: cannot read the registry yet: %s", exc)
         self._refresher = asyncio.create_task(
             self._keep_fresh(refresh_s, on_tick), name="niche-refresh"
@@ -257,8 +371,18 @@ class Portfolio:
             try:
                 await self.refresh()
             except Exception as exc:  # kept serving what is loaded; the next tick retries
-                self.last_error = exc
-                log.warning("gateway: refreshing from the registry failed: %s", exc)
+                first = self.last_error is None
+                self._failed(exc)
+                # Once per outage, not every tick: /readyz and the log's first line say it.
+                (log.warning if first else log.debug)(
+                    "gateway: refreshing from the registry failed; serving what is loaded: %s",
+                    exc,
+                )
+
+    def _failed(self, exc: BaseException) -> None:
+        self.last_error = exc
+        if self.failing_since is None:
+            self.failing_since = self.clock()
 
     async def stop(self) -> None:
         """Stop refreshing; what is loaded keeps serving until :meth:`aclose`."""

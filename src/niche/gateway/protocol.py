@@ -218,15 +218,37 @@ def _error_type(exc: NicheError) -> tuple[str, str | None, str | None]:
 
 
 INTERNAL_ERROR = "internal error in the gateway; see its log for details"
+DATABASE_UNAVAILABLE = "the registry database cannot be used right now; the gateway's log says why"
+DATABASE_RETRY_AFTER_S = 2
+"""``Retry-After`` of a 503 for an unreachable registry: long enough not to hammer a restarting
+database, short enough that a blip costs a client one retry."""
+
+
+def _from_database(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was raised because of, a database error (its own or a driver's:
+    their messages name the host, port, user and database)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DatabaseError):
+            return True
+        module = type(current).__module__
+        if module.startswith(("sqlalchemy", "psycopg", "sqlite3")):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def client_message(exc: BaseException) -> str:
     """What a client is told of ``exc``: never a database URL or a stack of foreign errors.
 
-    (Upstream errors name the general model, never its host: see ``upstream.py``.)
+    A database error, or any error raised because of one, is told as one generic sentence;
+    its full message goes to the log (:func:`~niche.gateway.asgi.send_error`). (Upstream
+    errors name the general model, never its host: see ``upstream.py``.)
     """
-    if isinstance(exc, DatabaseError):
-        return "the registry database cannot be used right now; the gateway's log says why"
+    if _from_database(exc):
+        return DATABASE_UNAVAILABLE
     if isinstance(exc, NicheError):
         return exc.message
     return INTERNAL_ERROR
@@ -237,7 +259,8 @@ def error_response(exc: NicheError) -> tuple[int, bytes, list[tuple[bytes, bytes
 
     The one place a :class:`NicheError` becomes what a client sees (the routing dispatcher
     calls it for every route): its own ``http_status``, and a ``type``, ``code`` and
-    ``param`` from the table above.
+    ``param`` from the table above. A database error is a 503 with ``Retry-After`` whose
+    message names no host, port, user or database.
     """
     kind, code, param = _error_type(exc)
     if isinstance(exc, RequestError) and exc.code:
@@ -252,6 +275,8 @@ def error_response(exc: NicheError) -> tuple[int, bytes, list[tuple[bytes, bytes
     }
     headers: list[tuple[bytes, bytes]] = []
     retry_after = getattr(exc, "retry_after_s", None)
+    if retry_after is None and isinstance(exc, DatabaseError):
+        retry_after = DATABASE_RETRY_AFTER_S
     if retry_after is not None:
         headers.append((b"retry-after", str(max(1, round(retry_after))).encode()))
     return exc.http_status, orjson.dumps(body), headers

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from niche.gateway.budget import charge
 from niche.gateway.capture import CaptureWriter
 from niche.gateway.metrics import GatewayMetrics
 from niche.registry.store import TrafficRecord
@@ -81,7 +82,10 @@ class TrafficRecorder:
             cost_usd = answer.cost_usd
         if cost_usd:
             self.metrics.cost.labels(task or "", route).inc(cost_usd)
-        spend = (key.id, cost_usd) if key is not None and cost_usd > 0 else None
+        spend = None
+        # A budgeted request's hold settles its cost; any other spend takes the batched path.
+        if key is not None and cost_usd > 0 and not charge(key, cost_usd):
+            spend = (key.id, cost_usd)
         if not self.enabled(state):
             if spend is not None:
                 self.writer.submit(None, spend=spend)

@@ -45,6 +45,7 @@ __all__ = [
     "DatasetVersionRow",
     "EvaluationRow",
     "GateDecisionRow",
+    "KeyReservationRow",
     "ModelVersionRow",
     "TaskRow",
     "TrafficRow",
@@ -197,6 +198,22 @@ class ApiKeyRow(Base):
     spent_usd: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class KeyReservationRow(Base):
+    """Worst-case cost held on a budgeted key by a request in flight, until it settles.
+
+    A reservation a crashed worker never settled lapses at ``expires_at``.
+    """
+
+    __tablename__ = "key_reservations"
+    __table_args__ = (Index("ix_key_reservations_key_id_expires_at", "key_id", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"))
+    amount_usd: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class TrafficRow(Base):

@@ -29,6 +29,7 @@ __all__ = [
     "EvaluationRecord",
     "GateRecord",
     "KeyRecord",
+    "KeyReservation",
     "ModelVersionRecord",
     "PromotionRecord",
     "Record",
@@ -292,6 +293,33 @@ class KeyRecord(Record):
     def exhausted(self) -> bool:
         """Whether the key has spent its whole budget (never, without one)."""
         return self.budget_usd is not None and self.spent_usd >= self.budget_usd
+
+
+@dataclass(frozen=True)
+class KeyReservation(Record):
+    """The answer to a budget reservation (``registry.keys.reserve``) and the key's state.
+
+    ``id`` is the reservation to settle (None: refused, the key's budget is spent or held by
+    requests in flight); ``spent_usd`` and ``reserved_usd`` are the key's at that moment,
+    this reservation included.
+
+        >>> held = registry.keys.reserve(key.id, 0.003, ttl_s=600.0)
+        >>> held.granted, held.reserved_usd
+        (True, 0.003)
+    """
+
+    id: int | None
+    key_id: int
+    amount_usd: float
+    budget_usd: float | None
+    spent_usd: float
+    reserved_usd: float
+    expires_at: datetime | None
+
+    @property
+    def granted(self) -> bool:
+        """Whether the reservation was made (the request may run)."""
+        return self.id is not None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,7 +4,7 @@ answers), ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus) and
 
     >>> native = NativeRoutes(guard=guard, portfolio=portfolio, policy=policy,
     ...                       traffic=traffic, metrics=metrics, update_gauges=gauges,
-    ...                       config=config)
+    ...                       config=config, budgets=budgets)
 """
 
 from __future__ import annotations
@@ -19,11 +19,12 @@ from niche.errors import NotFoundError, PayloadTooLargeError, RequestError
 from niche.gateway.asgi import Params, Request, Send, respond
 from niche.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from niche.gateway.openapi import openapi_document
-from niche.gateway.protocol import client_message, only_fields
+from niche.gateway.protocol import only_fields
 from niche.gateway.routing import Route
 
 if TYPE_CHECKING:
     from niche.gateway.auth import Guard
+    from niche.gateway.budget import Budgets
     from niche.gateway.config import GatewayConfig
     from niche.gateway.metrics import GatewayMetrics
     from niche.gateway.policy import CascadePolicy, TaskAnswer
@@ -52,6 +53,7 @@ class NativeRoutes:
         metrics: GatewayMetrics,
         update_gauges: Callable[[], None],
         config: GatewayConfig,
+        budgets: Budgets,
     ) -> None:
         self.guard = guard
         self.portfolio = portfolio
@@ -62,6 +64,7 @@ class NativeRoutes:
         self.max_inputs = config.predict_max_inputs
         self.max_chars = config.predict_max_chars
         self.concurrency = config.predict_concurrency
+        self.budgets = budgets
 
     def routes(self) -> list[Route]:
         return [
@@ -98,18 +101,19 @@ class NativeRoutes:
                 "per call (NICHE_GATEWAY_PREDICT_MAX_CHARS); split them over several calls",
                 param="inputs",
             )
-        answers = await self._answer_all(state, inputs)
-        for text, answer in zip(inputs, answers, strict=True):
-            self.traffic.record(
-                state=state,
-                model=task,
-                route=answer.route,
-                input=text,
-                status=200,
-                started=request.started,
-                key=key,
-                answer=answer,
-            )
+        async with self.budgets.hold(key, lambda: self.budgets.task_worst_case(state, inputs)):
+            answers = await self._answer_all(state, inputs)
+            for text, answer in zip(inputs, answers, strict=True):
+                self.traffic.record(
+                    state=state,
+                    model=task,
+                    route=answer.route,
+                    input=text,
+                    status=200,
+                    started=request.started,
+                    key=key,
+                    answer=answer,
+                )
         payload = {"task": task, "predictions": [a.to_dict() for a in answers]}
         await respond(send, 200, orjson.dumps(payload))
 
@@ -135,14 +139,21 @@ class NativeRoutes:
         await respond(send, 200, b'{"status":"ok"}')
 
     async def readyz(self, request: Request, send: Send, params: Params) -> None:
+        """200 ``ready`` or ``degraded`` (serving, with its problems listed), or 503 ``not
+        ready``: the rule is :meth:`~niche.gateway.portfolio.Portfolio.health`'s."""
+        health = self.portfolio.health()
         if not self.portfolio.loaded:
-            error = self.portfolio.last_error
-            reason = client_message(error) if error is not None else "loading the portfolio"
-            body = orjson.dumps({"status": "not ready", "reason": reason})
+            body = orjson.dumps({"status": health.status, "reason": health.problems[0]})
             await respond(send, 503, body, [(b"retry-after", b"1")])
             return
         tasks = {s.spec.name: s.served() for s in self.portfolio.tasks()}
-        await respond(send, 200, orjson.dumps({"status": "ready", "tasks": tasks}))
+        payload: dict[str, object] = {"status": health.status, "tasks": tasks}
+        if health.problems:
+            payload["problems"] = health.problems
+        if health.ready:
+            await respond(send, 200, orjson.dumps(payload))
+        else:
+            await respond(send, 503, orjson.dumps(payload), [(b"retry-after", b"1")])
 
     async def scrape(self, request: Request, send: Send, params: Params) -> None:
         self.update_gauges()

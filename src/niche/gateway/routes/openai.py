@@ -5,7 +5,7 @@ A chat completion whose ``model`` is a task is answered by the cascade; any othe
 passes through to the general model as it is, streamed chunk by chunk when asked.
 
     >>> surface = OpenAIRoutes(guard=guard, portfolio=portfolio, policy=policy,
-    ...                        general=general, traffic=traffic, config=config)
+    ...                        general=general, traffic=traffic, config=config, budgets=budgets)
     >>> table = RouteTable(surface.routes(), fallback=surface.fallback())
 """
 
@@ -32,6 +32,7 @@ from niche.specialists.prompting import reply_content, reply_usage
 
 if TYPE_CHECKING:
     from niche.gateway.auth import Guard
+    from niche.gateway.budget import Budgets
     from niche.gateway.config import GatewayConfig
     from niche.gateway.general import GeneralClient
     from niche.gateway.policy import CascadePolicy
@@ -57,6 +58,7 @@ class OpenAIRoutes:
         general: GeneralClient,
         traffic: TrafficRecorder,
         config: GatewayConfig,
+        budgets: Budgets,
     ) -> None:
         self.guard = guard
         self.portfolio = portfolio
@@ -64,6 +66,7 @@ class OpenAIRoutes:
         self.general = general
         self.traffic = traffic
         self.config = config
+        self.budgets = budgets
 
     def routes(self) -> list[Route]:
         return [
@@ -81,6 +84,22 @@ class OpenAIRoutes:
         key = await self.guard.check(request)
         body = await request.body()
         data = parse_chat_request(body)
+        async with self.budgets.hold(key, lambda: self._worst_case(body, data)):
+            await self._chat(request, send, body, data, key)
+
+    def _worst_case(self, body: bytes, data: dict[str, Any]) -> float:
+        state = self.portfolio.get(data["model"])
+        if state is None:
+            return self.budgets.passthrough_worst_case(body, data)
+        try:
+            text = last_user_text(data["messages"])
+        except RequestError:
+            return 0.0  # refused before anything runs
+        return self.budgets.task_worst_case(state, [text])
+
+    async def _chat(
+        self, request: Request, send: Send, body: bytes, data: dict[str, Any], key: KeyRecord | None
+    ) -> None:
         model = data["model"]
         state = self.portfolio.get(model)
         try:

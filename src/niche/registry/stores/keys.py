@@ -3,30 +3,54 @@
 >>> record, secret = registry.keys.create(scope="inference", budget_usd=10.0, name="ci")
 >>> registry.keys.verify(secret) == record
 True
+
+A request on a budgeted key reserves its worst-case cost before it runs and settles its
+actual cost after (:meth:`KeyStore.reserve`, :meth:`KeyStore.settle`): the check and the
+hold are one transaction on the key's locked row, so gateway workers sharing the database
+never admit more than the budget allows. A reservation nobody settles (a crashed worker's)
+lapses at its expiry.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from typing import Final
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Final, NamedTuple
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from niche.errors import NotFoundError, ValidationError
-from niche.registry.models import ApiKeyRow
-from niche.registry.records import KeyRecord
+from niche.registry.models import ApiKeyRow, KeyReservationRow
+from niche.registry.records import KeyRecord, KeyReservation
 from niche.registry.stores.audit import write_event
 from niche.registry.stores.base import Store
 from niche.registry.validation import LISTED, nonempty, usd_amount
 
-__all__ = ["KEY_PREFIX_CHARS", "KEY_SCOPES", "SECRET_PREFIX", "KeyStore"]
+__all__ = ["KEY_PREFIX_CHARS", "KEY_SCOPES", "SECRET_PREFIX", "KeyStore", "Settlement"]
 
 KEY_SCOPES: Final = ("inference", "admin")
 """Scopes of an API key: ``inference`` calls models, ``admin`` also manages the registry."""
 SECRET_PREFIX: Final = "nk-"
 KEY_PREFIX_CHARS: Final = 8
+
+
+class Settlement(NamedTuple):
+    """What a finished request cost a key: ``usd`` is added to its spend, and its
+    reservation (None: it had none, e.g. it ran while the database was down) is released."""
+
+    key_id: int
+    usd: float
+    reservation_id: int | None = None
+
+
+def _amount(usd: float, what: str = "usd") -> float:
+    amount = usd_amount(usd, what)
+    if amount is None:
+        raise ValidationError(f"{what} must be a number of US dollars, got None", param=what)
+    return amount
 
 
 def _secret_sha256(secret: str) -> str:
@@ -189,3 +213,100 @@ class KeyStore(Store):
                 .execution_options(populate_existing=True)
             ).one()
             return key_record(row)
+
+    def reserve(self, key_id: int, usd: float, *, ttl_s: float) -> KeyReservation:
+        """Hold ``usd`` of a key's budget for a request about to run, if any is left.
+
+        Granted while the key's spend plus what requests in flight hold is below its budget
+        (so a budget is overshot by at most the last admitted request's worst case); a key
+        without a budget is always granted. The reservation lapses after ``ttl_s`` seconds
+        if nobody settles it. Refused reservations write nothing.
+
+            >>> held = registry.keys.reserve(key.id, 0.003, ttl_s=600.0)
+            >>> registry.keys.settle([Settlement(key.id, 0.0012, held.id)])
+        """
+        amount = _amount(usd)
+        if ttl_s <= 0:
+            raise ValidationError(f"ttl_s must be positive, got {ttl_s!r}", param="ttl_s")
+        now = self.database.now()
+        with self.database.session(write=True) as session:
+            # The key's row lock serialises its reservations (SQLite: the write lock).
+            key = session.scalars(
+                select(ApiKeyRow).where(ApiKeyRow.id == key_id).with_for_update()
+            ).one_or_none()
+            if key is None:
+                raise NotFoundError(f"no API key with id {key_id!r}")
+            session.execute(
+                delete(KeyReservationRow).where(
+                    KeyReservationRow.key_id == key_id, KeyReservationRow.expires_at <= now
+                ),
+                execution_options={"synchronize_session": False},
+            )
+            held = session.scalar(
+                select(func.coalesce(func.sum(KeyReservationRow.amount_usd), 0.0)).where(
+                    KeyReservationRow.key_id == key_id
+                )
+            )
+            held = float(held or 0.0)
+            if key.budget_usd is not None and key.spent_usd + held >= key.budget_usd:
+                return KeyReservation(
+                    None, key_id, amount, key.budget_usd, key.spent_usd, held, None
+                )
+            row = KeyReservationRow(
+                key_id=key_id,
+                amount_usd=amount,
+                created_at=now,
+                expires_at=now + timedelta(seconds=ttl_s),
+            )
+            session.add(row)
+            session.flush()
+            return KeyReservation(
+                row.id,
+                key_id,
+                amount,
+                key.budget_usd,
+                key.spent_usd,
+                held + amount,
+                row.expires_at,
+            )
+
+    def settle(self, settlements: Iterable[Settlement]) -> None:
+        """Add each settlement's cost to its key's spend and release its reservation, all in
+        one transaction (a reservation that lapsed already is simply gone).
+
+            >>> registry.keys.settle([Settlement(key.id, 0.0012, held.id)])
+        """
+        items = [Settlement(s.key_id, _amount(s.usd), s.reservation_id) for s in settlements]
+        if not items:
+            return
+        with self.database.session(write=True) as session:
+            # Keys first, then reservations (reserve's order), so two writers cannot deadlock.
+            for key_id in sorted({s.key_id for s in items}):
+                usd = sum(s.usd for s in items if s.key_id == key_id)
+                session.execute(
+                    update(ApiKeyRow)
+                    .where(ApiKeyRow.id == key_id)
+                    .values(spent_usd=ApiKeyRow.spent_usd + usd),
+                    execution_options={"synchronize_session": False},
+                )
+            held = [s.reservation_id for s in items if s.reservation_id is not None]
+            if held:
+                session.execute(
+                    delete(KeyReservationRow).where(KeyReservationRow.id.in_(held)),
+                    execution_options={"synchronize_session": False},
+                )
+
+    def reserved(self, key_id: int) -> float:
+        """What requests in flight hold of a key's budget now (lapsed reservations aside).
+
+        >>> registry.keys.reserved(key.id)
+        0.0
+        """
+        now = self.database.now()
+        with self.database.session() as session:
+            held = session.scalar(
+                select(func.coalesce(func.sum(KeyReservationRow.amount_usd), 0.0)).where(
+                    KeyReservationRow.key_id == key_id, KeyReservationRow.expires_at > now
+                )
+            )
+            return float(held or 0.0)
