@@ -18,9 +18,12 @@ from niche.data.rows import Rows, _check_label
 from niche.data.version import CurationReport, DatasetVersion, fingerprint_splits
 from niche.errors import ConfigurationError, DataValidationError
 
-__all__ = ["MAX_CONFLICT_EXAMPLES", "SHINGLE_SIZE", "curate"]
+__all__ = ["MAX_CONFLICT_EXAMPLES", "MIN_LABELS", "SHINGLE_SIZE", "check_usable", "curate"]
 
 MAX_CONFLICT_EXAMPLES = 20
+MIN_LABELS = 2
+"""The fewest train labels a dataset version needs to be registered (a task of one label
+has nothing to decide)."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,33 @@ def curate(
         splits=splits,
         report=report,
     )
+
+
+def check_usable(version: DatasetVersion) -> None:
+    """Refuse a version no specialist can be trained and gated on, before anything is saved.
+
+    Raises :class:`~niche.errors.DataValidationError` naming the source when the train split
+    has fewer than :data:`MIN_LABELS` labels or the test split has no rows.
+
+        >>> check_usable(curate(load_file("one_label.csv")))  # doctest: +SKIP
+        DataValidationError: one_label.csv: every row has the label 'a'; a task needs ...
+    """
+    labels = version.label_set
+    if len(labels) < MIN_LABELS:
+        shown = repr(labels[0]) if labels else "(none)"
+        raise DataValidationError(
+            f"every row left after curation has the label {shown}; a task needs at least "
+            f"{MIN_LABELS} labels (check --label-col)",
+            path=version.source,
+            column="label",
+        )
+    if not version.splits["test"]:
+        raise DataValidationError(
+            "no test rows left after curation (a label needs 2 rows or more to give one to "
+            "test, and test rows whose label is not in train are dropped); "
+            "a dataset version needs test rows to be evaluated",
+            path=version.source,
+        )
 
 
 def _clean(rows: Rows, report: CurationReport, sketches: NearDuplicates) -> list[_Row]:

@@ -34,7 +34,7 @@ _LSH_WEIGHTS = (0.05, 0.95)
 # Texts sketched per numpy pass: keeps the (permutations x shingles) matrix near 10 MB, in cache.
 _CHUNK_TEXTS = 256
 # Shingle sets kept for Jaccard checks; candidates cluster, so a small cache hits often.
-_SHINGLE_CACHE = 8192
+_SHINGLE_CACHE = 2048
 _FNV_PRIME = np.uint64(0x100000001B3)
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 
