@@ -103,11 +103,23 @@ class CuratedData:
 
         return local_dir(self.record.uri)
 
+    @property
+    def task(self) -> str:
+        """The task ``niche train`` registers a model of this data under by default.
+
+        >>> curate_data(DataSpec(dataset="clinc150/banking")).task
+        'clinc150.banking'
+        """
+        from niche.workflows.train import task_name_for
+
+        return task_name_for(self.loaded.name)
+
     def to_dict(self) -> dict[str, Any]:
         """What ``niche data curate --json`` prints."""
         path = self.path
         return {
             "fingerprint": self.version.fingerprint,
+            "task": self.task,
             "source": self.version.source,
             "uri": self.uri,
             "path": str(path) if path is not None else None,

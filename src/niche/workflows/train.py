@@ -79,8 +79,9 @@ def train_and_register(
     dataset's source, created when missing (with ``label_descriptions`` for its zero-shot
     general model). ``fraction`` trains on that share of each label's rows (a deliberately
     weak baseline). The specialist is fitted before anything is written, so data it refuses
-    leaves no dataset version or task behind; a model version of ``task`` already trained
-    from the same dataset version is said on ``progress``.
+    leaves no dataset version or task behind. A model version of ``task`` already trained
+    from the same dataset version is said on ``progress``, and so is training that gives an
+    existing version's very bytes (that version is returned; nothing new is registered).
 
     >>> train_and_register(version, task="tickets", fraction=0.05).version
     2
@@ -97,7 +98,7 @@ def train_and_register(
     )
     seed = settings.get("NICHE_SEED") if seed is None else seed
     task = task or task_name_for(_source_name(version.source))
-    _say_what_exists(version, task, kind, registry, progress)
+    earlier = _trained_from(version, task, kind, registry, progress)
     encoder = encoder or default_encoder(settings)
     load = getattr(uncached_encoder(encoder), "load", None)
     if callable(load):
@@ -108,17 +109,19 @@ def train_and_register(
     if not isinstance(dataset, str):
         save_dataset(version, settings, registry=registry)
     ensure_task_for(version, task, registry, label_descriptions=label_descriptions)
-    return register_trained(trained, task, settings, registry=registry)
+    record = register_trained(trained, task, settings, registry=registry)
+    if record.version in earlier:
+        _say(
+            progress,
+            f"{task} v{record.version} already exists: this data gives the same model, byte for byte; nothing new registered",
+        )
+    return record
 
 
-def _say_what_exists(
-    version: DatasetVersion,
-    task: str,
-    kind: str,
-    registry: Registry,
-    progress: Progress,
-) -> None:
-    """Tell the user when a model version of ``task`` was already trained on this data."""
+def _trained_from(
+    version: DatasetVersion, task: str, kind: str, registry: Registry, progress: Progress
+) -> list[int]:
+    """The versions of ``task`` of this kind already trained on ``version``, said if any."""
     from niche.errors import TaskNotFoundError
 
     try:
@@ -128,15 +131,21 @@ def _say_what_exists(
             if record.dataset_fingerprint == version.fingerprint and record.kind == kind
         ]
     except TaskNotFoundError:
-        earlier = []
+        return []
     if earlier:
         versions = ", ".join(f"v{v}" for v in earlier)
-        note = (
+        _say(
+            progress,
             f"{task} {versions} already trained ({kind}) from dataset version "
-            f"{version.fingerprint[:16]}; training another version"
+            f"{version.fingerprint[:16]}; training again",
         )
-        with progress.task(note, total=None):
-            pass
+    return earlier
+
+
+def _say(progress: Progress, note: str) -> None:
+    # A finished step is how a workflow tells the CLI something without printing itself.
+    with progress.task(note, total=None):
+        pass
 
 
 def _source_name(source: str) -> str:
