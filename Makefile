@@ -32,7 +32,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 # Outside make the CLI finds the same datasets and registry once the printed line is pasted.
 demo: venv
-	@echo "==> niche quickstart: datasets from $(NICHE_DATASETS), registry in $(CURDIR)/.niche"
+	@echo "==> niche quickstart: datasets from $(NICHE_DATASETS), registry in $${NICHE_HOME:-$(CURDIR)/.niche}"
 	@echo "    (outside make: cd $(CURDIR) && export NICHE_DATASETS=$(NICHE_DATASETS) HF_HUB_OFFLINE=1)"
 	$(BIN)/niche quickstart
 

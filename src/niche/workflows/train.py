@@ -113,7 +113,8 @@ def train_and_register(
     if record.version in earlier:
         _say(
             progress,
-            f"{task} v{record.version} already exists: this data gives the same model, byte for byte; nothing new registered",
+            f"{task} v{record.version} already exists: this data gives the same model, "
+            "byte for byte; nothing new registered",
         )
     return record
 
