@@ -23,6 +23,7 @@ UNICODE = [
     "xxxx",
     "yyyyy",
     "emoji 😀😀😀 end",
+    " ".join(f"word{i}" for i in range(40000)),  # one text of ~250k shingles
 ]
 
 

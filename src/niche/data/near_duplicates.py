@@ -31,8 +31,10 @@ _MINHASH_SEED = 1
 # while a false negative keeps a duplicate. The default (0.5, 0.5) bands find only ~30 % of
 # pairs at exactly the threshold; these find ~90 % (and ~98 % three points above).
 _LSH_WEIGHTS = (0.05, 0.95)
-# Texts sketched per numpy pass: keeps the (permutations x shingles) matrix near 10 MB, in cache.
+# Texts sketched per numpy pass (their shingles are then permuted in blocks).
 _CHUNK_TEXTS = 256
+# Shingles permuted per numpy pass: a (permutations x shingles) matrix of 8 MB at most.
+_SHINGLE_BLOCK = 16384
 # Shingle sets kept for Jaccard checks; candidates cluster, so a small cache hits often.
 _SHINGLE_CACHE = 2048
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -128,9 +130,17 @@ class NearDuplicates:
             updated = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> np.uint32(8))
             crc = np.where(live, updated, crc)
         hashed = _fmix32(crc ^ np.uint32(0xFFFFFFFF))
-        # Permutations by shingles, so that each text's minimum is over a contiguous run.
-        permuted = self._a[:, None] * hashed[None, :] + self._b[:, None]
-        return np.minimum.reduceat(permuted, window_start, axis=1).T
+        # Permutations by shingles, so that each text's minimum is over a contiguous run; in
+        # blocks of shingles, so that one very long text cannot take the memory.
+        out = np.full((len(self._a), len(texts)), np.iinfo(np.uint32).max, dtype=np.uint32)
+        for first in range(0, len(hashed), _SHINGLE_BLOCK):
+            block = slice(first, first + _SHINGLE_BLOCK)
+            owners = text_of[block]
+            starts = np.flatnonzero(np.diff(owners, prepend=-1))
+            permuted = self._a[:, None] * hashed[None, block] + self._b[:, None]
+            ids = owners[starts]
+            out[:, ids] = np.minimum(out[:, ids], np.minimum.reduceat(permuted, starts, axis=1))
+        return out.T
 
     def _band_keys(self, signatures: np.ndarray) -> np.ndarray:
         keys = np.empty((len(signatures), len(self._bands)), dtype=np.uint64)
