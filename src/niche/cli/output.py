@@ -267,8 +267,9 @@ def print_quickstart(result: QuickstartResult) -> None:
     else:
         verdict = f"not promoted (failed: {', '.join(failed)})"
     console.print(f"dataset version {result.version.fingerprint[:16]}: {result.dataset_uri}")
+    named = "" if result.task == dataset["name"] else f" (named after {dataset['name']!r})"
     console.print(
-        f"task {result.task} v{result.model.version}: {verdict}; "
+        f"task {result.task}{named} v{result.model.version}: {verdict}; "
         f"artifact {result.model.artifact_uri}"
     )
 
