@@ -18,15 +18,22 @@ export TOKENIZERS_PARALLELISM = false
 
 venv: $(VENV)/.installed
 
-# torch first and pinned: an unpinned torch makes pip fetch a multi-GB CUDA build.
+# torch first and pinned: an unpinned torch makes pip fetch a multi-GB CUDA build. The two big
+# installs run without --quiet, so their downloads show; each step says what it does first.
 $(VENV)/.installed: pyproject.toml constraints.txt
+	@echo "==> [1/3] $(VENV): a virtualenv with a current pip (seconds)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[train,hf,postgres,dev]'
+	@echo "==> [2/3] torch 2.13.0, the largest download (several hundred MB: minutes)"
+	$(BIN)/python -m pip install torch==2.13.0
+	@echo "==> [3/3] niche and its pinned dependencies (onnxruntime, transformers, ...: 1-3 min)"
+	$(BIN)/python -m pip install -c constraints.txt -e '.[train,hf,postgres,dev]'
 	touch $@
 
+# Outside make the CLI finds the same datasets and registry once the printed line is pasted.
 demo: venv
+	@echo "==> niche quickstart: datasets from $(NICHE_DATASETS), registry in $${NICHE_HOME:-$(CURDIR)/.niche}"
+	@echo "    (outside make: cd $(CURDIR) && export NICHE_DATASETS=$(NICHE_DATASETS) HF_HUB_OFFLINE=1)"
 	$(BIN)/niche quickstart
 
 # The registry tests start their own throwaway PostgreSQL cluster (tests/postgres.py); they

@@ -23,7 +23,15 @@ from niche.cli.app import (
     datasets_app,
     open_registry,
 )
-from niche.cli.output import RichProgress, curation_table, pretty, print_json, table
+from niche.cli.output import (
+    RichProgress,
+    curation_table,
+    database_location,
+    make_console,
+    pretty,
+    print_json,
+    table,
+)
 from niche.settings import Settings
 
 
@@ -43,10 +51,9 @@ def data_inspect(
     if json_out:
         print_json(summary)
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = make_console()
     console.print(f"[bold]{summary['name']}[/] ({summary['source']})")
     for split, info in summary["splits"].items():
         rich_table = Table(
@@ -79,7 +86,13 @@ def data_curate(
     seed: SeedOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Normalise, deduplicate, remove leaks, split; save and register a dataset version."""
+    """Normalise, deduplicate, remove leaks, split; save and register a dataset version.
+
+    Refused data (one label, no test rows left, a bad file) writes nothing. `niche train`
+    then registers its model under a task named after the dataset: `--dataset
+    clinc150/banking` gives task `clinc150.banking`, `--data tickets.csv` gives `tickets`
+    (`niche train --task NAME` chooses another).
+    """
     from niche.workflows import curate_data
 
     spec = data_spec(dataset, data, text_col, label_col, no_header)
@@ -96,13 +109,21 @@ def data_curate(
     if json_out:
         print_json(payload)
         return
-    from rich.console import Console
-
-    console = Console()
+    console = make_console()
     fingerprint = curated.version.fingerprint
     console.print(curation_table(payload["curation"]))
-    console.print(f"dataset version [bold]{fingerprint[:16]}[/] saved to {curated.uri}")
-    console.print(f"next: niche train {fingerprint[:16]}")
+    if curated.already:
+        console.print(
+            f"dataset version [bold]{fingerprint[:16]}[/] already exists (same content), "
+            f"files at {curated.uri}; nothing new written"
+        )
+    else:
+        console.print(f"dataset version [bold]{fingerprint[:16]}[/] saved to {curated.uri}")
+    console.print(f"registry: {database_location(Settings())}")
+    console.print(
+        f"next: niche train {fingerprint[:16]}   "
+        f"(its model registers under task {payload['task']!r}; --task NAME for another)"
+    )
 
 
 @datasets_app.command("list")

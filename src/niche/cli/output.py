@@ -9,19 +9,24 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
 if TYPE_CHECKING:
     from niche.progress import Advance
+    from niche.settings import Settings
     from niche.workflows import PromotionOutcome, QuickstartResult
 
 __all__ = [
+    "PIPED_WIDTH",
     "RichProgress",
     "cascade_table",
     "comparison_table",
     "curation_table",
+    "database_location",
+    "make_console",
     "pretty",
     "print_json",
     "print_lineage",
@@ -29,6 +34,40 @@ __all__ = [
     "print_quickstart",
     "table",
 ]
+
+
+PIPED_WIDTH = 4096
+"""Columns rich lays out for when the stream is not a terminal (and ``COLUMNS`` is unset):
+wide enough that a piped or redirected table never wraps inside a value."""
+
+
+def make_console(*, stderr: bool = False) -> Any:
+    """A rich ``Console`` on stdout (or stderr): the terminal's width on a terminal, else
+    :data:`PIPED_WIDTH`, so ``niche datasets list | grep …`` sees whole values on one line.
+
+        >>> make_console().print(table)  # doctest: +SKIP
+    """
+    import os
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not stream.isatty() and not os.environ.get("COLUMNS")
+    return Console(stderr=stderr, width=PIPED_WIDTH if piped else None)
+
+
+def database_location(settings: Settings) -> str:
+    """The registry database URL to show: a SQLite path made absolute, a password hidden.
+
+    >>> database_location(Settings(environ={"NICHE_HOME": "/srv/niche"}))
+    'sqlite:////srv/niche/niche.db'
+    """
+    from sqlalchemy.engine import make_url
+
+    url = make_url(str(settings.get("NICHE_DATABASE_URL")))
+    if url.drivername.startswith("sqlite") and url.database and url.database != ":memory:":
+        url = url.set(database=str(Path(url.database).resolve()))
+    return str(url.render_as_string(hide_password=True))
 
 
 def print_json(payload: Any) -> None:
@@ -43,7 +82,6 @@ def print_json(payload: Any) -> None:
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     """Print ``rows`` under ``columns`` as one rich table (None prints empty)."""
-    from rich.console import Console
     from rich.table import Table
 
     rich_table = Table(title=title)
@@ -51,22 +89,20 @@ def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
         rich_table.add_column(column, overflow="fold")
     for row in rows:
         rich_table.add_row(*["" if value is None else str(value) for value in row])
-    Console().print(rich_table)
+    make_console().print(rich_table)
 
 
 def pretty(payload: Any) -> None:
     """Print a nested record readably (the ``show`` commands without ``--json``)."""
-    from rich.console import Console
     from rich.pretty import Pretty
 
-    Console().print(Pretty(payload))
+    make_console().print(Pretty(payload))
 
 
 class RichProgress:
     """A :class:`niche.progress.Progress` drawn with rich bars on stderr."""
 
     def __init__(self, enabled: bool = True) -> None:
-        from rich.console import Console
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -82,7 +118,7 @@ class RichProgress:
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            console=Console(stderr=True),
+            console=make_console(stderr=True),
             transient=False,
             disable=not enabled,
         )
@@ -246,9 +282,7 @@ def curation_table(report: dict[str, Any]) -> Any:
 
 def print_quickstart(result: QuickstartResult) -> None:
     """The data, the curation, the comparison, the cascade and the gate's verdict."""
-    from rich.console import Console
-
-    console = Console()
+    console = make_console()
     payload = result.to_dict()
     dataset = payload["dataset"]
     console.print(
@@ -275,8 +309,9 @@ def print_quickstart(result: QuickstartResult) -> None:
     else:
         verdict = f"not promoted (failed: {', '.join(failed)})"
     console.print(f"dataset version {result.version.fingerprint[:16]}: {result.dataset_uri}")
+    named = "" if result.task == dataset["name"] else f" (named after {dataset['name']!r})"
     console.print(
-        f"task {result.task} v{result.model.version}: {verdict}; "
+        f"task {result.task}{named} v{result.model.version}: {verdict}; "
         f"artifact {result.model.artifact_uri}"
     )
 

@@ -6,7 +6,7 @@
 """
 
 from niche.data.catalog import CATALOG, CatalogDataset, CatalogEntry, resolve_dataset
-from niche.data.curation import curate
+from niche.data.curation import check_usable, curate
 from niche.data.loading import load_file, load_hf
 from niche.data.normalise import normalise_text
 from niche.data.rows import Rows
@@ -19,6 +19,7 @@ __all__ = [
     "CurationReport",
     "DatasetVersion",
     "Rows",
+    "check_usable",
     "curate",
     "load_file",
     "load_hf",

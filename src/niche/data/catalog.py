@@ -208,7 +208,7 @@ def _fetch(dataset: str, file: CatalogFile, settings: Settings, progress: Progre
     mirror = settings.get("NICHE_DATASET_MIRROR")
     url = file.url(mirror or DEFAULT_DOWNLOAD_BASE)
     cache.mkdir(parents=True, exist_ok=True)
-    _download(url, cached, file.sha256, progress)
+    _download(url, cached, file.sha256, progress, hint=_hint(dataset, settings))
     return cached
 
 
@@ -223,7 +223,9 @@ def _sha256_of(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def _download(url: str, target: Path, expected: str, progress: Progress | None) -> None:
+def _download(
+    url: str, target: Path, expected: str, progress: Progress | None, *, hint: str
+) -> None:
     """Stream ``url`` into a temp file next to ``target``, verify, then rename into place."""
     fd, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     temp = Path(temp_name)
@@ -246,11 +248,11 @@ def _download(url: str, target: Path, expected: str, progress: Progress | None) 
             except urllib.error.HTTPError as exc:
                 exc.close()
                 raise DownloadError(
-                    f"could not download {url}: HTTP {exc.code} {exc.reason}{_HINT}", url=url
+                    f"could not download {url}: HTTP {exc.code} {exc.reason}{hint}", url=url
                 ) from exc
             except (OSError, ValueError, http.client.HTTPException) as exc:
                 reason = getattr(exc, "reason", None) or exc
-                raise DownloadError(f"could not download {url}: {reason}{_HINT}", url=url) from exc
+                raise DownloadError(f"could not download {url}: {reason}{hint}", url=url) from exc
         actual = digest.hexdigest()
         if actual != expected:
             raise ChecksumMismatchError(f"download of {url}", expected=expected, actual=actual)
@@ -259,10 +261,27 @@ def _download(url: str, target: Path, expected: str, progress: Progress | None) 
         temp.unlink(missing_ok=True)
 
 
-_HINT = (
-    "; set NICHE_DATASETS to a folder with a local copy, or NICHE_DATASET_MIRROR to a "
-    "reachable mirror"
-)
+# Where a checkout's Makefile finds local copies (NICHE_DATASETS ?= ../shared/datasets), and a
+# datasets/ folder here: a download that fails names the one that holds the dataset.
+_NEARBY = (Path("..") / "shared" / "datasets", Path("datasets"))
+
+
+def _hint(dataset: str, settings: Settings) -> str:
+    """The line to paste that makes the CLI find local copies, as ``make`` does."""
+    configured = settings.datasets_dir
+    for candidate in _NEARBY:
+        folder = candidate.resolve()
+        if (folder / dataset).is_dir() and folder != (configured and configured.resolve()):
+            return (
+                f"; a local copy is in {folder}: export NICHE_DATASETS={folder} "
+                "(as make does), then run the command again"
+            )
+    where = f" ({configured} has no {dataset}/)" if configured is not None else ""
+    return (
+        f"; set NICHE_DATASETS to a folder with a local copy{where}: "
+        f"export NICHE_DATASETS=/path/to/datasets (holding {dataset}/), or set "
+        "NICHE_DATASET_MIRROR to a reachable mirror"
+    )
 
 
 def _read_banking77(paths: Mapping[str, Path], subset: str | None) -> tuple[Rows, Rows | None]:

@@ -7,29 +7,23 @@
 
 from __future__ import annotations
 
-import zlib
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
+from niche.data.near_duplicates import SHINGLE_SIZE, NearDuplicates
 from niche.data.normalise import normalise_text
 from niche.data.rows import Rows, _check_label
 from niche.data.version import CurationReport, DatasetVersion, fingerprint_splits
 from niche.errors import ConfigurationError, DataValidationError
 
-__all__ = ["MAX_CONFLICT_EXAMPLES", "SHINGLE_SIZE", "curate"]
+__all__ = ["MAX_CONFLICT_EXAMPLES", "MIN_LABELS", "SHINGLE_SIZE", "check_usable", "curate"]
 
-SHINGLE_SIZE = 5
 MAX_CONFLICT_EXAMPLES = 20
-_NUM_PERM = 128
-# Fixed so that near-duplicate decisions never depend on the split seed.
-_MINHASH_SEED = 1
-# Candidates are confirmed by exact Jaccard, so a false positive costs one set comparison
-# while a false negative keeps a duplicate. The default (0.5, 0.5) bands find only ~30 % of
-# pairs at exactly the threshold; these find ~90 % (and ~98 % three points above).
-_LSH_WEIGHTS = (0.05, 0.95)
+MIN_LABELS = 2
+"""The fewest train labels a dataset version needs to be registered (a task of one label
+has nothing to decide)."""
 
 
 @dataclass(frozen=True)
@@ -78,13 +72,15 @@ def curate(
         test_size=test_size,
         near_duplicate_threshold=near_duplicate_threshold,
     )
-    sketches = _Sketches(near_duplicate_threshold)
+    sketches = NearDuplicates(near_duplicate_threshold)
     train = _clean(rows, report, sketches)
     if test_rows is not None:
         test = _clean(test_rows, report, sketches)
     else:
         train, test = _stratified_split(train, test_size, seed)
-    train, report.leaks_removed = sketches.remove_leaks(train, test)
+    leaked = set(sketches.leaks([row.text for row in train], [row.text for row in test]))
+    report.leaks_removed = len(leaked)
+    train = [row for i, row in enumerate(train) if i not in leaked]
     train_labels = {row.label for row in train}
     kept_test = [row for row in test if row.label in train_labels]
     report.test_labels_unseen = len(test) - len(kept_test)
@@ -105,7 +101,34 @@ def curate(
     )
 
 
-def _clean(rows: Rows, report: CurationReport, sketches: _Sketches) -> list[_Row]:
+def check_usable(version: DatasetVersion) -> None:
+    """Refuse a version no specialist can be trained and gated on, before anything is saved.
+
+    Raises :class:`~niche.errors.DataValidationError` naming the source when the train split
+    has fewer than :data:`MIN_LABELS` labels or the test split has no rows.
+
+        >>> check_usable(curate(load_file("one_label.csv")))  # doctest: +SKIP
+        DataValidationError: one_label.csv: every row has the label 'a'; a task needs ...
+    """
+    labels = version.label_set
+    if len(labels) < MIN_LABELS:
+        shown = repr(labels[0]) if labels else "(none)"
+        raise DataValidationError(
+            f"every row left after curation has the label {shown}; a task needs at least "
+            f"{MIN_LABELS} labels (check --label-col)",
+            path=version.source,
+            column="label",
+        )
+    if not version.splits["test"]:
+        raise DataValidationError(
+            "no test rows left after curation (a label needs 2 rows or more to give one to "
+            "test, and test rows whose label is not in train are dropped); "
+            "a dataset version needs test rows to be evaluated",
+            path=version.source,
+        )
+
+
+def _clean(rows: Rows, report: CurationReport, sketches: NearDuplicates) -> list[_Row]:
     """Normalise, then drop exact, conflicting and near duplicates within ``rows``."""
     by_text: dict[str, list[_Row]] = defaultdict(list)
     for index, (raw, raw_label) in enumerate(zip(rows.texts, rows.labels, strict=True)):
@@ -130,10 +153,12 @@ def _clean(rows: Rows, report: CurationReport, sketches: _Sketches) -> list[_Row
         report.exact_duplicates += len(copies) - 1
         unique.append(copies[0])
     # by_text keeps first-occurrence order, so "the first copy stays" holds for near-duplicates too.
-    kept, same_label, other_label = sketches.near_dedupe(unique)
+    kept, same_label, other_label = sketches.dedupe(
+        [row.text for row in unique], [row.label for row in unique]
+    )
     report.near_duplicates += same_label
     report.near_duplicate_conflicts += other_label
-    return kept
+    return [unique[i] for i in kept]
 
 
 def _stratified_split(
@@ -162,86 +187,3 @@ def _to_rows(rows: list[_Row], source: str) -> Rows:
         source=source,
         lines=tuple(row.line for row in rows),
     )
-
-
-def _shingles(text: str) -> frozenset[str]:
-    folded = text.casefold()
-    if len(folded) < SHINGLE_SIZE:
-        return frozenset((folded,))
-    return frozenset(folded[i : i + SHINGLE_SIZE] for i in range(len(folded) - SHINGLE_SIZE + 1))
-
-
-class _Sketches:
-    """Shingle sets and MinHash sketches of texts, each computed once per curate call."""
-
-    def __init__(self, threshold: float) -> None:
-        self.threshold = threshold
-        self._memo: dict[str, tuple[frozenset[str], Any]] = {}
-
-    def of(self, texts: list[str]) -> tuple[list[frozenset[str]], list[Any]]:
-        from datasketch import MinHash
-
-        missing = list(dict.fromkeys(t for t in texts if t not in self._memo))
-        shingles = [_shingles(text) for text in missing]
-        # crc32 is a C call, many times faster than the default per-shingle sha1 in Python;
-        # datasketch mixes every input hash with the murmur3 finaliser before permuting it.
-        sketches = MinHash.bulk(
-            [[s.encode("utf-8") for s in sh] for sh in shingles],
-            num_perm=_NUM_PERM,
-            seed=_MINHASH_SEED,
-            hashfunc=zlib.crc32,
-        )
-        self._memo.update(zip(missing, zip(shingles, sketches, strict=True), strict=True))
-        pairs = [self._memo[text] for text in texts]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
-
-    def lsh(self) -> Any:
-        from datasketch import MinHashLSH
-
-        return MinHashLSH(threshold=self.threshold, num_perm=_NUM_PERM, weights=_LSH_WEIGHTS)
-
-    def near_dedupe(self, rows: list[_Row]) -> tuple[list[_Row], int, int]:
-        """Keep rows with no near-duplicate among the earlier kept rows.
-
-        Returns (kept, removed with the same label, removed with another label).
-        """
-        shingles, sketches = self.of([row.text for row in rows])
-        lsh = self.lsh()
-        kept: list[_Row] = []
-        same_label = other_label = 0
-        for i, row in enumerate(rows):
-            matched_labels = {
-                rows[j].label
-                for j in lsh.query(sketches[i])
-                if _jaccard(shingles[i], shingles[j]) >= self.threshold
-            }
-            if not matched_labels:
-                lsh.insert(i, sketches[i])
-                kept.append(row)
-            elif row.label in matched_labels:
-                same_label += 1
-            else:
-                other_label += 1
-        return kept, same_label, other_label
-
-    def remove_leaks(self, train: list[_Row], test: list[_Row]) -> tuple[list[_Row], int]:
-        """Drop train rows whose text equals or near-duplicates a test text."""
-        test_texts = {row.text for row in test}
-        test_shingles, test_sketches = self.of([row.text for row in test])
-        lsh = self.lsh()
-        for j, sketch in enumerate(test_sketches):
-            lsh.insert(j, sketch)
-        train_shingles, train_sketches = self.of([row.text for row in train])
-        kept = [
-            row
-            for row, shingles, sketch in zip(train, train_shingles, train_sketches, strict=True)
-            if row.text not in test_texts
-            and not any(
-                _jaccard(shingles, test_shingles[j]) >= self.threshold for j in lsh.query(sketch)
-            )
-        ]
-        return kept, len(train) - len(kept)
-
-
-def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
-    return len(a & b) / len(a | b)

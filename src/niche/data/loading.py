@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import codecs
 import csv
-import io
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,8 +58,9 @@ def load_file(
         >>> rows = load_file("sms.tsv", header=False, text_col=1, label_col=0)  # doctest: +SKIP
 
     Raises :class:`~niche.errors.DataValidationError` (file, line, column) for a missing
-    column, an empty text or label, broken quoting, bytes that are not UTF-8, a row with the
-    wrong number of fields, malformed JSON and a file without rows;
+    column, a column the header names twice, an empty text or label, broken quoting, bytes
+    that are not UTF-8, a row with the wrong number of fields, malformed JSON and a file
+    without rows;
     :class:`~niche.errors.DatasetNotFoundError` when ``path`` does not exist.
     """
     path = Path(path)
@@ -69,12 +70,17 @@ def load_file(
     if not path.is_file():
         raise DatasetNotFoundError(f"{path}: no such file")
     text_name, label_name = str(text_col), str(label_col)
+    if text_name == label_name:
+        raise ConfigurationError(f"the text and the label column are both {text_name!r}")
     if fmt == "parquet":
         return _load_parquet(path, text_name, label_name)
-    text = _decode(path)
     if fmt == "jsonl":
-        return _parse_jsonl(path, text, text_col=text_name, label_col=label_name)
-    return _load_delimited(path, text, fmt, text_name, label_name, header)
+        return _parse_jsonl(path, _decode(path), text_col=text_name, label_col=label_name)
+    try:
+        return _load_delimited(path, fmt, text_name, label_name, header)
+    except UnicodeDecodeError:
+        _decode(path)  # raises, naming the line of the first bad byte
+        raise
 
 
 def load_hf(
@@ -205,18 +211,20 @@ def _decode(path: Path) -> str:
         ) from None
 
 
-def _load_delimited(
-    path: Path, text: str, fmt: str, text_col: str, label_col: str, header: bool
-) -> Rows:
-    if fmt == "csv":
-        reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    else:
-        reader = csv.reader(
-            io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE, strict=True
-        )
+def _load_delimited(path: Path, fmt: str, text_col: str, label_col: str, header: bool) -> Rows:
+    # Streamed, not read whole: a large file costs its rows, not three copies of its text.
+    with path.open(encoding="utf-8-sig", newline="") as stream:
+        if fmt == "csv":
+            reader = csv.reader(stream, strict=True)
+        else:
+            reader = csv.reader(stream, delimiter="\t", quoting=csv.QUOTE_NONE, strict=True)
+        return _read_delimited(path, reader, text_col, label_col, header)
+
+
+def _read_delimited(path: Path, reader: Any, text_col: str, label_col: str, header: bool) -> Rows:
     # Filled once the header is read, so a quoting error can name its column.
     columns: list[str] = []
-    records = _records(reader, path, text, columns)
+    records = _records(reader, path, columns)
     first = next(records, None)
     if first is None:
         raise DataValidationError("no rows: the file is empty", path=path)
@@ -237,6 +245,15 @@ def _load_delimited(
                 line=header_line,
                 column=column,
             )
+        if columns.count(column) > 1:
+            where = [str(i + 1) for i, name in enumerate(columns) if name == column]
+            raise DataValidationError(
+                f"the header names this column {len(where)} times (fields {', '.join(where)}); "
+                "rename or drop the extra ones",
+                path=path,
+                line=header_line,
+                column=column,
+            )
         positions[column] = columns.index(column)
     width = len(columns)
     texts: list[str] = []
@@ -250,7 +267,8 @@ def _load_delimited(
             missing = columns[len(record)] if len(record) < width else None
             raise DataValidationError(problem, path=path, line=start, column=missing)
         texts.append(record[positions[text_col]])
-        labels.append(record[positions[label_col]])
+        # Interned: a label repeats on every row of its class.
+        labels.append(sys.intern(record[positions[label_col]]))
         lines.append(start)
     if not lines:
         raise DataValidationError("no rows after the header", path=path)
@@ -259,9 +277,7 @@ def _load_delimited(
     )
 
 
-def _records(
-    reader: Any, path: Path, text: str, columns: list[str]
-) -> Iterator[tuple[int, int, list[str]]]:
+def _records(reader: Any, path: Path, columns: list[str]) -> Iterator[tuple[int, int, list[str]]]:
     """Yield (first line, last line, fields) of each non-blank record."""
     while True:
         start = reader.line_num + 1
@@ -271,7 +287,7 @@ def _records(
             return
         except csv.Error as exc:
             problem = f"malformed record starting on this line: {exc}"
-            line = text.split("\n", start)[start - 1]
+            line = _physical_line(path, start)
             field = _quoted_field(line, reader.dialect.delimiter)
             column = None
             if field is not None:
@@ -280,6 +296,15 @@ def _records(
             raise DataValidationError(problem, path=path, line=start, column=column) from None
         if record:
             yield start, reader.line_num, record
+
+
+def _physical_line(path: Path, number: int) -> str:
+    """Line ``number`` (1-based) of ``path``, read again for an error message."""
+    with path.open(encoding="utf-8-sig", errors="replace", newline="") as stream:
+        for current, line in enumerate(stream, start=1):
+            if current == number:
+                return line.rstrip("\r\n")
+    return ""
 
 
 def _quoted_field(line: str, delimiter: str) -> int | None:
@@ -320,6 +345,13 @@ def _load_parquet(path: Path, text_col: str, label_col: str) -> Rows:
         if column not in table.column_names:
             raise DataValidationError(
                 f"missing column; the file has columns {_names(table.column_names)}",
+                path=path,
+                line=1,
+                column=column,
+            )
+        if table.column_names.count(column) > 1:
+            raise DataValidationError(
+                f"the file has {table.column_names.count(column)} columns of this name",
                 path=path,
                 line=1,
                 column=column,

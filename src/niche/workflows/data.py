@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from niche.data import DatasetVersion, Rows, curate, load_file, resolve_dataset
+from niche.data import DatasetVersion, Rows, check_usable, curate, load_file, resolve_dataset
 from niche.errors import DatasetNotFoundError, NotFoundError, ValidationError
 from niche.progress import NO_PROGRESS, Progress
 from niche.settings import Settings
@@ -35,6 +35,7 @@ __all__ = [
     "LoadedData",
     "curate_data",
     "inspect_data",
+    "is_registered",
     "load_data",
     "open_dataset",
     "save_dataset",
@@ -80,11 +81,15 @@ class LoadedData:
 
 @dataclass(frozen=True)
 class CuratedData:
-    """A curated dataset version, its registry record (where its files are), and its source."""
+    """A curated dataset version, its registry record (where its files are), and its source.
+
+    ``already`` is true when the same content was registered before (nothing was written).
+    """
 
     version: DatasetVersion
     record: DatasetRecord
     loaded: LoadedData
+    already: bool = False
 
     @property
     def uri(self) -> str | None:
@@ -98,14 +103,27 @@ class CuratedData:
 
         return local_dir(self.record.uri)
 
+    @property
+    def task(self) -> str:
+        """The task ``niche train`` registers a model of this data under by default.
+
+        >>> curate_data(DataSpec(dataset="clinc150/banking")).task
+        'clinc150.banking'
+        """
+        from niche.workflows.train import task_name_for
+
+        return task_name_for(self.loaded.name)
+
     def to_dict(self) -> dict[str, Any]:
         """What ``niche data curate --json`` prints."""
         path = self.path
         return {
             "fingerprint": self.version.fingerprint,
+            "task": self.task,
             "source": self.version.source,
             "uri": self.uri,
             "path": str(path) if path is not None else None,
+            "already_registered": self.already,
             "curation": self.version.report.to_dict(),
         }
 
@@ -177,6 +195,10 @@ def curate_data(
 ) -> CuratedData:
     """Load and curate ``spec``'s rows, save the dataset version and register it.
 
+    Every check that can refuse the data (loading, curation, :func:`~niche.data.check_usable`)
+    runs before the registry is opened, so refused data writes nothing; the files and the row
+    are then written by one :meth:`~niche.registry.stores.datasets.DatasetStore.register`.
+
     >>> curate_data(DataSpec(data=Path("tickets.csv")), seed=0).version.fingerprint
     """
     # Checked before loading: a catalog download must not precede a refusal.
@@ -189,7 +211,7 @@ def curate_data(
             f"near_duplicate_threshold must be in (0, 1], got {near_duplicate_threshold}",
             param="near_duplicate_threshold",
         )
-    settings, registry = resolve(settings, registry)
+    settings = settings or Settings()
     seed = settings.get("NICHE_SEED") if seed is None else seed
     loaded = load_data(spec, settings, progress=progress)
     with progress.task("curating", total=None):
@@ -201,8 +223,30 @@ def curate_data(
             near_duplicate_threshold=near_duplicate_threshold,
             source=loaded.source,
         )
+    check_usable(version)
+    settings, registry = resolve(settings, registry)
+    already = is_registered(version.fingerprint, registry)
+    if already:
+        note = (
+            f"dataset version {version.fingerprint[:16]} already exists (same content); reusing it"
+        )
+        with progress.task(note, total=None):
+            pass
     record = save_dataset(version, settings, registry=registry)
-    return CuratedData(version=version, record=record, loaded=loaded)
+    return CuratedData(version=version, record=record, loaded=loaded, already=already)
+
+
+def is_registered(fingerprint: str, registry: Registry) -> bool:
+    """Whether the dataset version ``fingerprint`` is registered with its files.
+
+    >>> is_registered(version.fingerprint, registry)
+    False
+    """
+    try:
+        record = registry.datasets.get(fingerprint)
+    except DatasetNotFoundError:
+        return False
+    return record.uri is not None
 
 
 def save_dataset(

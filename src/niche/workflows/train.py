@@ -78,7 +78,10 @@ def train_and_register(
     an unknown one is refused listing them). ``task`` defaults to a name derived from the
     dataset's source, created when missing (with ``label_descriptions`` for its zero-shot
     general model). ``fraction`` trains on that share of each label's rows (a deliberately
-    weak baseline).
+    weak baseline). The specialist is fitted before anything is written, so data it refuses
+    leaves no dataset version or task behind. A model version of ``task`` already trained
+    from the same dataset version is said on ``progress``, and so is training that gives an
+    existing version's very bytes (that version is returned; nothing new is registered).
 
     >>> train_and_register(version, task="tickets", fraction=0.05).version
     2
@@ -90,14 +93,12 @@ def train_and_register(
         raise ValidationError(f"fraction must be in (0, 1], got {fraction}", param="fraction")
     get_kind(kind)  # an unknown kind is refused before any work
     settings, registry = resolve(settings, registry)
-    if isinstance(dataset, str):
-        version = open_dataset(dataset, settings, registry=registry)
-    else:
-        version = dataset
-        save_dataset(version, settings, registry=registry)
+    version = (
+        open_dataset(dataset, settings, registry=registry) if isinstance(dataset, str) else dataset
+    )
     seed = settings.get("NICHE_SEED") if seed is None else seed
     task = task or task_name_for(_source_name(version.source))
-    ensure_task_for(version, task, registry, label_descriptions=label_descriptions)
+    earlier = _trained_from(version, task, kind, registry, progress)
     encoder = encoder or default_encoder(settings)
     load = getattr(uncached_encoder(encoder), "load", None)
     if callable(load):
@@ -105,7 +106,47 @@ def train_and_register(
             load()
     context = FitContext(settings, encoder=encoder, seed=seed, progress=progress)
     trained = train(version, kind, context, fraction=fraction)
-    return register_trained(trained, task, settings, registry=registry)
+    if not isinstance(dataset, str):
+        save_dataset(version, settings, registry=registry)
+    ensure_task_for(version, task, registry, label_descriptions=label_descriptions)
+    record = register_trained(trained, task, settings, registry=registry)
+    if record.version in earlier:
+        _say(
+            progress,
+            f"{task} v{record.version} already exists: this data gives the same model, "
+            "byte for byte; nothing new registered",
+        )
+    return record
+
+
+def _trained_from(
+    version: DatasetVersion, task: str, kind: str, registry: Registry, progress: Progress
+) -> list[int]:
+    """The versions of ``task`` of this kind already trained on ``version``, said if any."""
+    from niche.errors import TaskNotFoundError
+
+    try:
+        earlier = [
+            record.version
+            for record in registry.models.all(task)
+            if record.dataset_fingerprint == version.fingerprint and record.kind == kind
+        ]
+    except TaskNotFoundError:
+        return []
+    if earlier:
+        versions = ", ".join(f"v{v}" for v in earlier)
+        _say(
+            progress,
+            f"{task} {versions} already trained ({kind}) from dataset version "
+            f"{version.fingerprint[:16]}; training again",
+        )
+    return earlier
+
+
+def _say(progress: Progress, note: str) -> None:
+    # A finished step is how a workflow tells the CLI something without printing itself.
+    with progress.task(note, total=None):
+        pass
 
 
 def _source_name(source: str) -> str:

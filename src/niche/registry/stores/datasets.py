@@ -10,6 +10,8 @@ one laptop. Versions registered before that (a local path in ``uri``) still load
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 import re
 import tempfile
@@ -38,6 +40,18 @@ _HEX_PREFIX = re.compile(r"^[0-9a-f]{6,64}$")
 MIN_PREFIX: Final = 6
 """The fewest hex digits of a fingerprint that name a dataset version."""
 _SUBJECT_CHARS = 12
+
+
+def _digest_of(directory: Path) -> str:
+    """The artifact digest ``put_dir(directory)`` will give, computed without storing."""
+    from niche.registry.artifacts import content_digest
+
+    return content_digest(
+        {
+            entry.name: hashlib.sha256(entry.read_bytes()).hexdigest()
+            for entry in directory.iterdir()
+        }
+    )
 
 
 def dataset_record(row: DatasetVersionRow) -> DatasetRecord:
@@ -131,21 +145,31 @@ class DatasetStore(Store):
             if stored is not None and stored.artifact_digest is not None:
                 return dataset_record(stored)
         now = self.database.now()
-        # Files first: a crash before the commit leaves an unreferenced artifact (gc removes
-        # it), never a row naming files that are not there.
+        # Files first, then the row and its event in one transaction: never a row naming files
+        # that are not there. Files this call stored are removed again when the transaction
+        # does not commit (an error, Ctrl-C), so an interrupted registration leaves nothing.
         with tempfile.TemporaryDirectory(prefix="niche-dataset-") as scratch:
             directory = version.save(Path(scratch) / "dataset", created_at=now)
+            fresh = not self.artifacts.exists(_digest_of(directory))
             artifact = self.artifacts.put_dir(directory)
-        values = self._values(version, now) | {
-            "uri": artifact.uri,
-            "artifact_digest": artifact.digest,
-        }
+        try:
+            return self._insert(version, now, who, artifact.digest, artifact.uri)
+        except BaseException:
+            if fresh:
+                with contextlib.suppress(NotFoundError):
+                    self.artifacts.delete(artifact.digest)
+            raise
+
+    def _insert(
+        self, version: DatasetVersion, now: datetime, who: str, digest: str, uri: str
+    ) -> DatasetRecord:
+        values = self._values(version, now) | {"uri": uri, "artifact_digest": digest}
         detail = {
             "fingerprint": version.fingerprint,
             "source": version.source,
             "splits": values["splits"],
-            "artifact_digest": artifact.digest,
-            "uri": artifact.uri,
+            "artifact_digest": digest,
+            "uri": uri,
         }
         with self.database.session(write=True) as session:
             inserted = insert_ignoring_conflict(session, DatasetVersionRow, values, "fingerprint")
@@ -153,8 +177,8 @@ class DatasetStore(Store):
             if inserted:
                 self._event(session, now, who, "dataset.registered", row, detail)
             elif row.artifact_digest is None:
-                row.artifact_digest = artifact.digest
-                row.uri = artifact.uri
+                row.artifact_digest = digest
+                row.uri = uri
                 self._event(session, now, who, "dataset.files_added", row, detail)
                 session.flush()
             return dataset_record(row)
