@@ -24,6 +24,7 @@ from niche.cli.output import (
     RichProgress,
     cascade_table,
     comparison_table,
+    make_console,
     pretty,
     print_json,
     print_lineage,
@@ -105,7 +106,6 @@ def evaluate_command(
     A task whose general model is an OpenAI-compatible endpoint is compared with that
     endpoint's answers (cost from its tokens at the task's prices); otherwise with zero-shot.
     """
-    from rich.console import Console
 
     from niche.workflows import evaluate_registered
 
@@ -124,7 +124,7 @@ def evaluate_command(
     if json_out:
         print_json(payload)
         return
-    console = Console()
+    console = make_console()
     console.print(comparison_table(payload, title=f"{report.split} split, {report.rows} rows"))
     console.print(cascade_table(payload["cascade"]))
 
