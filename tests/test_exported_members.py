@@ -27,6 +27,7 @@ import niche
 # Each public package or module, with the exact names it exports where those are pinned.
 PUBLIC: dict[str, frozenset[str] | None] = {
     "niche": None,
+    "niche.cachefile": frozenset({"CacheFile"}),
     "niche.data": None,
     "niche.encoders": None,
     "niche.errors": None,

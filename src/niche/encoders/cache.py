@@ -14,20 +14,16 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sqlite3
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from niche.cachefile import CacheFile
 from niche.encoders.base import Encoder, ProgressCallback, check_texts
 from niche.errors import EncoderError
 
 __all__ = ["CachedEncoder", "EmbeddingCache"]
-
-# Well under SQLite's host-parameter limit (999 on old builds, 32766 since 3.32).
-_CHUNK = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
@@ -59,34 +55,12 @@ class EmbeddingCache:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = None
-        self._pid: int | None = None
+        self._file = CacheFile(
+            self.path, schema=_SCHEMA, what="embedding cache", error=EncoderError
+        )
 
     def __repr__(self) -> str:
         return f"EmbeddingCache({str(self.path)!r})"
-
-    def _connect(self, *, create: bool) -> sqlite3.Connection | None:
-        # A connection must not cross fork(): a child opens its own.
-        if self._connection is not None and self._pid == os.getpid():
-            return self._connection
-        if not create and not self.path.exists():
-            return None
-        if create:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            connection = sqlite3.connect(
-                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            connection.execute("PRAGMA journal_mode=WAL")
-            # With WAL, NORMAL loses at most the last commits on power loss, never consistency.
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute(_SCHEMA)
-        except sqlite3.Error as exc:
-            raise EncoderError(f"{self.path}: cannot open the embedding cache: {exc}") from exc
-        self._connection = connection
-        self._pid = os.getpid()
-        return connection
 
     def get_many(self, encoder_id: str, texts: Sequence[str]) -> list[np.ndarray | None]:
         """The cached vector of each text under ``encoder_id``, or ``None`` where absent.
@@ -97,31 +71,19 @@ class EmbeddingCache:
         """
         check_texts(texts)
         found: list[np.ndarray | None] = [None] * len(texts)
-        if not texts:
-            return found
-        with self._lock:
-            connection = self._connect(create=False)
-            if connection is None:
-                return found
-            positions: dict[bytes, list[int]] = {}
-            for i, text in enumerate(texts):
-                positions.setdefault(_digest(text), []).append(i)
-            keys = list(positions)
-            try:
-                for start in range(0, len(keys), _CHUNK):
-                    chunk = keys[start : start + _CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    rows = connection.execute(
-                        "SELECT text_sha256, vector FROM embeddings "
-                        f"WHERE encoder_id = ? AND text_sha256 IN ({marks})",
-                        [encoder_id, *chunk],
-                    ).fetchall()
-                    for key, blob in rows:
-                        vector = np.frombuffer(blob, dtype=np.float32)
-                        for i in positions[key]:
-                            found[i] = vector
-            except sqlite3.Error as exc:
-                raise EncoderError(f"{self.path}: cannot read the embedding cache: {exc}") from exc
+        positions: dict[bytes, list[int]] = {}
+        for i, text in enumerate(texts):
+            positions.setdefault(_digest(text), []).append(i)
+        rows = self._file.select(
+            "SELECT text_sha256, vector FROM embeddings "
+            "WHERE encoder_id = ? AND text_sha256 IN ({marks})",
+            list(positions),
+            params=[encoder_id],
+        )
+        for key, blob in rows:
+            vector = np.frombuffer(blob, dtype=np.float32)
+            for i in positions[key]:
+                found[i] = vector
         return found
 
     def put_many(self, encoder_id: str, texts: Sequence[str], vectors: np.ndarray) -> None:
@@ -135,42 +97,18 @@ class EmbeddingCache:
             raise ValueError(
                 f"vectors has shape {matrix.shape}; expected ({len(texts)}, dim), one row per text"
             )
-        if not texts:
-            return
         rows = [(encoder_id, _digest(text), matrix[i].tobytes()) for i, text in enumerate(texts)]
-        with self._lock:
-            connection = self._connect(create=True)
-            if connection is None:  # pragma: no cover - create=True always connects
-                raise EncoderError(f"{self.path}: cannot open the embedding cache")
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    connection.executemany(
-                        "INSERT OR REPLACE INTO embeddings (encoder_id, text_sha256, vector) "
-                        "VALUES (?, ?, ?)",
-                        rows,
-                    )
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
-                connection.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise EncoderError(f"{self.path}: cannot write the embedding cache: {exc}") from exc
+        self._file.write(
+            "INSERT OR REPLACE INTO embeddings (encoder_id, text_sha256, vector) VALUES (?, ?, ?)",
+            rows,
+        )
 
     def __len__(self) -> int:
-        with self._lock:
-            connection = self._connect(create=False)
-            if connection is None:
-                return 0
-            return int(connection.execute("SELECT count(*) FROM embeddings").fetchone()[0])
+        return self._file.count("embeddings")
 
     def close(self) -> None:
         """Close the connection; the cache reopens it when used again."""
-        with self._lock:
-            if self._connection is not None and self._pid == os.getpid():
-                self._connection.close()
-            self._connection = None
-            self._pid = None
+        self._file.close()
 
     def __enter__(self) -> EmbeddingCache:
         return self

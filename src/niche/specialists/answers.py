@@ -21,19 +21,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from niche.cachefile import CacheFile
 from niche.errors import ConfigurationError
 
 __all__ = ["Answer", "AnswerCache", "answer_key"]
-
-# Well under SQLite's host-parameter limit (999 on old builds).
-_CHUNK = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -80,9 +76,9 @@ class AnswerCache:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = None
-        self._pid: int | None = None
+        self._file = CacheFile(
+            self.path, schema=_SCHEMA, what="general model's answer cache", error=_cache_error
+        )
 
     def __repr__(self) -> str:
         return f"AnswerCache({str(self.path)!r})"
@@ -91,99 +87,36 @@ class AnswerCache:
         # A connection does not pickle; another process opens its own.
         return (type(self), (str(self.path),))
 
-    def _connect(self, *, create: bool) -> sqlite3.Connection | None:
-        # A connection must not cross fork(): a child opens its own.
-        if self._connection is not None and self._pid == os.getpid():
-            return self._connection
-        if not create and not self.path.exists():
-            return None
-        try:
-            if create:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(
-                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            connection.execute(_SCHEMA)
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigurationError(
-                f"{self.path}: cannot open the general model's answer cache: {exc}",
-                setting="NICHE_CACHE_DIR",
-            ) from exc
-        self._connection = connection
-        self._pid = os.getpid()
-        return connection
-
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, Answer]:
         """The cached answer of each key that has one (absent keys are left out)."""
-        found: dict[bytes, Answer] = {}
-        distinct = list(dict.fromkeys(keys))
-        if not distinct:
-            return found
-        with self._lock:
-            connection = self._connect(create=False)
-            if connection is None:
-                return found
-            try:
-                for start in range(0, len(distinct), _CHUNK):
-                    chunk = distinct[start : start + _CHUNK]
-                    marks = ",".join("?" * len(chunk))
-                    rows = connection.execute(
-                        "SELECT key, answer, input_tokens, output_tokens FROM answers "
-                        f"WHERE key IN ({marks})",
-                        chunk,
-                    ).fetchall()
-                    for key, text, input_tokens, output_tokens in rows:
-                        found[bytes(key)] = Answer(text, input_tokens, output_tokens)
-            except sqlite3.Error as exc:
-                raise ConfigurationError(
-                    f"{self.path}: cannot read the general model's answer cache: {exc}",
-                    setting="NICHE_CACHE_DIR",
-                ) from exc
-        return found
+        rows = self._file.select(
+            "SELECT key, answer, input_tokens, output_tokens FROM answers WHERE key IN ({marks})",
+            list(dict.fromkeys(keys)),
+        )
+        return {
+            bytes(key): Answer(text, input_tokens, output_tokens)
+            for key, text, input_tokens, output_tokens in rows
+        }
 
     def put_many(self, answers: Mapping[bytes, Answer]) -> None:
         """Store every answer under its key, in one transaction."""
-        if not answers:
-            return
         rows = [
             (key, answer.text, answer.input_tokens, answer.output_tokens)
             for key, answer in answers.items()
         ]
-        with self._lock:
-            connection = self._connect(create=True)
-            if connection is None:  # pragma: no cover - create=True always connects
-                raise ConfigurationError(f"{self.path}: cannot open the answer cache")
-            try:
-                connection.execute("BEGIN IMMEDIATE")
-                try:
-                    connection.executemany(
-                        "INSERT OR REPLACE INTO answers (key, answer, input_tokens, "
-                        "output_tokens) VALUES (?, ?, ?, ?)",
-                        rows,
-                    )
-                except BaseException:
-                    connection.execute("ROLLBACK")
-                    raise
-                connection.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise ConfigurationError(
-                    f"{self.path}: cannot write the general model's answer cache: {exc}",
-                    setting="NICHE_CACHE_DIR",
-                ) from exc
+        self._file.write(
+            "INSERT OR REPLACE INTO answers (key, answer, input_tokens, output_tokens) "
+            "VALUES (?, ?, ?, ?)",
+            rows,
+        )
 
     def __len__(self) -> int:
-        with self._lock:
-            connection = self._connect(create=False)
-            if connection is None:
-                return 0
-            return int(connection.execute("SELECT count(*) FROM answers").fetchone()[0])
+        return self._file.count("answers")
 
     def close(self) -> None:
         """Close the connection; the cache reopens it when used again."""
-        with self._lock:
-            if self._connection is not None and self._pid == os.getpid():
-                self._connection.close()
-            self._connection = None
-            self._pid = None
+        self._file.close()
+
+
+def _cache_error(message: str) -> ConfigurationError:
+    return ConfigurationError(message, setting="NICHE_CACHE_DIR")
