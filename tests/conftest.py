@@ -67,3 +67,28 @@ def registry(database_url: str):
 
     with Registry(database_url, clock=StepClock()) as registry:
         yield registry
+
+
+# -- the gateway's tests: a trained portfolio and the encoder the gateway builds -----------
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, encoder, datasets_dir: Path) -> list[Path]:
+    """Specialists trained on slices of the catalog datasets, once per test module."""
+    from tests.gateway_support import train_specialists
+
+    return train_specialists(tmp_path_factory.mktemp("specialists"), encoder, datasets_dir)
+
+
+@pytest.fixture(scope="module")
+def serving_encoder(encoder_cache_dir: Path):
+    """The encoder the gateway builds for itself (no embedding cache), loaded once per module."""
+    from niche.encoders.defaults import default_encoder
+    from niche.settings import Settings
+
+    return default_encoder(Settings(cache_dir=str(encoder_cache_dir)), cache=False)

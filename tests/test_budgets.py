@@ -25,16 +25,10 @@ from tests.gateway_support import (
     TASK,
     in_process,
     register_portfolio,
-    train_specialists,
     until,
 )
 
 pytestmark = [pytest.mark.anyio]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 # -- the store: one transaction per reservation, on both backends -------------------------
@@ -131,18 +125,6 @@ def test_a_pass_through_requests_worst_case_is_its_bytes_and_its_output_bound(tm
 
 
 # -- the gateway: 50 concurrent cascaded requests on a key worth two -----------------------
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, encoder, datasets_dir) -> list[Path]:
-    return train_specialists(tmp_path_factory.mktemp("specialists"), encoder, datasets_dir)
-
-
-@pytest.fixture(scope="module")
-def serving_encoder(encoder_cache_dir: Path) -> Any:
-    from niche.encoders.defaults import default_encoder
-
-    return default_encoder(Settings(cache_dir=str(encoder_cache_dir)), cache=False)
 
 
 @pytest.mark.slow

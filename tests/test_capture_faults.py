@@ -37,7 +37,6 @@ from tests.gateway_support import (
     TASK,
     in_process,
     register_portfolio,
-    train_specialists,
     until,
 )
 
@@ -53,18 +52,6 @@ REDACTOR = (
     f"        return dataclasses.replace(record, input_tokens={TOO_BIG})\n"
     "    return record\n"
 )
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, encoder, datasets_dir) -> list[Path]:
-    return train_specialists(tmp_path_factory.mktemp("specialists"), encoder, datasets_dir)
-
-
-@pytest.fixture(scope="module")
-def serving_encoder(encoder_cache_dir: Path) -> Any:
-    from niche.encoders.defaults import default_encoder
-
-    return default_encoder(Settings(cache_dir=str(encoder_cache_dir)), cache=False)
 
 
 @pytest.fixture
@@ -92,11 +79,6 @@ def _metric(body: bytes, name: str) -> float:
         if line.startswith(name + " ") or line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.mark.slow

@@ -33,29 +33,10 @@ from tests.gateway_support import (
     in_process,
     register_portfolio,
     sdk,
-    train_specialists,
     until,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, encoder, datasets_dir) -> list[Path]:
-    return train_specialists(tmp_path_factory.mktemp("specialists"), encoder, datasets_dir)
-
-
-@pytest.fixture(scope="module")
-def serving_encoder(encoder_cache_dir: Path) -> Any:
-    """The encoder the gateway builds for itself (no embedding cache), loaded once."""
-    from niche.encoders.defaults import default_encoder
-
-    return default_encoder(Settings(cache_dir=str(encoder_cache_dir)), cache=False)
 
 
 @pytest.fixture

@@ -34,11 +34,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 TASK = "sms_spam"
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class FakeGeneralModelAPI:
     """A test double of the general model's OpenAI-compatible API: a real aiohttp server in a
     thread. ``paths`` holds the raw path of every request it received; chat completions are

@@ -42,16 +42,10 @@ from tests.gateway_support import (
     register_portfolio,
     running,
     sdk,
-    train_specialists,
     until,
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 class Clock:
@@ -197,18 +191,6 @@ def test_a_trial_that_never_ends_loses_its_slot_after_reset_s():
 
 
 # -- the gateway in front of the fake ----------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, encoder, datasets_dir) -> list[Path]:
-    return train_specialists(tmp_path_factory.mktemp("specialists"), encoder, datasets_dir)
-
-
-@pytest.fixture(scope="module")
-def serving_encoder(encoder_cache_dir: Path) -> Any:
-    from niche.encoders.defaults import default_encoder
-
-    return default_encoder(Settings(cache_dir=str(encoder_cache_dir)), cache=False)
 
 
 @pytest.fixture

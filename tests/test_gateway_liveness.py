@@ -39,11 +39,6 @@ from tests.fake_vendor import free_port
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 def _good(texts: Sequence[str]) -> Predictions:
     return Predictions(labels=["ham"] * len(texts), confidences=np.full(len(texts), 0.75))
 

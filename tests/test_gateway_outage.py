@@ -27,7 +27,6 @@ from tests.gateway_support import (
     TASK,
     in_process,
     register_portfolio,
-    train_specialists,
     until,
 )
 from tests.postgres import _admin_dsn, _bindir, _Cluster, _run
@@ -36,23 +35,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 OUTAGE_S = 5.0
 DB_NAME = "outage_db"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, encoder, datasets_dir) -> list[Path]:
-    return train_specialists(tmp_path_factory.mktemp("specialists"), encoder, datasets_dir)
-
-
-@pytest.fixture(scope="module")
-def serving_encoder(encoder_cache_dir: Path) -> Any:
-    from niche.encoders.defaults import default_encoder
-
-    return default_encoder(Settings(cache_dir=str(encoder_cache_dir)), cache=False)
 
 
 @dataclass

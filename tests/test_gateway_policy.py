@@ -30,11 +30,6 @@ pytestmark = pytest.mark.anyio
 CPU_HOUR_USD = 0.036  # 1e-5 USD per CPU-second
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 class FakeHandle:
     """A specialist handle answering ``label`` with ``confidence`` (or raising ``error``)."""
 

@@ -345,27 +345,6 @@ def test_two_promotions_of_one_alias_at_once_one_wins_the_other_conflicts(
 # -- the admin route -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory, encoder: Any, datasets_dir: Path) -> Any:
-    from tests.gateway_support import train_specialists
-
-    return train_specialists(tmp_path_factory.mktemp("specialists"), encoder, datasets_dir)
-
-
-@pytest.fixture(scope="module")
-def serving_encoder(encoder_cache_dir: Path) -> Any:
-    """The encoder the gateway builds for itself (no embedding cache)."""
-    from niche.encoders.defaults import default_encoder
-    from niche.settings import Settings
-
-    return default_encoder(Settings(cache_dir=str(encoder_cache_dir)), cache=False)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @pytest.mark.slow
 @pytest.mark.anyio
 async def test_the_admin_route_moves_guarded_aliases_only_on_a_current_passed_gate(
