@@ -30,13 +30,19 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.threaded_server import ThreadedServer
+
 ERROR_BODY = {"error": {"message": "the model crashed", "type": "server_error", "code": "boom"}}
 
 
-class NeverEndingGeneralModel:
+class NeverEndingGeneralModel(ThreadedServer):
     """``base_url`` is ``http://127.0.0.1:<port>/v1``; ``requests`` holds the bodies received."""
 
+    what = "the fake general model"
+    shutdown_timeout_s = 0.5
+
     def __init__(self, *, label: str = "spam", refuse_json_schema: bool = False) -> None:
+        super().__init__()
         self.label = label
         self.refuse_json_schema = refuse_json_schema
         self.fail_status: int | None = None
@@ -45,23 +51,10 @@ class NeverEndingGeneralModel:
         self.requests: list[dict[str, Any]] = []
         self.streams_closed = 0  # streams whose client closed the connection mid-way
         self._closed = threading.Event()
-        self.base_url = ""
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def __enter__(self) -> NeverEndingGeneralModel:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the fake general model did not start")
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
 
     def fail(self, status: int, when: Callable[[dict[str, Any]], bool] | None = None) -> None:
         self.fail_status = status
@@ -81,18 +74,9 @@ class NeverEndingGeneralModel:
             await self._runner.shutdown()
             await self._runner.cleanup()
 
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
-        self._ready.set()
-        self._loop.run_forever()
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()

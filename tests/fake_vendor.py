@@ -23,6 +23,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.threaded_server import ThreadedServer
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -30,10 +32,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class FakeVendorAPI:
+class FakeVendorAPI(ThreadedServer):
     """``base_url`` is ``http://127.0.0.1:<port>/v1``; ``requests`` holds the bodies received."""
 
+    what = "the fake vendor API"
+
     def __init__(self, answer: Callable[[str], str] = lambda prompt: "spam") -> None:
+        super().__init__()
         self.answer = answer
         self.delay_s = 0.0
         self.fail_status: int | None = None
@@ -44,24 +49,10 @@ class FakeVendorAPI:
         self._gate: asyncio.Event | None = None  # set: answer; None: not holding
         self._stream_gate: asyncio.Event | None = None
         self.chunks_sent = 0  # SSE chunks written, over all streams
-        self.port = 0  # bound at start: the kernel picks a free port
-        self.base_url = ""
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def __enter__(self) -> FakeVendorAPI:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the fake vendor API did not start")
+        super().__enter__()
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        asyncio.run_coroutine_threadsafe(self._stop(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
 
     def hold(self) -> None:
         """Make chat completions wait until :meth:`release` (those arriving from now on)."""
@@ -100,22 +91,11 @@ class FakeVendorAPI:
 
     async def _stop(self) -> None:
         self.release()  # a held request must not keep the server from stopping
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await super()._stop()
 
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
-        self._runner = web.AppRunner(app)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = self._runner.addresses[0][1]
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-        self._ready.set()
-        self._loop.run_forever()
 
     async def _embeddings(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -183,8 +163,10 @@ class FakeVendorAPI:
                     }
                 ],
             }
-            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            # Counted before it is written: a client may read the chunk before this
+            # coroutine resumes after the write.
             self.chunks_sent += 1
+            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
             if i == 0 and self._stream_gate is not None:
                 await self._stream_gate.wait()
             await asyncio.sleep(0.01)

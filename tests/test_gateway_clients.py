@@ -28,51 +28,32 @@ from niche.gateway.server import uvicorn_options
 from niche.settings import Settings
 from niche.specialists.base import Predictions
 from tests.gateway_support import in_process, register_portfolio, running, until
+from tests.threaded_server import ThreadedServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 TASK = "sms_spam"
 
 
-class FakeGeneralModelAPI:
+class FakeGeneralModelAPI(ThreadedServer):
     """A test double of the general model's OpenAI-compatible API: a real aiohttp server in a
     thread. ``paths`` holds the raw path of every request it received; chat completions are
     answered "spam" after ``delay_s``, and ``max_inflight`` is the most it held at once."""
 
+    what = "the fake general model API"
+
     def __init__(self, delay_s: float = 0.0) -> None:
+        super().__init__()
         self.delay_s = delay_s
         self.paths: list[str] = []
         self.inflight = self.max_inflight = 0
-        self.base_url = ""
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._runner: web.AppRunner | None = None
-        self._thread = threading.Thread(target=self._serve, daemon=True)
 
     def __enter__(self) -> FakeGeneralModelAPI:
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the fake general model API did not start")
+        super().__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._runner is not None:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
-
-    def _serve(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_route("*", "/{tail:.*}", self._any)
-        self._runner = web.AppRunner(app)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1"
-        self._ready.set()
-        self._loop.run_forever()
 
     async def _any(self, request: web.Request) -> web.Response:
         self.paths.append(request.raw_path)
