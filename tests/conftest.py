@@ -92,3 +92,47 @@ def serving_encoder(encoder_cache_dir: Path):
     from niche.settings import Settings
 
     return default_encoder(Settings(cache_dir=str(encoder_cache_dir)), cache=False)
+
+
+# -- small registries and files several test modules share ------------------------------------
+
+FOUR_INTENTS = ("card_arrival", "exchange_rate", "pin_blocked", "top_up_failed")
+
+
+@pytest.fixture
+def four_intents(tmp_path: Path, datasets_dir: Path) -> Path:
+    """40 rows of each of 4 BANKING77 intents (:data:`FOUR_INTENTS`), as a CSV with the
+    default column names."""
+    import csv
+
+    taken = dict.fromkeys(FOUR_INTENTS, 0)
+    path = tmp_path / "intents.csv"
+    with (
+        open(datasets_dir / "banking77" / "train.csv", newline="", encoding="utf-8") as src,
+        open(path, "w", newline="", encoding="utf-8") as dst,
+    ):
+        writer = csv.writer(dst)
+        writer.writerow(["text", "label"])
+        for row in csv.DictReader(src):
+            if taken.get(row["category"], 40) < 40:
+                taken[row["category"]] += 1
+                writer.writerow([row["text"], row["category"]])
+    return path
+
+
+@pytest.fixture
+def tickets(registry):
+    """A task named ``tickets`` with three model versions and no alias yet."""
+    from niche.registry.tasks import TaskSpec
+
+    registry.tasks.create(TaskSpec(name="tickets", labels=["billing", "outage"]))
+    for i in range(3):
+        registry.models.register(
+            "tickets",
+            kind="text",
+            artifact_digest=f"{i}" * 64,
+            artifact_uri=f"file:///artifacts/{i}",
+            dataset_fingerprint="f" * 64,
+            lineage={},
+        )
+    return registry

@@ -9,7 +9,6 @@ SQLite and PostgreSQL, the answer cache on disk.
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -196,24 +195,6 @@ def test_an_unset_key_variable_is_named_before_any_call_fake_general_model(monke
 
 
 # -- evaluation and the gate -----------------------------------------------------------------
-
-
-@pytest.fixture
-def four_intents(tmp_path: Path, datasets_dir: Path) -> Path:
-    """40 rows of each of 4 BANKING77 intents, as a CSV with the default column names."""
-    taken = dict.fromkeys(LABELS, 0)
-    path = tmp_path / "intents.csv"
-    with (
-        open(datasets_dir / "banking77" / "train.csv", newline="", encoding="utf-8") as src,
-        open(path, "w", newline="", encoding="utf-8") as dst,
-    ):
-        writer = csv.writer(dst)
-        writer.writerow(["text", "label"])
-        for row in csv.DictReader(src):
-            if taken.get(row["category"], 40) < 40:
-                taken[row["category"]] += 1
-                writer.writerow([row["text"], row["category"]])
-    return path
 
 
 def endpoint_task(

@@ -34,22 +34,6 @@ CHECKS = [
 PASSED = GateResult(passed=True, checks=CHECKS)
 
 
-@pytest.fixture
-def tickets(registry: Registry) -> Registry:
-    """A task with three model versions and no alias yet."""
-    registry.tasks.create(TaskSpec(name=TASK, labels=["billing", "outage"]))
-    for i in range(3):
-        registry.models.register(
-            TASK,
-            kind="text",
-            artifact_digest=f"{i}" * 64,
-            artifact_uri=f"file:///artifacts/{i}",
-            dataset_fingerprint="f" * 64,
-            lineage={},
-        )
-    return registry
-
-
 def _current(registry: Registry) -> str:
     return gate_fingerprint(registry.tasks.get(TASK).spec)
 

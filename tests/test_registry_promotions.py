@@ -31,22 +31,6 @@ FAILED = GateResult(
 )
 
 
-@pytest.fixture
-def tickets(registry: Registry) -> Registry:
-    """A task with three model versions and no alias yet."""
-    registry.tasks.create(TaskSpec(name=TASK, labels=["billing", "outage"]))
-    for i in range(3):
-        registry.models.register(
-            TASK,
-            kind="text",
-            artifact_digest=f"{i}" * 64,
-            artifact_uri=f"file:///artifacts/{i}",
-            dataset_fingerprint="f" * 64,
-            lineage={},
-        )
-    return registry
-
-
 def _actions(registry: Registry) -> list[str]:
     setup = ("task.created", "model.registered")
     return [e.action for e in registry.audit.events(TASK) if e.action not in setup]

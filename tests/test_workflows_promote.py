@@ -3,10 +3,8 @@ encoder on a small slice of BANKING77 and a real registry."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
@@ -23,24 +21,6 @@ from niche.workflows import (
 )
 
 LABELS = ("card_arrival", "exchange_rate", "pin_blocked", "top_up_failed")
-
-
-@pytest.fixture
-def four_intents(tmp_path: Path, datasets_dir: Path) -> Path:
-    """40 rows of each of 4 BANKING77 intents, as a CSV with the default column names."""
-    taken = dict.fromkeys(LABELS, 0)
-    path = tmp_path / "intents.csv"
-    with (
-        open(datasets_dir / "banking77" / "train.csv", newline="", encoding="utf-8") as src,
-        open(path, "w", newline="", encoding="utf-8") as dst,
-    ):
-        writer = csv.writer(dst)
-        writer.writerow(["text", "label"])
-        for row in csv.DictReader(src):
-            if taken.get(row["category"], 40) < 40:
-                taken[row["category"]] += 1
-                writer.writerow([row["text"], row["category"]])
-    return path
 
 
 @pytest.mark.slow
