@@ -69,7 +69,7 @@ from niche.specialists.prompting import (
     reply_content,
     reply_usage,
 )
-from niche.specialists.saving import read_config, staged_directory, write_config
+from niche.specialists.saving import read_config, save_config
 
 __all__ = ["UNMAPPED", "RemoteKind", "RemotePredictor", "answer_cache"]
 
@@ -360,10 +360,7 @@ class RemotePredictor:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` into ``directory`` atomically."""
-        target = Path(directory)
-        with staged_directory(target) as staging:
-            write_config(staging, self.config())
-        return target
+        return save_config(directory, self.config())
 
 
 def _total(tokens: Any) -> int | None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from niche.errors import ArtifactError
 
-__all__ = ["CONFIG_FILE", "read_config", "staged_directory", "write_config"]
+__all__ = ["CONFIG_FILE", "read_config", "save_config", "staged_directory", "write_config"]
 
 CONFIG_FILE = "config.json"
 
@@ -45,6 +45,15 @@ def staged_directory(directory: str | Path) -> Iterator[Path]:
 def write_config(directory: Path, config: dict[str, Any]) -> None:
     """``config`` as ``config.json`` in ``directory`` (indented, one trailing newline)."""
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+
+
+def save_config(directory: str | Path, config: dict[str, Any]) -> Path:
+    """Save a predictor whose whole artifact is ``config``: ``config.json`` in ``directory``,
+    written atomically (staged, then renamed). Returns ``directory``."""
+    target = Path(directory)
+    with staged_directory(target) as staging:
+        write_config(staging, config)
+    return target
 
 
 def read_config(directory: Path, *, kind: str, format_version: int) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from niche.specialists.base import (
     check_text_inputs,
 )
 from niche.specialists.context import Clock, FitContext, LoadContext
-from niche.specialists.saving import read_config, staged_directory, write_config
+from niche.specialists.saving import read_config, save_config
 from niche.specialists.text import softmax
 
 __all__ = ["ZeroShot", "ZeroShotKind", "humanise_label"]
@@ -131,10 +131,7 @@ class ZeroShot:
 
     def save(self, directory: str | Path) -> Path:
         """Write ``config.json`` into ``directory`` atomically."""
-        target = Path(directory)
-        with staged_directory(target) as staging:
-            write_config(staging, self.config())
-        return target
+        return save_config(directory, self.config())
 
     @classmethod
     def load(
