@@ -34,10 +34,10 @@ from niche.gateway.upstream import CircuitBreaker, Upstream
 from niche.registry.tasks import GeneralModelSpec
 from niche.specialists.base import Usage
 from niche.specialists.prompting import (
-    FORMAT_FALLBACK,
     chat_request,
     first_format,
     map_answer,
+    next_format,
     render_prompt,
     reply_content,
     reply_usage,
@@ -60,7 +60,6 @@ __all__ = [
 log = logging.getLogger("niche.gateway")
 
 # A refusal of the response format (OpenAI and vLLM say 400, llama.cpp's server 422).
-_FORMAT_REFUSED = frozenset({400, 422})
 
 
 @dataclass(frozen=True)
@@ -297,8 +296,8 @@ class GeneralClient:
             )
             # Its total timeout raises UpstreamTimeoutError (and counts against the breaker).
             reply = await upstream.complete(orjson.dumps(body), timeout_s=timeout_s, use=use)
-            fallback = FORMAT_FALLBACK.get(kind)
-            if reply.status in _FORMAT_REFUSED and auto and fallback is not None:
+            fallback = next_format(spec.response_format, kind, reply.status)
+            if fallback is not None:
                 log.warning(
                     "general model %s refused response_format %s (HTTP %d): asking with %s "
                     "from now on (set general.response_format to choose)",

@@ -36,6 +36,7 @@ __all__ = [
     "first_format",
     "label_schema",
     "map_answer",
+    "next_format",
     "render_prompt",
     "reply_content",
     "reply_usage",
@@ -81,6 +82,25 @@ def first_format(setting: str) -> str:
     'json_schema'
     """
     return "json_schema" if setting == "auto" else setting
+
+
+# How an endpoint refuses a format it does not take (llama.cpp: 422 for json_schema).
+_FORMAT_REFUSED = frozenset({400, 422})
+
+
+def next_format(setting: str, asked: str, status: int | None) -> str | None:
+    """The format to ask next after the endpoint answered ``status`` to ``asked``: a step down
+    (:data:`FORMAT_FALLBACK`) when ``setting`` is ``auto`` and ``status`` refused the format,
+    else None (no second try).
+
+    >>> next_format("auto", "json_schema", 422)
+    'json_object'
+    >>> next_format("json_schema", "json_schema", 422) is None
+    True
+    """
+    if setting != "auto" or status not in _FORMAT_REFUSED:
+        return None
+    return FORMAT_FALLBACK.get(asked)
 
 
 def label_schema(labels: Sequence[str]) -> dict[str, Any]:

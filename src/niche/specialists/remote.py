@@ -60,11 +60,11 @@ from niche.specialists.base import (
 )
 from niche.specialists.context import Clock, FitContext, LoadContext
 from niche.specialists.prompting import (
-    FORMAT_FALLBACK,
     RESPONSE_FORMATS,
     chat_request,
     first_format,
     map_answer,
+    next_format,
     render_prompt,
     reply_content,
     reply_usage,
@@ -288,12 +288,12 @@ class RemotePredictor:
             except UpstreamError as exc:
                 # An endpoint that refuses a constrained format (llama.cpp: 422 for
                 # json_schema) is asked the next one, once, under "auto".
-                refused = exc.status in (400, 422)
-                if not (refused and self.response_format == "auto" and asked in FORMAT_FALLBACK):
+                fallback = next_format(self.response_format, asked, exc.status)
+                if fallback is None:
                     raise
                 with self._counter_lock:
                     if self._format == asked:
-                        self._format = FORMAT_FALLBACK[asked]
+                        self._format = fallback
 
     async def _ask_once(self, session: aiohttp.ClientSession, text: str) -> Answer:
         body = orjson.dumps(self.request_body(text))

@@ -27,10 +27,10 @@ from niche.errors import ConfigurationError, UpstreamError, UpstreamTimeoutError
 from niche.registry.tasks import GeneralModelSpec, global_general_model
 from niche.settings import Settings
 from niche.specialists.prompting import (
-    FORMAT_FALLBACK,
     chat_request,
     first_format,
     map_answer,
+    next_format,
     render_prompt,
     reply_content,
     reply_usage,
@@ -46,7 +46,6 @@ PROBE_TEXT = "Hello! I would like to know where my card is: it has not arrived y
 """What the probe asks about when the caller gives no text."""
 PROBE_LABELS = ("question", "complaint", "greeting")
 """The labels of a probe of the gateway's own general model (no task to take them from)."""
-_FORMAT_REFUSED = frozenset({400, 422})
 
 
 @dataclass(frozen=True)
@@ -189,8 +188,8 @@ def check_general(
         status, payload = _post(url, body, headers, timeout_s, model)
         latency_ms = (clock() - started) * 1000.0
         formats.append((kind, status))
-        fallback = FORMAT_FALLBACK.get(kind)
-        if status in _FORMAT_REFUSED and spec.response_format == "auto" and fallback:
+        fallback = next_format(spec.response_format, kind, status)
+        if fallback is not None:
             kind = fallback
             continue
         break
