@@ -93,14 +93,33 @@ class Request:
                 f"request body of {int(declared)} bytes exceeds the limit of {self.max_body} "
                 "(NICHE_GATEWAY_MAX_BODY_BYTES)"
             )
+        if self.body_timeout_s is None:
+            self._body = await self._read()
+            return self._body
+        # A timer that cancels this task, not asyncio.timeout(): the same deadline at a third
+        # of the cost (asyncio.timeout was ~8 % of pass-through's event-loop time).
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always called from a task
+            raise RuntimeError("Request.body must be awaited in a task")
+        expired = False
+
+        def expire() -> None:
+            nonlocal expired
+            expired = True
+            task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self.body_timeout_s, expire)
         try:
-            async with asyncio.timeout(self.body_timeout_s):
-                self._body = await self._read()
-        except TimeoutError:
+            self._body = await self._read()
+        except asyncio.CancelledError:
+            if not expired or task.uncancel() > 0:
+                raise  # cancelled by someone else (too)
             raise RequestTimeoutError(
                 f"the request body was not sent within {self.body_timeout_s:g} s "
                 "(NICHE_GATEWAY_BODY_TIMEOUT_S)"
             ) from None
+        finally:
+            timer.cancel()
         return self._body
 
     async def _read(self) -> bytes:
