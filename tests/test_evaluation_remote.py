@@ -35,6 +35,7 @@ from niche.workflows import (
     curate_data,
     evaluate_model,
     evaluate_registered,
+    general_model_of,
     promote,
     train_and_register,
     zero_shot_baseline,
@@ -506,3 +507,21 @@ def test_the_gate_compares_the_candidate_with_a_sampled_general_model_on_its_row
 
     with pytest.raises(ValueError, match="same rows"):
         decide(TaskSpec(name="toy"), candidate, general.sampled(rows, 30, seed=5))
+
+
+def test_the_global_general_model_is_read_as_the_gateway_reads_it():
+    """Evaluation's global general model is the gateway's: its bounds and format settings too,
+    and a half-set one is a configuration error, not a silent zero-shot baseline."""
+    task = TaskSpec(name="t", labels=list(LABELS))
+    settings = Settings(
+        general_base_url="http://127.0.0.1:9/v1",
+        general_model="m",
+        general_max_tokens=7,
+        general_response_format="json_object",
+    )
+    spec = general_model_of(task, settings)
+    assert spec is not None
+    assert (spec.model, spec.max_tokens, spec.response_format) == ("m", 7, "json_object")
+    assert general_model_of(task, Settings(environ={})) is None
+    with pytest.raises(ConfigurationError, match="NICHE_GENERAL_MODEL"):
+        general_model_of(task, Settings(environ={}, general_base_url="http://127.0.0.1:9/v1"))

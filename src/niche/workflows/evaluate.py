@@ -175,23 +175,11 @@ def general_model_of(task: TaskSpec, settings: Settings | None = None) -> Genera
     >>> general_model_of(registry.tasks.get("banking77").spec).model
     'gpt-4o-mini'
     """
-    from niche.registry.tasks import GeneralModelSpec
+    from niche.registry.tasks import global_general_model
 
     if task.general.kind == "openai":
         return task.general
-    settings = settings or Settings()
-    base_url, model = settings.get("NICHE_GENERAL_BASE_URL"), settings.get("NICHE_GENERAL_MODEL")
-    if not (base_url and model):
-        return None
-    return GeneralModelSpec(
-        kind="openai",
-        base_url=base_url,
-        model=model,
-        api_key_env=settings.get("NICHE_GENERAL_API_KEY_ENV"),
-        price_input_per_1m_tokens_usd=settings.get("NICHE_GENERAL_PRICE_INPUT_PER_1M_TOKENS_USD"),
-        price_output_per_1m_tokens_usd=settings.get("NICHE_GENERAL_PRICE_OUTPUT_PER_1M_TOKENS_USD"),
-        max_tokens=settings.get("NICHE_GENERAL_MAX_TOKENS"),
-    )
+    return global_general_model(settings or Settings())
 
 
 def general_predictor(
