@@ -165,7 +165,7 @@ def test_rows_of_an_older_schema_survive_the_migration(database_url: str, tmp_pa
     finally:
         engine.dispose()
     with Registry(database_url) as registry:
-        assert registry.upgrade() == registry_db.head_revision() == "0008"
+        assert registry.upgrade() == registry_db.head_revision() == "0009"
         assert registry.datasets.get(version.fingerprint).uri == str(path)
         assert _same_rows(registry.datasets.load(version.fingerprint), version)
         assert registry.audit.events() == []

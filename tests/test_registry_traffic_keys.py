@@ -235,6 +235,11 @@ def test_records_without_a_time_take_the_registry_clock(registry: Registry) -> N
         "compute_s": None,
         "input_bytes": None,
         "cleaned": False,
+        "request_id": None,
+        "text": None,
+        "sampled": False,
+        "gold_label": None,
+        "gold_at": None,
         "at": "2026-03-01T12:00:00+00:00",
     }
     assert registry.traffic.record([]) == 0

@@ -33,7 +33,7 @@ DEFAULT_MAX_INPUT_BYTES: Final = 65_536
 BLANK_MODEL: Final = "(blank)"
 """What a record's ``model`` becomes when the client sent a blank one."""
 
-_TEXT_FIELDS: Final = ("specialist_label", "general_answer", "general_label")
+_TEXT_FIELDS: Final = ("specialist_label", "general_answer", "general_label", "text", "gold_label")
 _JSON_OPTIONS: Final = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
 

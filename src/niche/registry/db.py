@@ -2,7 +2,7 @@
 
     >>> engine = create_engine_for("sqlite:///.niche/niche.db")
     >>> upgrade(engine)  # idempotent; returns the head revision
-    '0008'
+    '0009'
 
 SQLite engines run every transaction under an explicit ``BEGIN``: plain (deferred) for reads,
 ``BEGIN IMMEDIATE`` for writes (execution option ``niche_write``, see :data:`WRITE`), so
@@ -234,7 +234,7 @@ def upgrade(engine_or_url: Engine | str) -> str:
     transactional on both, so a crash leaves the previous revision.
 
         >>> upgrade("sqlite:///.niche/niche.db")
-        '0008'
+        '0009'
     """
     from alembic import command
     from alembic.util import CommandError

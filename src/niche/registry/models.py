@@ -37,15 +37,18 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from niche.registry.records import TRAFFIC_LENGTHS
 
 __all__ = [
+    "AlertRow",
     "AliasEventRow",
     "AliasRow",
     "ApiKeyRow",
     "AuditEventRow",
     "Base",
     "DatasetVersionRow",
+    "DriftReportRow",
     "EvaluationRow",
     "GateDecisionRow",
     "KeyReservationRow",
+    "LoopLeaseRow",
     "ModelVersionRow",
     "TaskRow",
     "TrafficRow",
@@ -220,7 +223,12 @@ class TrafficRow(Base):
     """One request the gateway answered: how it was routed, what each model said, its cost."""
 
     __tablename__ = "traffic_records"
-    __table_args__ = (Index("ix_traffic_records_task_at", "task", "at"),)
+    __table_args__ = (
+        Index("ix_traffic_records_task_at", "task", "at"),
+        # Distillation and the loop read a task's records by id range ("new since the last
+        # training"); monitoring reads by time.
+        Index("ix_traffic_records_task_id", "task", "id"),
+    )
 
     # 64-bit on PostgreSQL (traffic grows without bound); SQLite's rowid is 64-bit already.
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
@@ -251,6 +259,16 @@ class TrafficRow(Base):
     cleaned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # When the request arrived (not when its batch was written).
     at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # The id the gateway returned to the client (x-request-id, the completion's id): feedback
+    # names a record by it. ``text``: what the specialist classified (apart from the whole
+    # request). ``sampled``: the general model was asked because the request was drawn at
+    # random (serving.shadow_fraction), not because the specialist was unsure — the unbiased
+    # teacher sample. ``gold_label``: the true label, sent later as feedback.
+    request_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    text: Mapped[str | None] = mapped_column(Text)
+    sampled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    gold_label: Mapped[str | None] = mapped_column(Text)
+    gold_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class AuditEventRow(Base):
@@ -267,3 +285,51 @@ class AuditEventRow(Base):
     task: Mapped[str | None] = mapped_column(String(64))
     subject: Mapped[str | None] = mapped_column(String(200))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class DriftReportRow(Base):
+    """One monitoring check of a task's champion over a window of its traffic."""
+
+    __tablename__ = "drift_reports"
+    __table_args__ = (Index("ix_drift_reports_task_at", "task", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    # A task name, not a foreign key, as in traffic: reports outlive their tasks.
+    task: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[int | None] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # {"since", "until", "rows", "first_id", "last_id", "reference": {...}}
+    window: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # [{"name", "statistic", "p_value", "interval", "threshold", "alarm", ...}, ...]
+    signals: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    alarm: Mapped[bool] = mapped_column(Boolean)
+
+
+class AlertRow(Base):
+    """A signal that crossed its threshold: open until a later check finds it back in bounds."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_task_state", "task", "state"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    task: Mapped[str] = mapped_column(String(64))
+    signal: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[int | None] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))  # open | resolved
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    report_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), ForeignKey("drift_reports.id")
+    )
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class LoopLeaseRow(Base):
+    """Which loop holds a task (one retrain at a time per task) and until when."""
+
+    __tablename__ = "loop_leases"
+
+    task: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -23,13 +23,16 @@ from niche.specialists.base import Usage
 __all__ = [
     "TRAFFIC_FIELDS",
     "TRAFFIC_LENGTHS",
+    "AlertRecord",
     "AliasEventRecord",
     "AuditEventRecord",
     "DatasetRecord",
+    "DriftReportRecord",
     "EvaluationRecord",
     "GateRecord",
     "KeyRecord",
     "KeyReservation",
+    "LeaseRecord",
     "ModelVersionRecord",
     "PromotionRecord",
     "Record",
@@ -59,10 +62,15 @@ TRAFFIC_FIELDS: Final = (
     "compute_s",
     "input_bytes",
     "cleaned",
+    "request_id",
+    "text",
+    "sampled",
+    "gold_label",
+    "gold_at",
 )
 """Columns of a traffic record, in the order its dict lists them (``at`` follows)."""
 
-TRAFFIC_LENGTHS: Final = {"task": 64, "model": 200, "route": 32, "alias": 32}
+TRAFFIC_LENGTHS: Final = {"task": 64, "model": 200, "route": 32, "alias": 32, "request_id": 64}
 """The longest value (in characters) of each length-bounded traffic column."""
 
 
@@ -331,7 +339,11 @@ class TrafficRecord(Record):
     the request arrived; ``compute_s`` the specialist's compute (with the tokens, the usage
     its cost derives from). :func:`niche.registry.clipping.clean_traffic` makes a record
     storable whatever a client sent: ``input_bytes`` is then the input's size before it was
-    clipped, and ``cleaned`` says whether anything was cut or removed.
+    clipped, and ``cleaned`` says whether anything was cut or removed. ``request_id`` is the
+    id returned to the client (feedback names the record by it); ``text`` what the specialist
+    classified; ``sampled`` that the general model was asked because the request was drawn at
+    random, whatever the specialist's confidence (the unbiased teacher sample);
+    ``gold_label``/``gold_at`` a true label sent later (``registry.traffic.attach_labels``).
 
         >>> registry.traffic.record([TrafficRecord(task="banking77", model="banking77",
         ...     route="specialist", input="card not arrived", specialist_label="card_arrival",
@@ -361,6 +373,11 @@ class TrafficRecord(Record):
     compute_s: float | None = None
     input_bytes: int | None = None
     cleaned: bool = False
+    request_id: str | None = None
+    text: str | None = None
+    sampled: bool = False
+    gold_label: str | None = None
+    gold_at: datetime | None = None
     at: datetime | None = None
 
 
@@ -391,6 +408,11 @@ class StoredTrafficRecord(Record):
     compute_s: float | None
     input_bytes: int | None
     cleaned: bool
+    request_id: str | None
+    text: str | None
+    sampled: bool
+    gold_label: str | None
+    gold_at: datetime | None
     at: datetime
 
 
@@ -414,3 +436,57 @@ class AuditEventRecord(Record):
     task: str | None
     subject: str | None
     detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DriftReportRecord(Record):
+    """One stored monitoring check of ``task``'s champion ``model_version`` over ``window``.
+
+    ``signals`` is a list of dicts, each with at least ``name``, ``statistic``, ``p_value``
+    or ``interval``, ``threshold`` and ``alarm``; ``alarm`` is whether any of them raised one.
+
+        >>> registry.monitoring.latest("banking77").signals[0]["name"]
+        'input_drift'
+    """
+
+    id: int
+    task: str
+    model_version: int | None
+    at: datetime
+    window: dict[str, Any]
+    signals: list[dict[str, Any]]
+    alarm: bool
+
+
+@dataclass(frozen=True)
+class AlertRecord(Record):
+    """A signal of ``task`` that crossed its threshold: ``open`` until a later check finds it
+    back in bounds (``resolved``, with ``resolved_at``).
+
+        >>> [(a.signal, a.state) for a in registry.monitoring.alerts("banking77")]
+        [('input_drift', 'open')]
+    """
+
+    id: int
+    task: str
+    signal: str
+    model_version: int | None
+    state: str
+    opened_at: datetime
+    resolved_at: datetime | None
+    report_id: int | None
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class LeaseRecord(Record):
+    """Who holds ``task`` in the loop, since when and until when (a lease lapses by itself).
+
+    >>> registry.leases.acquire("banking77", holder="loop:host:123", ttl_s=900).holder
+    'loop:host:123'
+    """
+
+    task: str
+    holder: str
+    acquired_at: datetime
+    expires_at: datetime

@@ -152,7 +152,7 @@ class Registry:
         """Apply pending migrations (a no-op when up to date); return the head revision.
 
         >>> Registry().upgrade()
-        '0008'
+        '0009'
         """
         return self.database.upgrade()
 

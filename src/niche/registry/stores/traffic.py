@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from niche.errors import NotFoundError, ValidationError
@@ -28,6 +28,7 @@ __all__ = ["TrafficStore"]
 
 _TRAFFIC_COLUMNS: Final = (*TRAFFIC_FIELDS, "at")
 _INPUT: Final = _TRAFFIC_COLUMNS.index("input")
+_TIMES: Final = tuple(_TRAFFIC_COLUMNS.index(name) for name in ("gold_at", "at"))
 
 
 def _traffic_record(row: TrafficRow) -> StoredTrafficRecord:
@@ -65,6 +66,8 @@ def _traffic_values(record: TrafficRecord, now: datetime) -> dict[str, Any]:
             raise ValidationError(f"{name} must be a whole number, got {value!r}")
     if isinstance(record.status, bool) or not isinstance(record.status, int):
         raise ValidationError(f"status must be an HTTP status code, got {record.status!r}")
+    values["sampled"] = bool(record.sampled)
+    values["gold_at"] = aware(record.gold_at, "gold_at") if record.gold_at is not None else None
     values["at"] = aware(record.at, "at") if record.at is not None else now
     return values
 
@@ -92,19 +95,52 @@ def _insert_traffic(connection: Any, rows: list[dict[str, Any]]) -> None:
         values = [row[name] for name in _TRAFFIC_COLUMNS]
         values[_INPUT] = db.json_dumps(values[_INPUT])
         if sqlite:  # as UTCDateTime + SQLite's DATETIME store it: naive UTC, microseconds
-            values[-1] = (
-                values[-1].astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-            )
+            for index in _TIMES:
+                if values[index] is not None:
+                    values[index] = (
+                        values[index]
+                        .astimezone(UTC)
+                        .replace(tzinfo=None)
+                        .isoformat(" ", "microseconds")
+                    )
         params.append(tuple(values))
     connection.exec_driver_sql(sql, params)
 
 
-def _traffic_filter(query: Any, task: str | None, since: datetime | None) -> Any:
+def _traffic_filter(
+    query: Any,
+    task: str | None,
+    since: datetime | None,
+    *,
+    until: datetime | None = None,
+    after_id: int | None = None,
+    through_id: int | None = None,
+    labelled: bool = False,
+    model_version: int | None = None,
+) -> Any:
     if task is not None:
         query = query.where(TrafficRow.task == task)
     if since is not None:
         query = query.where(TrafficRow.at >= aware(since, "since"))
+    if until is not None:
+        query = query.where(TrafficRow.at < aware(until, "until"))
+    if after_id is not None:
+        query = query.where(TrafficRow.id > _record_id(after_id, "after_id"))
+    if through_id is not None:
+        query = query.where(TrafficRow.id <= _record_id(through_id, "through_id"))
+    if labelled:  # a label to learn from: the general model's, or a gold one sent later
+        query = query.where(
+            or_(TrafficRow.general_label.is_not(None), TrafficRow.gold_label.is_not(None))
+        )
+    if model_version is not None:
+        query = query.where(TrafficRow.model_version == model_version)
     return query
+
+
+def _record_id(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValidationError(f"{name} must be a record id (a whole number >= 0), got {value!r}")
+    return value
 
 
 class TrafficStore(Store):
@@ -184,11 +220,81 @@ class TrafficStore(Store):
             if len(ids) < batch_size:
                 return deleted
 
-    def count(self, task: str | None = None, *, since: datetime | None = None) -> int:
-        """How many requests were captured for ``task`` (or all) at or after ``since``.
+    def count(
+        self,
+        task: str | None = None,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_id: int | None = None,
+        labelled: bool = False,
+    ) -> int:
+        """How many requests were captured for ``task`` (or all) at or after ``since`` (and
+        before ``until``, with an id above ``after_id``; ``labelled``: only those with a
+        general-model or gold label).
 
         >>> registry.traffic.count("banking77")
+        >>> registry.traffic.count("banking77", after_id=last_trained_id, labelled=True)
         """
         with self.database.session() as session:
-            query = _traffic_filter(select(func.count(TrafficRow.id)), task, since)
+            query = _traffic_filter(
+                select(func.count(TrafficRow.id)),
+                task,
+                since,
+                until=until,
+                after_id=after_id,
+                labelled=labelled,
+            )
             return int(session.scalar(query) or 0)
+
+    def window(
+        self,
+        task: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        after_id: int | None = None,
+        through_id: int | None = None,
+        labelled: bool = False,
+        model_version: int | None = None,
+        limit: int | None = None,
+        newest: bool = False,
+    ) -> list[StoredTrafficRecord]:
+        """``task``'s records in a window, oldest first: at or after ``since`` and before
+        ``until``, ids in (``after_id``, ``through_id``], only ``labelled`` ones (a general
+        or gold label), only those ``model_version`` answered. With ``limit``, the first
+        ``limit`` of them, or the last ones with ``newest``. Every bound is read through the
+        ``(task, at)`` or ``(task, id)`` index, so a window stays fast on millions of rows.
+
+            >>> registry.traffic.window("banking77", limit=500, newest=True)  # latest 500
+            >>> registry.traffic.window("banking77", after_id=1200, labelled=True)
+        """
+        limit_count(limit)
+        with self.database.session() as session:
+            query = _traffic_filter(
+                select(TrafficRow),
+                task,
+                since,
+                until=until,
+                after_id=after_id,
+                through_id=through_id,
+                labelled=labelled,
+                model_version=model_version,
+            )
+            if newest:
+                query = query.order_by(TrafficRow.id.desc())
+            else:
+                query = query.order_by(TrafficRow.id)
+            if limit is not None:
+                query = query.limit(limit)
+            rows = list(session.scalars(query))
+            if newest:
+                rows.reverse()
+            return [_traffic_record(row) for row in rows]
+
+    def last_id(self, task: str | None = None) -> int | None:
+        """The newest record's id for ``task`` (or all); None when there is none."""
+        with self.database.session() as session:
+            query = _traffic_filter(select(func.max(TrafficRow.id)), task, None)
+            value = session.scalar(query)
+            return int(value) if value is not None else None
