@@ -422,8 +422,10 @@ class AuditEventRecord(Record):
 
     ``action`` is ``task.created``, ``task.updated``, ``dataset.registered``,
     ``dataset.files_added``, ``model.registered``, ``alias.moved``, ``gate.decided``,
-    ``key.created`` or ``key.revoked``; ``subject`` names what changed (``v3``, a key prefix,
-    a fingerprint prefix); ``detail`` holds the rest as JSON (never a key's secret).
+    ``key.created``, ``key.revoked``, ``traffic.labelled``, ``alert.opened``,
+    ``alert.resolved`` or ``loop.decided`` (a decision of the loop, written by
+    ``registry.audit.record``); ``subject`` names what changed (``v3``, a key prefix, a
+    fingerprint prefix); ``detail`` holds the rest as JSON (never a key's secret).
 
         >>> [e.action for e in registry.audit.events("banking77")]
         ['task.created', 'model.registered', 'gate.decided', 'alias.moved']

@@ -16,12 +16,13 @@ from typing import Any, Final
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from niche.errors import ValidationError
 from niche.registry.models import AuditEventRow
 from niche.registry.records import AuditEventRecord
 from niche.registry.stores.base import Store
 from niche.registry.validation import aware, json_value, limit_count
 
-__all__ = ["ACTIONS", "AuditStore", "write_event"]
+__all__ = ["ACTIONS", "DECISION_ACTIONS", "AuditStore", "write_event"]
 
 ACTIONS: Final = (
     "task.created",
@@ -33,8 +34,16 @@ ACTIONS: Final = (
     "gate.decided",
     "key.created",
     "key.revoked",
+    "traffic.labelled",
+    "alert.opened",
+    "alert.resolved",
+    "loop.decided",
 )
 """Every ``action`` an audit event can have."""
+
+DECISION_ACTIONS: Final = ("loop.decided",)
+"""The actions :meth:`AuditStore.record` writes: decisions made outside a registry change
+(the loop's "retrained, because …" and "did nothing, because …")."""
 
 
 def write_event(
@@ -102,3 +111,36 @@ class AuditStore(Store):
             else:
                 rows = list(session.scalars(query.order_by(AuditEventRow.at, AuditEventRow.id)))
             return [event_record(row) for row in rows]
+
+    def record(
+        self,
+        action: str,
+        *,
+        task: str | None = None,
+        subject: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+        actor: str | None = None,
+    ) -> AuditEventRecord:
+        """Write a decision that changed nothing in the registry by itself (one of
+        :data:`DECISION_ACTIONS`), with its numbers in ``detail``.
+
+            >>> registry.audit.record("loop.decided", task="banking77", subject="skip",
+            ...     detail={"reason": "cooldown", "seconds_left": 1200.0}, actor="loop")
+        """
+        if action not in DECISION_ACTIONS:
+            raise ValidationError(
+                f"audit.record writes decisions ({', '.join(DECISION_ACTIONS)}), not {action!r}: "
+                "changes write their own events"
+            )
+        with self.database.session(write=True) as session:
+            row = write_event(
+                session,
+                at=self.database.now(),
+                actor=self._actor(actor),
+                action=action,
+                task=task,
+                subject=subject,
+                detail=detail,
+            )
+            session.flush()
+            return event_record(row)
