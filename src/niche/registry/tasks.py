@@ -381,6 +381,10 @@ class LoopSpec:
 _SECTIONS: dict[str, Any] = {}
 
 
+def _json_ready(items: list[tuple[str, Any]]) -> dict[str, Any]:
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in items}
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One narrow job: its input and output kinds, labels, general model, SLA and weights."""
@@ -432,8 +436,9 @@ class TaskSpec:
         _non_negative(self.leaderboard_weight, "leaderboard_weight")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict; :meth:`from_dict` reads it back."""
-        return asdict(self)
+        """A JSON-ready dict (tuples as lists, as JSON reads them back); :meth:`from_dict`
+        reads it back."""
+        return asdict(self, dict_factory=_json_ready)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
