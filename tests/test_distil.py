@@ -21,7 +21,7 @@ from niche.errors import DataValidationError, NotEnoughDataError, ValidationErro
 from niche.registry import Registry, TrafficRecord
 from niche.registry.tasks import TaskSpec
 from niche.settings import Settings
-from niche.workflows import distil, evaluate_registered, lineage, train_and_register
+from niche.workflows import distil, evaluate_registered, lineage, promote, train_and_register
 from tests.clocks import START
 from tests.conftest import FOUR_INTENTS
 
@@ -379,6 +379,18 @@ def test_a_model_trained_on_distilled_data_traces_back_to_the_traffic_and_is_mea
         assert 0 <= low <= part["accuracy"] <= high <= 1
     stored = registry.models.evaluations(TASK, model.version)[-1].metrics
     assert stored["teacher_agreement"] == teacher and stored["gold_accuracy"] == gold
+
+    # The general model is not asked again: its recorded answers are the teacher, and the
+    # gate holds the candidate to agreeing with them (too few gold rows to compare on).
+    assert report.general.kind == "teacher" and report.general.n == report.rows
+    assert report.general.accuracy == 1.0  # the gold labels here equal the teacher's
+    outcome = promote(
+        TASK, model.version, settings, registry=registry, encoder=encoder, evaluation=report
+    )
+    checks = {check.name: check for check in outcome.decision.checks}
+    assert checks["agreement_with_general"].threshold == 0.8
+    assert checks["agreement_with_general"].passed == outcome.moved
+    assert "not measurable" in checks["quality_vs_general"].detail
 
 
 # -- the command ------------------------------------------------------------------------------

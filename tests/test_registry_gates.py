@@ -112,3 +112,51 @@ def test_a_relative_bound_allows_a_small_loss_to_the_general_model():
 def test_evaluations_on_different_rows_are_refused():
     with pytest.raises(ValueError, match="same rows"):
         decide(TASK, _evaluation(_rows(10, 20)), _evaluation(_rows(10, 30)))
+
+
+def _teacher(correct: list[bool], rows: list[int] | None = None, split_rows: int | None = None):
+    teacher = _evaluation(correct, kind="teacher")
+    if rows is not None:
+        teacher = teacher.sampled(np.array(rows), split_rows or len(rows), 0)
+    return teacher
+
+
+def test_a_distilled_candidate_is_held_to_agreement_with_its_teacher_not_to_beating_it():
+    # 400 test rows, all labelled by the general model: it is "right" on every one of them by
+    # construction, so beating it cannot be the rule; agreeing with it is.
+    task = TaskSpec(name="intents", sla=SLA(min_agreement_with_general=0.9))
+    good = decide(task, _evaluation(_rows(380)), _teacher(_rows(400)))
+    by_name = {c.name: c for c in good.checks}
+    assert good.passed and by_name["agreement_with_general"].passed
+    assert 0.9 <= by_name["agreement_with_general"].value < 0.95
+    assert by_name["quality_vs_general"].value is None
+    assert "not measurable" in by_name["quality_vs_general"].detail
+    # 88 % agreement: the lower bound is below the floor, refused.
+    weak = decide(task, _evaluation(_rows(352)), _teacher(_rows(400)))
+    assert not weak.passed and [c.name for c in weak.failed] == ["agreement_with_general"]
+    # The same candidate against a real general model scoring 100 % would fail quality instead.
+    plain = decide(task, _evaluation(_rows(380)), _evaluation(_rows(400), kind="openai"))
+    assert [c.name for c in plain.failed] == ["quality_vs_general"]
+
+
+def test_a_distilled_candidate_is_compared_with_the_teacher_on_gold_rows_when_there_are_enough():
+    task = TaskSpec(name="intents", sla=SLA(min_quality_vs_general=0.0))
+    gold = list(range(340, 400))  # 60 gold rows at the end of the split
+    # The candidate is right on every gold row; the teacher's recorded answers on 45 of 60.
+    candidate = _evaluation([True] * 400)
+    teacher = _teacher([True] * 340 + [True] * 45 + [False] * 15)
+    result = decide(task, candidate, teacher, gold_rows=gold)
+    check = {c.name: c for c in result.checks}["quality_vs_general"]
+    assert result.passed and check.value is not None and check.value > 0
+    assert "60 gold rows" in check.detail
+    # Worse than the teacher on gold: refused by quality_vs_general.
+    worse = _evaluation([True] * 340 + [False] * 30 + [True] * 30)
+    refused = decide(task, worse, teacher, gold_rows=gold)
+    assert "quality_vs_general" in [c.name for c in refused.failed]
+    # Gold rows whose teacher answer was not recorded are left out of the teacher's
+    # evaluation: with 20 covered, too few to compare.
+    covered = list(range(360))
+    sparse = _teacher([True] * 360, rows=covered, split_rows=400)
+    result = decide(task, candidate, sparse, gold_rows=gold)
+    check = {c.name: c for c in result.checks}["quality_vs_general"]
+    assert check.value is None and "20 gold-labelled rows" in check.detail

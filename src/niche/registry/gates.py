@@ -18,14 +18,18 @@ stored gate to move by hand is the registry's :data:`~niche.registry.stores.GUAR
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from niche.evaluation import Evaluation
 from niche.evaluation.stats import mcnemar, paired_bootstrap
+from niche.evaluation.teacher import TEACHER_KIND
 from niche.registry.tasks import TaskSpec, gate_fingerprint
 
-__all__ = ["CHAMPION", "DEFAULT_MARGIN", "GateCheck", "GateResult", "decide"]
+__all__ = ["CHAMPION", "DEFAULT_MARGIN", "MIN_GOLD_ROWS", "GateCheck", "GateResult", "decide"]
 
 CHAMPION = "champion"
 """The one alias whose gate also compares with the current champion."""
@@ -34,6 +38,11 @@ DEFAULT_MARGIN = 0.01
 """How much accuracy a challenger may lose against the champion and still be promoted."""
 
 _ONE_SIDED_95 = 0.90
+
+MIN_GOLD_ROWS = 30
+"""The fewest gold-labelled test rows (with the general model's recorded answer) on which a
+candidate distilled from traffic is compared with the general model; with fewer, its
+agreement with the general model (``sla.min_agreement_with_general``) is the check."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,7 @@ def decide(
     n_resamples: int = 1000,
     seed: int = 0,
     alias: str = CHAMPION,
+    gold_rows: Sequence[int] = (),
 ) -> GateResult:
     """Check ``candidate`` for ``alias``: the task's SLA, the general model and the champion.
 
@@ -90,6 +100,12 @@ def decide(
     but 0 fails the gate (the candidate would be graded on what it learnt).
     For an alias other than ``champion`` (e.g. ``challenger``) ``champion`` is ignored: no
     comparison with it is made (module docstring).
+
+    When ``general`` is the teacher of a dataset distilled from traffic (its recorded answers,
+    kind ``teacher``), the test labels are mostly its own answers, so "at least as good as the
+    general model" is measured on the ``gold_rows`` (positions of the rows with a gold label)
+    when there are at least :data:`MIN_GOLD_ROWS`, and the candidate's agreement with the
+    general model on the other rows must reach ``sla.min_agreement_with_general``.
     """
     strict = alias == CHAMPION
     try:
@@ -146,17 +162,24 @@ def decide(
             )
         )
     bound = sla.min_quality_vs_general if sla.min_quality_vs_general is not None else 0.0
-    checks.append(
-        _paired_check(
-            "quality_vs_general",
-            candidate,
-            general,
-            bound=bound,
-            what=f"accuracy minus the general model's ({general.kind}{_sample(general)})",
-            n_resamples=n_resamples,
-            seed=seed,
+    if general.kind == TEACHER_KIND:
+        checks.extend(
+            _teacher_checks(
+                task, candidate, general, gold_rows, bound=bound, n_resamples=n_resamples, seed=seed
+            )
         )
-    )
+    else:
+        checks.append(
+            _paired_check(
+                "quality_vs_general",
+                candidate,
+                general,
+                bound=bound,
+                what=f"accuracy minus the general model's ({general.kind}{_sample(general)})",
+                n_resamples=n_resamples,
+                seed=seed,
+            )
+        )
     if strict and champion is None:
         checks.append(GateCheck("non_inferior_to_champion", True, None, None, "no champion yet"))
     elif strict and champion is not None:
@@ -206,6 +229,77 @@ def _paired_check(
         f">= {bound:+.4f} (McNemar p = {exact.p_value:.2g}, paired bootstrap, "
         f"{len(mine)} rows)",
     )
+
+
+def _teacher_checks(
+    task: TaskSpec,
+    candidate: Evaluation,
+    teacher: Evaluation,
+    gold_rows: Sequence[int],
+    *,
+    bound: float,
+    n_resamples: int,
+    seed: int,
+) -> list[GateCheck]:
+    """The general-model checks of a candidate on a split labelled by that model (module)."""
+    from scipy.stats import binomtest
+
+    gold = np.zeros(candidate.n, dtype=bool)
+    gold[[i for i in gold_rows if 0 <= i < candidate.n]] = True
+    checks = []
+    floor = task.sla.min_agreement_with_general
+    agreed = candidate.correct[~gold]
+    if floor is not None and len(agreed):
+        hits = int(agreed.sum())
+        low = float(binomtest(hits, len(agreed)).proportion_ci(_ONE_SIDED_95, method="wilson").low)
+        checks.append(
+            GateCheck(
+                "agreement_with_general",
+                low >= floor,
+                low,
+                floor,
+                f"agrees with the general model on {hits} of {len(agreed)} test rows it labelled "
+                f"({hits / len(agreed):.4f}); one-sided 95% Wilson lower bound {low:.4f} must be "
+                f">= {floor:.4f} (sla.min_agreement_with_general)",
+            )
+        )
+    positions = teacher.rows if teacher.rows is not None else np.arange(teacher.n)
+    mine, theirs = candidate.paired_with(teacher)
+    on_gold = gold[positions]
+    if int(on_gold.sum()) < MIN_GOLD_ROWS:
+        checks.append(
+            GateCheck(
+                "quality_vs_general",
+                True,
+                None,
+                bound,
+                f"not measurable here: the test labels are the general model's own answers, "
+                f"and {int(on_gold.sum())} gold-labelled rows have its answer recorded "
+                f"({MIN_GOLD_ROWS} needed); agreement_with_general stands in for it",
+            )
+        )
+        return checks
+    boot = paired_bootstrap(
+        mine[on_gold],
+        theirs[on_gold],
+        n_resamples=n_resamples,
+        confidence=_ONE_SIDED_95,
+        seed=seed,
+    )
+    exact = mcnemar(mine[on_gold], theirs[on_gold])
+    checks.append(
+        GateCheck(
+            "quality_vs_general",
+            boot.ci_low >= bound,
+            boot.ci_low,
+            bound,
+            f"accuracy on gold labels minus the general model's recorded answers': "
+            f"{boot.diff:+.4f}, one-sided 95% lower bound {boot.ci_low:+.4f} must be >= "
+            f"{bound:+.4f} (McNemar p = {exact.p_value:.2g}, paired bootstrap, "
+            f"{int(on_gold.sum())} gold rows)",
+        )
+    )
+    return checks
 
 
 def _sample(evaluation: Evaluation) -> str:

@@ -42,6 +42,7 @@ OUTPUT_KINDS = ("label", "text")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
 # A label answer needs a few tokens; JSON around it a few more.
 DEFAULT_MAX_TOKENS = 64
+DEFAULT_MIN_AGREEMENT = 0.8
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -66,19 +67,24 @@ class SLA:
 
     ``min_quality``: absolute accuracy floor. ``min_quality_vs_general``: accuracy minus the
     general model's accuracy must be at least this (0.0 = at least as good; -0.02 = within two
-    points). ``None`` leaves a level unchecked.
+    points). ``min_agreement_with_general``: for a specialist distilled from traffic, whose
+    test labels are mostly the general model's own answers, the least share of them it must
+    agree with (one-sided 95 % lower bound); "at least as good" is then measured on the gold
+    labels alone. ``None`` leaves a level unchecked.
     """
 
     latency_p95_ms: float | None = None
     min_quality: float | None = None
     min_quality_vs_general: float | None = 0.0
     max_cost_per_1k_usd: float | None = None
+    min_agreement_with_general: float | None = DEFAULT_MIN_AGREEMENT
 
     def __post_init__(self) -> None:
         _non_negative(self.latency_p95_ms, "sla.latency_p95_ms")
         _non_negative(self.max_cost_per_1k_usd, "sla.max_cost_per_1k_usd")
         if self.min_quality is not None and not 0 <= self.min_quality <= 1:
             raise ValidationError(f"sla.min_quality must be in [0, 1], got {self.min_quality}")
+        _fraction(self.min_agreement_with_general, "sla.min_agreement_with_general")
         if self.min_quality_vs_general is not None and not -1 <= self.min_quality_vs_general <= 1:
             raise ValidationError(
                 f"sla.min_quality_vs_general must be in [-1, 1], got {self.min_quality_vs_general}"
@@ -486,5 +492,9 @@ def gate_fingerprint(spec: TaskSpec) -> str:
     data = spec.to_dict()
     view = {name: data[name] for name in GATE_SPEC_FIELDS}
     view["general"] = {k: v for k, v in view["general"].items() if k != "api_key_env"}
+    # Added after gates were first stored: at its default it is left out, so the decisions
+    # stored before it still hold.
+    if view["sla"].get("min_agreement_with_general") == DEFAULT_MIN_AGREEMENT:
+        del view["sla"]["min_agreement_with_general"]
     text = json.dumps(view, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

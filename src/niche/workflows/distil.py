@@ -112,6 +112,9 @@ class _Row:
     text: str
     label: str
     gold: bool
+    # The general model's answer where it differs in kind from the label: a gold row's
+    # teacher label (None: the general model was not asked, or named no label).
+    teacher: str | None = None
 
 
 def record_text(record: StoredTrafficRecord) -> tuple[str | None, str | None]:
@@ -274,7 +277,10 @@ def distil(
     - ``test_from_id``: the first record id of the test split (the time cut);
     - ``gold_test``: positions in the curated test split of the rows whose label is gold
       (the others are the teacher's): the evaluation's ``gold_accuracy`` and
-      ``teacher_agreement`` are measured on them.
+      ``teacher_agreement`` are measured on them; ``gold_test_teacher``: for each of them,
+      the general model's recorded answer (None: it was not asked) — what the gate compares
+      a candidate with, since on the teacher's own rows the general model is right by
+      construction.
 
         >>> distil("banking77", since="7d", min_rows=300).to_dict()["splits"]
         {'train': 3120, 'test': 790}
@@ -359,8 +365,9 @@ def distil(
             rows=usable,
             needed=needed,
         )
-    gold_ids = {row.id for row in test if row.gold}
+    gold_teachers = {row.id: row.teacher for row in test if row.gold}
     test_ids = version.splits["test"].lines or ()
+    gold_test = [i for i, record_id in enumerate(test_ids) if record_id in gold_teachers]
     version.report.origin = {
         "kind": "traffic",
         "task": task,
@@ -377,7 +384,8 @@ def distil(
         "sampled": read.sampled,
         "labels_file": labels_file,
         "test_from_id": test[0].id,
-        "gold_test": [i for i, record_id in enumerate(test_ids) if record_id in gold_ids],
+        "gold_test": gold_test,
+        "gold_test_teacher": [gold_teachers[test_ids[i]] for i in gold_test],
     }
     already = is_registered(version.fingerprint, registry)
     stored = save_dataset(version, settings, registry=registry)
@@ -454,6 +462,13 @@ def _row_of(
         gold = record.gold_label
         if label_set and gold not in label_set:
             return "invalid_gold_label"
+    teacher = None
+    if (
+        record.general_label is not None
+        and record.status == _SUCCESS
+        and (not label_set or record.general_label in label_set)
+    ):
+        teacher = record.general_label
     if gold is not None:
         label, is_gold = gold, True
     elif record.general_label is not None:
@@ -469,7 +484,7 @@ def _row_of(
         return reason or "no_text"
     if not normalise_text(text):
         return "blank_text"
-    return _Row(id=record.id, text=text, label=label, gold=is_gold)
+    return _Row(id=record.id, text=text, label=label, gold=is_gold, teacher=teacher)
 
 
 def _without_contradicted_gold(rows: list[_Row], skipped: Counter[str]) -> list[_Row]:

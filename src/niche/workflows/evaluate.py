@@ -29,6 +29,7 @@ from niche.errors import (
     ValidationError,
 )
 from niche.evaluation import Comparison, Evaluation, Prices, accuracy_ci, compare, evaluate
+from niche.evaluation.teacher import TeacherAnswers
 from niche.progress import NO_PROGRESS, Progress
 from niche.settings import Settings
 from niche.specialists import FitContext, Predictor, get_kind
@@ -344,6 +345,16 @@ def evaluate_model(
     rows = _split_rows(version, split)
     if general_rows is None:
         general_rows = settings.get("NICHE_EVALUATION_GENERAL_ROWS")
+    general_eval: Evaluation | None = None
+    if general is None and split == "test":
+        # Distilled from traffic: the general model's recorded answers, not new calls.
+        teacher = _teacher(version, specialist.label_set)
+        if teacher is not None:
+            general = teacher[0]
+            with progress.task("replaying the general model's recorded answers", total=None):
+                general_eval = _evaluate_teacher(
+                    teacher[0], teacher[1], version, settings, seed=seed
+                )
     if general is None and task is not None:
         general = general_predictor(
             task, settings, label_set=specialist.label_set, encoder=encoder, progress=progress
@@ -355,7 +366,6 @@ def evaluate_model(
             encoder=encoder,
             label_descriptions=label_descriptions,
         )
-    general_eval: Evaluation | None = None
     if isinstance(general, RemotePredictor):
         # An endpoint first: a key unset, a server down or a prompt that maps to no label
         # fails in seconds, not after the specialist's minutes.
@@ -421,6 +431,55 @@ def _label_sources(
         return {"n": len(hits), "accuracy": float(hits.mean()), "accuracy_ci": [low, high]}
 
     return {"teacher_agreement": measured(~gold), "gold_accuracy": measured(gold)}
+
+
+def _teacher(
+    version: DatasetVersion, label_set: list[str]
+) -> tuple[TeacherAnswers, np.ndarray] | None:
+    """For a version distilled from traffic: the general model's recorded answers on its test
+    split, and the positions they cover (every teacher-labelled row, and the gold rows whose
+    record holds the general model's answer). None for other versions."""
+    origin = version.report.origin or {}
+    if origin.get("kind") != "traffic":
+        return None
+    rows = version.splits["test"]
+    answers = dict(zip(rows.texts, rows.labels, strict=True))
+    known = np.ones(len(rows), dtype=bool)
+    gold = origin.get("gold_test", [])
+    for position, answer in zip(
+        gold, origin.get("gold_test_teacher", [None] * len(gold)), strict=True
+    ):
+        if answer is None:
+            known[position] = False
+            answers.pop(rows.texts[position], None)
+        else:
+            answers[rows.texts[position]] = answer
+    labels = sorted(set(label_set) | set(answers.values()))
+    return TeacherAnswers(answers, labels), np.flatnonzero(known)
+
+
+def _evaluate_teacher(
+    teacher: TeacherAnswers,
+    positions: np.ndarray,
+    version: DatasetVersion,
+    settings: Settings,
+    *,
+    seed: int,
+) -> Evaluation:
+    rows = version.splits["test"]
+    result = evaluate(
+        teacher,
+        [rows.texts[i] for i in positions],
+        [rows.labels[i] for i in positions],
+        n_resamples=settings.get("NICHE_BOOTSTRAP_RESAMPLES"),
+        seed=seed,
+        latency_samples=0,
+        cpu_hour_usd=settings.get("NICHE_CPU_HOUR_USD"),
+        watts_per_core=settings.get("NICHE_CPU_WATTS_PER_CORE"),
+    )
+    if len(positions) < len(rows):
+        result = result.sampled(positions, len(rows), seed)
+    return result
 
 
 def training_data(

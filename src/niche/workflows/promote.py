@@ -60,6 +60,12 @@ def held_out_overlap(version: DatasetVersion, split: str = "test") -> int:
     return sum(_text_digest(text) in train for text in version.splits[split].texts)
 
 
+def _gold_rows(version: DatasetVersion, split: str) -> list[int]:
+    """Positions of ``split``'s gold-labelled rows, for a version distilled from traffic."""
+    origin = version.report.origin or {}
+    return list(origin.get("gold_test", [])) if split == "test" else []
+
+
 @dataclass(frozen=True)
 class PromotionOutcome:
     """What a promotion attempt found and did."""
@@ -186,6 +192,7 @@ def promote(
             n_resamples=settings.get("NICHE_BOOTSTRAP_RESAMPLES"),
             seed=seed,
             alias=alias,
+            gold_rows=_gold_rows(dataset, evaluation.split),
         )
     promoted = registry.promotions.promote(
         task,
