@@ -86,6 +86,7 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case(["distil", TASK, "--since", "bogus"], 2, ("--since 'bogus'",)),
         Case(["distil", "nosuch"], 2, ("no task 'nosuch'",)),
     ],
+    ("distill",): [Case(["distill", "nosuch"], 2, ("no task 'nosuch'",))],
     ("serve",): [Case(["serve", "--workers", "0"], 2, ("--workers must be at least 1",))],
     ("data", "inspect"): [Case(["data", "inspect", "--dataset", "nosuch"], 2, ("'nosuch'",))],
     ("data", "curate"): [

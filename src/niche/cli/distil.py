@@ -91,3 +91,7 @@ def _summary_lines(payload: dict[str, Any]) -> list[str]:
     )
     lines.append(f"next: niche train {payload['fingerprint'][:12]} --task {payload['task']}")
     return lines
+
+
+# The issue and some users spell it the American way; one command, two names.
+app.command("distill", hidden=True)(distil_command)
