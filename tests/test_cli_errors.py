@@ -81,6 +81,7 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case(["audit", "--since", "bogus"], 2, ("--since 'bogus'",)),
         Case(["audit"], 2, (BAD_DATABASE_MESSAGE,), BAD_DATABASE),
     ],
+    ("feedback",): [Case(["feedback", "--file", MISSING], 2, (MISSING, "no such file"))],
     ("serve",): [Case(["serve", "--workers", "0"], 2, ("--workers must be at least 1",))],
     ("data", "inspect"): [Case(["data", "inspect", "--dataset", "nosuch"], 2, ("'nosuch'",))],
     ("data", "curate"): [

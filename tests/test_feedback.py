@@ -117,12 +117,12 @@ def test_a_label_outside_the_tasks_set_is_named_with_the_labels_and_nothing_chan
 
 
 def test_pass_through_requests_and_tasks_without_labels_take_no_gold_label(captured):
-    with pytest.raises(ValidationError, match="'req-6'.* pass-through"):
+    with pytest.raises(ValidationError, match=r"'req-6'.* pass-through"):
         captured.traffic.attach_labels([("req-6", "billing")])
-    with pytest.raises(ValidationError, match="task\\(s\\) 'free' have no label set"):
+    with pytest.raises(ValidationError, match=r"task\(s\) 'free' have no label set"):
         captured.traffic.attach_labels([("chatcmpl-5", "anything")])
     captured.traffic.record([_record("chatcmpl-7", task="retired")])  # records outlive tasks
-    with pytest.raises(ValidationError, match="'retired' no longer exist.*'chatcmpl-7'"):
+    with pytest.raises(ValidationError, match=r"'retired' no longer exist.*'chatcmpl-7'"):
         captured.traffic.attach_labels([("chatcmpl-7", "billing")])
 
 
@@ -226,7 +226,7 @@ def test_a_bad_labels_file_names_its_line_and_column(tmp_path: Path, content: st
 
 
 def test_a_missing_labels_file_is_named(tmp_path: Path):
-    with pytest.raises(DataValidationError, match="labels.csv: no such file"):
+    with pytest.raises(DataValidationError, match=r"labels\.csv: no such file"):
         read_labels_file(tmp_path / "labels.csv")
 
 

@@ -376,7 +376,8 @@ async def test_the_sampled_share_is_the_configured_fraction_of_all_requests():
     answers = [await policy.answer(unsure if i % 2 else sure, "x") for i in range(4000)]
     await policy.drain(timeout_s=5)
     by_route = {
-        route: [a.sampled for a in answers if a.route == route] for route in ("general", "specialist")
+        route: [a.sampled for a in answers if a.route == route]
+        for route in ("general", "specialist")
     }
     for route, sampled in by_route.items():
         assert len(sampled) == 2000, route
