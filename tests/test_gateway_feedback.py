@@ -10,6 +10,7 @@ test is about which requests are drawn.
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -304,6 +305,38 @@ async def test_bad_feedback_is_named_and_changes_nothing(settings_for, gateway):
         assert (await http.get("/v1/feedback")).status_code == 405
     (record,) = _records(settings)
     assert record.gold_label is None and record.gold_at is None
+
+
+async def test_feedback_calls_are_written_a_few_at_a_time(settings_for, gateway):
+    from niche.gateway.routes.feedback import FEEDBACK_CONCURRENCY
+
+    settings = settings_for()
+    app = gateway(settings)
+    store = app.registry.traffic
+    attach, running, most, lock = store.attach_labels, [0], [0], threading.Lock()
+
+    def counted(*args: Any, **kwargs: Any) -> int:  # the real call, counted while it runs
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return attach(*args, **kwargs)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    store.attach_labels = counted  # type: ignore[method-assign]
+    async with in_process(app) as http:
+        ids = await _predict(http, [SPAM] * 24)
+        await app.capture.flush()
+        sent = [
+            http.post("/v1/feedback", json={"request_id": request_id, "label": "spam"})
+            for request_id in ids
+        ]
+        responses = await asyncio.gather(*sent)
+    assert [r.status_code for r in responses] == [200] * 24
+    assert 1 < most[0] <= FEEDBACK_CONCURRENCY
+    assert {r.gold_label for r in _records(settings)} == {"spam"}
 
 
 async def test_feedback_needs_a_key_and_an_inference_key_labels_only_its_own_requests(

@@ -2,17 +2,17 @@
 
 Pick a version (the challenger for a canary share of requests, else the champion) and draw
 whether the request is *sampled* (a share of every task's requests, ``serving.shadow_fraction``,
-drawn before and whatever the specialist's confidence). Ask the version's
+drawn first, whatever the specialist's confidence). Ask the version's
 :class:`~niche.gateway.handles.SpecialistHandle`, and keep the answer when its confidence
 reaches the task's cascade threshold (a sampled one is then sent to the general model too, in
-the background: a shadow call). Otherwise ask the general model; when it fails, times out, has its circuit
-open or names no label, the specialist's answer stands (``specialist-fallback``); when the
-specialist failed, the general model answers (``general-fallback``). What an answer cost is
-:func:`niche.evaluation.cost_usd` of the specialist's usage at ``prices`` (its share of its
-batch's CPU seconds, measured as evaluation measures them: see
-:mod:`~niche.gateway.batching`), plus the general model's tokens (priced by
-:class:`~niche.gateway.general.GeneralClient`). Cascade and shadow calls each have their own
-circuit breaker, apart from pass-through's.
+the background: a shadow call). Otherwise ask the general model; when it fails, times out,
+has its circuit open or names no label, the specialist's answer stands
+(``specialist-fallback``); when the specialist failed, the general model answers
+(``general-fallback``). What an answer cost is :func:`niche.evaluation.cost_usd` of the
+specialist's usage at ``prices`` (its share of its batch's CPU seconds, measured as
+evaluation measures them: see :mod:`~niche.gateway.batching`), plus the general model's tokens
+(priced by :class:`~niche.gateway.general.GeneralClient`). Cascade and shadow calls each have
+their own circuit breaker, apart from pass-through's.
 
 Sampled requests are a uniform random sample of a task's traffic with the general model's
 label (shadowed when the specialist was sure, cascaded when not): what the monitor's agreement
