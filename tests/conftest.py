@@ -31,6 +31,9 @@ def niche_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mon
     """Each test gets its own NICHE_HOME, so nothing is written into the checkout."""
     home = tmp_path_factory.mktemp("niche-home")
     monkeypatch.setenv("NICHE_HOME", str(home))
+    # The gateway's random teacher sample (5 % by default) would make which requests reach a
+    # fake vendor a matter of chance: off, unless a test sets it or serving.shadow_fraction.
+    monkeypatch.setenv("NICHE_GATEWAY_SHADOW_FRACTION", "0")
     return home
 
 

@@ -87,6 +87,7 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case(["distil", "nosuch"], 2, ("no task 'nosuch'",)),
     ],
     ("distill",): [Case(["distill", "nosuch"], 2, ("no task 'nosuch'",))],
+    ("feedback",): [Case(["feedback", "--file", MISSING], 2, (MISSING, "no such file"))],
     ("serve",): [Case(["serve", "--workers", "0"], 2, ("--workers must be at least 1",))],
     ("data", "inspect"): [Case(["data", "inspect", "--dataset", "nosuch"], 2, ("'nosuch'",))],
     ("data", "curate"): [

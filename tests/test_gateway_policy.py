@@ -308,3 +308,77 @@ async def test_an_open_circuit_falls_back_at_once_until_its_trial_on_the_injecte
     answer = await policy.answer(state, "x")
     assert (answer.route, answer.label) == ("general", "ham")
     assert general.breaker is not None and general.breaker.state == "closed"
+
+
+# -- the random teacher sample: drawn before the confidence check, for every request ---------
+
+
+async def test_an_unsure_answer_drawn_at_random_is_sampled_with_the_general_label():
+    # 0.04 < 0.05: drawn. The specialist is unsure anyway: the cascade answers, once.
+    general = FakeGeneral()
+    policy = _policy(general, GatewayMetrics(), Scripted(0.04), shadow_fraction=0.05)
+    answer = await policy.answer(_state(FakeHandle(confidence=0.2)), "lunch?")
+    assert (answer.route, answer.label, answer.general_label) == ("general", "ham", "ham")
+    assert answer.sampled and answer.shadow is None and answer.text == "lunch?"
+    assert general.uses == ["cascade"]
+
+
+async def test_a_cascade_not_drawn_is_not_sampled_and_draws_once_per_request():
+    general = FakeGeneral()
+    policy = _policy(general, GatewayMetrics(), Scripted(0.05, 0.9), shadow_fraction=0.05)
+    unsure = await policy.answer(_state(FakeHandle(confidence=0.2)), "x")
+    assert (unsure.route, unsure.general_label, unsure.sampled) == ("general", "ham", False)
+    sure = await policy.answer(_state(FakeHandle(confidence=0.9)), "y")
+    assert (sure.route, sure.sampled, sure.shadow) == ("specialist", False, None)
+    assert general.uses == ["cascade"]
+
+
+async def test_a_confident_answer_drawn_at_random_is_sampled_and_shadowed():
+    general = FakeGeneral(GeneralReply("spam", "spam", 12, 3, 0.002))
+    policy = _policy(general, GatewayMetrics(), Scripted(0.01), shadow_fraction=0.05)
+    answer = await policy.answer(_state(FakeHandle(confidence=0.9)), "x")
+    await policy.drain(timeout_s=5)
+    assert (answer.route, answer.sampled, answer.general_label) == ("specialist", True, "spam")
+    assert answer.shadow is not None and general.uses == ["shadow"]
+
+
+async def test_requests_without_a_champion_or_with_a_failed_specialist_are_drawn_too():
+    # The draw comes before the specialist is asked: a cascade of any cause can be sampled.
+    policy = _policy(FakeGeneral(), GatewayMetrics(), Scripted(0.0, 0.5), shadow_fraction=0.3)
+    drawn = await policy.answer(_state(), "x")
+    broken = FakeHandle(error=RuntimeError("onnxruntime session failed"))
+    not_drawn = await policy.answer(_state(broken), "y")
+    assert (drawn.fallback_reason, drawn.sampled) == ("no-champion", True)
+    assert (not_drawn.fallback_reason, not_drawn.sampled) == ("specialist-error", False)
+
+
+async def test_the_tasks_own_share_wins_and_the_canary_is_drawn_first():
+    champion, challenger = FakeHandle("champion", 1), FakeHandle("challenger", 2)
+    # First number: the canary (0.1 < 0.5: the challenger); second: the sample (0.7 < 0.8).
+    policy = _policy(FakeGeneral(), GatewayMetrics(), Scripted(0.1, 0.7), shadow_fraction=0.0)
+    state = _state(challenger, champion, canary_fraction=0.5, shadow_fraction=0.8)
+    answer = await policy.answer(state, "x")
+    await policy.drain(timeout_s=5)
+    assert (answer.alias, answer.sampled) == ("challenger", True)
+    # A task that turns sampling off draws nothing (the scripted source is empty).
+    answer = await _policy(FakeGeneral(), GatewayMetrics(), Scripted(), shadow_fraction=1.0).answer(
+        _state(champion, shadow_fraction=0.0), "x"
+    )
+    assert answer.sampled is False
+
+
+async def test_the_sampled_share_is_the_configured_fraction_of_all_requests():
+    import random
+
+    # Half the requests unsure, half sure: about 5 % of each is sampled, not 5 % of the sure.
+    policy = _policy(FakeGeneral(), GatewayMetrics(), random.Random(11), shadow_fraction=0.05)
+    unsure, sure = _state(FakeHandle(confidence=0.2)), _state(FakeHandle(confidence=0.9))
+    answers = [await policy.answer(unsure if i % 2 else sure, "x") for i in range(4000)]
+    await policy.drain(timeout_s=5)
+    by_route = {
+        route: [a.sampled for a in answers if a.route == route]
+        for route in ("general", "specialist")
+    }
+    for route, sampled in by_route.items():
+        assert len(sampled) == 2000, route
+        assert 0.035 < sum(sampled) / 2000 < 0.065, route

@@ -53,3 +53,12 @@ def test_every_setting_has_help_and_a_niche_prefix():
     for setting in SETTINGS:
         assert setting.name.startswith("NICHE_")
         assert len(setting.help) > 10
+
+
+def test_the_gateway_draws_a_random_teacher_sample_by_default():
+    from niche.gateway.config import GatewayConfig
+
+    # 5 % of each task's requests get the general model's label too (tests/conftest.py turns
+    # it off for the other tests, where a random shadow call would make counts random).
+    assert Settings(environ={}).get("NICHE_GATEWAY_SHADOW_FRACTION") == 0.05
+    assert GatewayConfig.from_settings(Settings(environ={})).shadow_fraction == 0.05

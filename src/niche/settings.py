@@ -221,9 +221,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "NICHE_GATEWAY_SHADOW_FRACTION",
-        0.0,
-        "Fraction of specialist answers also sent to the general model in the background to "
-        "measure agreement (tasks may set serving.shadow_fraction).",
+        0.05,
+        "Fraction of each task's requests drawn at random, whatever the specialist's "
+        "confidence, to get the general model's label too (in the background when the "
+        "specialist answers): the unbiased teacher sample that monitoring and distillation "
+        "read. 0 turns it off; tasks may set serving.shadow_fraction.",
         float,
     ),
     Setting(
@@ -243,7 +245,8 @@ SETTINGS: tuple[Setting, ...] = (
         "NICHE_GATEWAY_REDACT",
         None,
         "A `module:function` called on each traffic record before it is stored; it returns "
-        "the record to store (e.g. with emails masked) or None to drop it.",
+        "the record to store (e.g. with emails masked in `input` and `text`) or None to drop "
+        "it. When it changes `input` but leaves `text` as it was, `text` is not stored.",
     ),
     Setting(
         "NICHE_GATEWAY_CAPTURE_FLUSH_MS",

@@ -6,7 +6,7 @@
 Importing this package loads nothing heavy; the app module loads on first access.
 
 Its rooms: ``app`` (the composition root), ``asgi`` and ``routing`` (request, send, relay;
-the route table and the dispatcher), ``routes/`` (``openai``, ``native``, ``admin``),
+the route table and the dispatcher), ``routes/`` (``openai``, ``native``, ``feedback``, ``admin``),
 ``policy`` (the cascade, no HTTP), ``handles`` (the ``SpecialistHandle`` seam and its
 micro-batched implementation), ``general`` (the general-model client), ``portfolio``,
 ``auth``, ``traffic`` and ``capture``, ``metrics``, ``protocol`` (the OpenAI wire format).

@@ -30,6 +30,7 @@ from niche.gateway.metrics import GatewayMetrics
 from niche.gateway.policy import CascadePolicy, RandomSource, TaskAnswer
 from niche.gateway.portfolio import Loader, Portfolio
 from niche.gateway.routes.admin import AdminRoutes
+from niche.gateway.routes.feedback import FeedbackRoutes
 from niche.gateway.routes.native import NativeRoutes
 from niche.gateway.routes.openai import OpenAIRoutes
 from niche.gateway.routing import Dispatcher, RouteTable
@@ -134,8 +135,12 @@ class Gateway:
             budgets=self.budgets,
         )
         admin = AdminRoutes(guard=guard, registry=registry, portfolio=self.portfolio)
+        feedback = FeedbackRoutes(
+            guard=guard, registry=registry, metrics=self.metrics, capture=self.capture
+        )
         self.routes = RouteTable(
-            [*openai.routes(), *native.routes(), *admin.routes()], fallback=openai.fallback()
+            [*openai.routes(), *native.routes(), *feedback.routes(), *admin.routes()],
+            fallback=openai.fallback(),
         )
         self.http = Dispatcher(
             self.routes,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
@@ -84,6 +85,22 @@ def is_transient(exc: BaseException) -> bool:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _redacted(
+    record: TrafficRecord, redact: Callable[[TrafficRecord], TrafficRecord | None]
+) -> TrafficRecord | None:
+    """``redact(record)``; when it changed the input but left the classified ``text`` as it
+    was (a hook written before records kept the text apart), the text is not stored."""
+    redacted = redact(record)
+    if (
+        redacted is not None
+        and redacted.text is not None
+        and redacted.text == record.text
+        and redacted.input != record.input
+    ):
+        return dataclasses.replace(redacted, text=None)
+    return redacted
 
 
 def _message(exc: BaseException) -> str:
@@ -198,7 +215,7 @@ class CaptureWriter:
             try:
                 record: TrafficRecord | None = pending() if callable(pending) else pending
                 if self.redact is not None and record is not None:
-                    record = self.redact(record)
+                    record = _redacted(record, self.redact)
             except Exception:
                 # Never store (nor dead-letter) what the redaction hook was meant to clean.
                 log.exception("traffic capture: building or redacting a record failed; dropped")

@@ -9,6 +9,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from niche.gateway.routes.feedback import FEEDBACK_MAX_ITEMS
+
 __all__ = ["openapi_document"]
 
 
@@ -55,6 +57,20 @@ def openapi_document() -> dict[str, Any]:
                 "enum": ["system", "developer", "user", "assistant", "tool", "function"],
             },
             "content": {"anyOf": [{"type": "string"}, {"type": "array"}, {"type": "null"}]},
+        },
+    }
+    nonblank = {"type": "string", "minLength": 1, "pattern": r"\S"}
+    feedback = {
+        "type": "object",
+        "required": ["request_id", "label"],
+        "additionalProperties": False,
+        "properties": {
+            "request_id": {
+                **nonblank,
+                "description": "The id the gateway returned: a chat completion's `id`, a "
+                "prediction's `request_id`",
+            },
+            "label": {**nonblank, "description": "The true label, one of the task's labels"},
         },
     }
     schemas: dict[str, Any] = {
@@ -107,6 +123,25 @@ def openapi_document() -> dict[str, Any]:
                     "items": {"type": "string", "minLength": 1, "pattern": r"\S"},
                 }
             },
+        },
+        "Feedback": feedback,
+        "FeedbackRequest": {
+            "anyOf": [
+                feedback,
+                {
+                    "type": "object",
+                    "required": ["feedback"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "feedback": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": FEEDBACK_MAX_ITEMS,
+                            "items": _ref("Feedback"),
+                        }
+                    },
+                },
+            ]
         },
         "SetAliasRequest": {
             "type": "object",
@@ -168,6 +203,26 @@ def openapi_document() -> dict[str, Any]:
                     "404": _error("No such task"),
                     "502": _error("Specialist and general model both failed"),
                     "504": _error("The general model timed out"),
+                },
+            }
+        },
+        "/v1/feedback": {
+            "post": {
+                "summary": "Gold labels for answered task requests, by the request id returned",
+                "requestBody": _body(_ref("FeedbackRequest")),
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["attached"],
+                            "properties": {"attached": {"type": "integer", "minimum": 0}},
+                        },
+                        "The labels were attached (all of them)",
+                    ),
+                    **_COMMON_ERRORS,
+                    "400": _error("Malformed request, or a label outside its task's label set"),
+                    "404": _error("No captured task request has this request id"),
+                    "503": _error("The registry database cannot be reached"),
                 },
             }
         },

@@ -1,16 +1,22 @@
 """The cascade policy: how one task input is answered. Plain code, no HTTP.
 
-Pick a version (the challenger for a canary share of requests, else the champion), ask its
+Pick a version (the challenger for a canary share of requests, else the champion) and draw
+whether the request is *sampled* (a share of every task's requests, ``serving.shadow_fraction``,
+drawn first, whatever the specialist's confidence). Ask the version's
 :class:`~niche.gateway.handles.SpecialistHandle`, and keep the answer when its confidence
-reaches the task's cascade threshold (then maybe send a shadow copy to the general model in
-the background). Otherwise ask the general model; when it fails, times out, has its circuit
-open or names no label, the specialist's answer stands (``specialist-fallback``); when the
-specialist failed, the general model answers (``general-fallback``). What an answer cost is
-:func:`niche.evaluation.cost_usd` of the specialist's usage at ``prices`` (its share of its
-batch's CPU seconds, measured as evaluation measures them: see
-:mod:`~niche.gateway.batching`), plus the general model's tokens (priced by
-:class:`~niche.gateway.general.GeneralClient`). Cascade and shadow calls each have their own
-circuit breaker, apart from pass-through's.
+reaches the task's cascade threshold (a sampled one is then sent to the general model too, in
+the background: a shadow call). Otherwise ask the general model; when it fails, times out,
+has its circuit open or names no label, the specialist's answer stands
+(``specialist-fallback``); when the specialist failed, the general model answers
+(``general-fallback``). What an answer cost is :func:`niche.evaluation.cost_usd` of the
+specialist's usage at ``prices`` (its share of its batch's CPU seconds, measured as
+evaluation measures them: see :mod:`~niche.gateway.batching`), plus the general model's tokens
+(priced by :class:`~niche.gateway.general.GeneralClient`). Cascade and shadow calls each have
+their own circuit breaker, apart from pass-through's.
+
+Sampled requests are a uniform random sample of a task's traffic with the general model's
+label (shadowed when the specialist was sure, cascaded when not): what the monitor's agreement
+estimate and distillation read, so the teacher-labelled rows are not only the hard cases.
 
     >>> policy = CascadePolicy(general, metrics, canary_fraction=0.0, shadow_fraction=0.05,
     ...                        prices=Prices(cpu_hour_usd=0.05), rng=random.Random(7))
@@ -63,7 +69,11 @@ class RandomSource(Protocol):
 
 @dataclass
 class TaskAnswer:
-    """How one task input was answered; becomes headers, the ``niche`` field and a record."""
+    """How one task input was answered; becomes headers, the ``niche`` field and a record.
+
+    ``sampled``: drawn for the random teacher sample (see the module); ``text``: the input
+    the specialist classified; ``request_id``: the id the client gets (set by the route).
+    """
 
     task: str
     label: str
@@ -75,6 +85,9 @@ class TaskAnswer:
     general_answer: str | None = None
     general_label: str | None = None
     fallback_reason: str | None = None
+    sampled: bool = False
+    text: str | None = None
+    request_id: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
     cost_usd: float = 0.0
@@ -91,6 +104,7 @@ class TaskAnswer:
             "model_version": self.model_version,
             "general_label": self.general_label,
             "fallback_reason": self.fallback_reason,
+            "request_id": self.request_id,
         }
 
     def headers(self) -> list[tuple[bytes, bytes]]:
@@ -117,9 +131,9 @@ def _fallback_reason(exc: BaseException) -> str:
 class CascadePolicy:
     """Answers task inputs with the specialists and the general model (see the module).
 
-    ``canary_fraction`` and ``shadow_fraction`` apply to tasks that do not set their own;
-    ``prices`` price a specialist's usage (``NICHE_CPU_HOUR_USD``); ``rng`` decides canaries
-    and shadows (inject a seeded or scripted one in tests); ``specialist_timeout_s`` bounds
+    ``canary_fraction`` and ``shadow_fraction`` (the sampled share) apply to tasks that do not
+    set their own; ``prices`` price a specialist's usage (``NICHE_CPU_HOUR_USD``); ``rng``
+    decides canaries, then samples, in that order (inject a seeded or scripted one in tests); ``specialist_timeout_s`` bounds
     each specialist answer (``NICHE_GATEWAY_SPECIALIST_TIMEOUT_S``: past it, the input
     cascades, ``fallback_reason`` ``specialist-timeout``).
     """
@@ -162,7 +176,11 @@ class CascadePolicy:
         """
         task = state.spec.name
         handle = self.pick(state)
-        answer = TaskAnswer(task=task, label="", route="general")
+        answer = TaskAnswer(task=task, label="", route="general", text=text)
+        # Drawn before the confidence is known, for every request: an unbiased sample.
+        fraction = state.spec.serving.shadow_fraction
+        fraction = self.shadow_fraction if fraction is None else fraction
+        answer.sampled = fraction > 0 and self.rng.random() < fraction
         specialist_ok = False
         if handle is not None:
             answer.alias, answer.model_version = handle.alias, handle.version
@@ -188,7 +206,8 @@ class CascadePolicy:
                 self.metrics.batch_size.labels(task).observe(predicted.batch_size)
                 if predicted.confidence >= state.spec.cascade_threshold:
                     answer.route = "specialist"
-                    self._maybe_shadow(state, text, answer)
+                    if answer.sampled:
+                        answer.shadow = self._spawn(self._shadow(state, text, answer))
                     return answer
         else:
             answer.fallback_reason = "no-champion"
@@ -226,13 +245,6 @@ class CascadePolicy:
             self.metrics.tokens.labels(answer.task, "input").inc(general.input_tokens)
         if general.output_tokens:
             self.metrics.tokens.labels(answer.task, "output").inc(general.output_tokens)
-
-    def _maybe_shadow(self, state: TaskState, text: str, answer: TaskAnswer) -> None:
-        fraction = state.spec.serving.shadow_fraction
-        fraction = self.shadow_fraction if fraction is None else fraction
-        if fraction <= 0 or self.rng.random() >= fraction:
-            return
-        answer.shadow = self._spawn(self._shadow(state, text, answer))
 
     async def _shadow(self, state: TaskState, text: str, answer: TaskAnswer) -> None:
         """Ask the general model too, after answering; record whether the two agree."""

@@ -6,8 +6,12 @@ queued once the shadow call is done, so its record carries the general model's a
 record's time is when its request arrived: the wall clock now, less the request's duration.
 
     >>> traffic = TrafficRecorder(metrics, capture, capture=True)
-    >>> traffic.record(state=state, model="banking77", route=answer.route, input=text,
+    >>> traffic.record(state=state, model="banking77", route=answer.route, input=messages,
     ...                status=200, started=request.started, key=key, answer=answer)
+
+Each record carries the id its client got (``request_id``: feedback names the record by it),
+the text the specialist classified apart from the whole input (``text``), and whether the
+request was drawn for the random teacher sample (``sampled``).
 """
 
 from __future__ import annotations
@@ -69,11 +73,14 @@ class TrafficRecorder:
         input_tokens: int | None = None,
         output_tokens: int | None = None,
         cost_usd: float = 0.0,
+        request_id: str | None = None,
+        text: str | None = None,
     ) -> None:
         """Count the request in the metrics and queue its traffic record and spend.
 
-        ``answer`` (a task request) supplies the answer's fields; a pass-through request
-        gives ``general_answer``, its tokens and its cost instead.
+        ``answer`` (a task request) supplies the answer's fields, its ``request_id`` and
+        ``text`` included; a pass-through request gives ``general_answer``, its tokens, its
+        cost and its ``request_id`` instead; a failed task request, what it has of them.
         """
         seconds = time.perf_counter() - started
         task = state.spec.name if state is not None else None
@@ -114,6 +121,9 @@ class TrafficRecorder:
                 output_tokens=a.output_tokens if a else output_tokens,
                 cost_usd=a.cost_usd if a else cost_usd,
                 compute_s=a.compute_s if a else None,
+                request_id=a.request_id if a else request_id,
+                text=a.text if a else text,
+                sampled=bool(a and a.sampled),
                 at=datetime.fromtimestamp(arrived, UTC),
             )
 

@@ -220,8 +220,9 @@ class ServingSpec:
     """How the gateway serves a task; ``None`` takes the ``NICHE_GATEWAY_*`` setting.
 
     ``timeout_s``: how long the general model may take before the specialist's answer is
-    used (``specialist-fallback``). ``shadow_fraction``: specialist answers also sent to the
-    general model in the background. ``canary_fraction``: requests answered by the
+    used (``specialist-fallback``). ``shadow_fraction``: requests drawn at random, whatever the
+    specialist's confidence, that get the general model's label too (a background shadow call
+    when the specialist answers; records ``sampled``). ``canary_fraction``: requests answered by the
     ``challenger`` alias. ``capture``: whether requests are recorded as traffic.
     """
 

@@ -40,6 +40,13 @@ from niche.workflows.evaluate import (
     uncached_encoder,
     zero_shot_baseline,
 )
+from niche.workflows.feedback import (
+    FeedbackResult,
+    LabelledId,
+    read_labels_file,
+    send_feedback,
+    send_feedback_file,
+)
 from niche.workflows.gc import GarbageCollected, collect_garbage
 from niche.workflows.general import GeneralCheck, check_general
 from niche.workflows.models import lineage, load_specialist, register_trained, show_model
@@ -65,8 +72,10 @@ __all__ = [
     "DataSpec",
     "DistilledData",
     "EvaluationReport",
+    "FeedbackResult",
     "GarbageCollected",
     "GeneralCheck",
+    "LabelledId",
     "LoadedData",
     "PromotionOutcome",
     "PrunedTraffic",
@@ -100,9 +109,12 @@ __all__ = [
     "promote",
     "prune_traffic",
     "quickstart",
+    "read_labels_file",
     "record_evaluation",
     "register_trained",
     "save_dataset",
+    "send_feedback",
+    "send_feedback_file",
     "show_model",
     "show_task",
     "task_name_for",

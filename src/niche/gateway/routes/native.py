@@ -1,5 +1,5 @@
 """niche's own routes: ``POST /v1/tasks/{task}/predict`` (a batch of inputs, structured
-answers), ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus) and
+answers, each with its own ``request_id``), ``GET /healthz``, ``GET /readyz``, ``GET /metrics`` (Prometheus) and
 ``GET /openapi.json``.
 
     >>> native = NativeRoutes(guard=guard, portfolio=portfolio, policy=policy,
@@ -19,7 +19,7 @@ from niche.errors import NotFoundError, PayloadTooLargeError, RequestError
 from niche.gateway.asgi import Params, Request, Send, respond
 from niche.gateway.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from niche.gateway.openapi import openapi_document
-from niche.gateway.protocol import only_fields
+from niche.gateway.protocol import new_request_id, only_fields
 from niche.gateway.routing import Route
 
 if TYPE_CHECKING:
@@ -104,6 +104,8 @@ class NativeRoutes:
         async with self.budgets.hold(key, lambda: self.budgets.task_worst_case(state, inputs)):
             answers = await self._answer_all(state, inputs)
             for text, answer in zip(inputs, answers, strict=True):
+                # Each prediction its own id (its record's), for feedback to name it by.
+                answer.request_id = new_request_id("pred-")
                 self.traffic.record(
                     state=state,
                     model=task,

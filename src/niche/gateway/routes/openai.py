@@ -102,6 +102,7 @@ class OpenAIRoutes:
     ) -> None:
         model = data["model"]
         state = self.portfolio.get(model)
+        text: str | None = None
         try:
             if state is None:
                 await self._passthrough(request, send, body, data, key)
@@ -118,9 +119,11 @@ class OpenAIRoutes:
                 status=exc.http_status,
                 started=request.started,
                 key=key,
+                text=text,
             )
             raise
-        completion_id = new_completion_id()
+        # The id the client gets is the record's: feedback names the request by it.
+        completion_id = answer.request_id = new_completion_id()
         completion = chat_completion(
             completion_id=completion_id,
             model=model,
@@ -164,7 +167,7 @@ class OpenAIRoutes:
                 f"{self.portfolio.names()}), and no general model is configured to pass it "
                 "through to (NICHE_GENERAL_BASE_URL)"
             )
-        request_id = new_request_id("req-").encode()
+        request_id = new_request_id("req-")
         if data.get("stream"):
             await self._passthrough_stream(request, send, body, data, key, request_id, upstream)
             return
@@ -174,7 +177,7 @@ class OpenAIRoutes:
             send,
             reply.status,
             reply.body,
-            [(b"x-request-id", request_id), _PASSTHROUGH],
+            [(b"x-request-id", request_id.encode()), _PASSTHROUGH],
             reply.content_type.encode("latin-1"),
         )
         try:
@@ -182,7 +185,9 @@ class OpenAIRoutes:
         except orjson.JSONDecodeError:
             parsed = None
         text = reply_content(parsed)
-        self._record_passthrough(request, data, key, reply.status, text, *reply_usage(parsed))
+        self._record_passthrough(
+            request, data, key, request_id, reply.status, text, *reply_usage(parsed)
+        )
 
     async def _passthrough_stream(
         self,
@@ -191,7 +196,7 @@ class OpenAIRoutes:
         body: bytes,
         data: dict[str, Any],
         key: KeyRecord | None,
-        request_id: bytes,
+        request_id: str,
         upstream: Upstream,
     ) -> None:
         options = data.get("stream_options")
@@ -207,12 +212,18 @@ class OpenAIRoutes:
             status,
             content_type,
             watched.chunks(),
-            [(b"cache-control", b"no-cache"), (b"x-request-id", request_id), _PASSTHROUGH],
+            [
+                (b"cache-control", b"no-cache"),
+                (b"x-request-id", request_id.encode()),
+                _PASSTHROUGH,
+            ],
             what=f"pass-through stream of {data['model']}",
             receive=request.receive,
         )
         text, input_tokens, output_tokens = watched.result()
-        self._record_passthrough(request, data, key, status, text, input_tokens, output_tokens)
+        self._record_passthrough(
+            request, data, key, request_id, status, text, input_tokens, output_tokens
+        )
 
     async def forward(self, request: Request, send: Send, params: Params) -> None:
         """Relay a request for another route of the general model's API, as it is.
@@ -227,6 +238,7 @@ class OpenAIRoutes:
             raise NotFoundError(f"no route {request.method} {request.path}")
         body = await request.body()
         content_type = request.headers.get(b"content-type")
+        request_id = new_request_id("req-")
         status, reply_type, chunks = await upstream.stream(
             body,
             method=request.method,
@@ -239,7 +251,7 @@ class OpenAIRoutes:
             status,
             reply_type,
             chunks,
-            [_PASSTHROUGH],
+            [(b"x-request-id", request_id.encode()), _PASSTHROUGH],
             what=f"pass-through of {request.method} {request.path}",
             receive=request.receive,
         )
@@ -256,6 +268,7 @@ class OpenAIRoutes:
             status=status,
             started=request.started,
             key=key,
+            request_id=request_id,
         )
 
     def _record_passthrough(
@@ -263,6 +276,7 @@ class OpenAIRoutes:
         request: Request,
         data: dict[str, Any],
         key: KeyRecord | None,
+        request_id: str,
         status: int,
         text: str | None,
         input_tokens: int | None,
@@ -284,6 +298,7 @@ class OpenAIRoutes:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cost_usd=self.general.passthrough_cost(input_tokens, output_tokens),
+            request_id=request_id,
         )
 
     async def models(self, request: Request, send: Send, params: Params) -> None:

@@ -5,6 +5,8 @@ and pruning of old records in batches.
 250
 >>> registry.traffic.count("banking77", since=parse_since("1h", now))
 >>> registry.traffic.prune(parse_since("30d", now), batch_size=10_000)
+>>> registry.traffic.attach_labels([("chatcmpl-9f…", "card_arrival")])
+1
 """
 
 from __future__ import annotations
@@ -14,17 +16,31 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from sqlalchemy import delete, func, insert, or_, select
+from sqlalchemy import delete, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from niche.errors import NotFoundError, ValidationError
 from niche.registry import db
-from niche.registry.models import Base, TrafficRow
+from niche.registry.models import Base, TaskRow, TrafficRow
 from niche.registry.records import TRAFFIC_FIELDS, StoredTrafficRecord, TrafficRecord
+from niche.registry.stores.audit import write_event
 from niche.registry.stores.base import Store
-from niche.registry.validation import aware, json_value, limit_count, nonempty, usd_amount
+from niche.registry.tasks import TaskSpec
+from niche.registry.validation import (
+    aware,
+    json_value,
+    limit_count,
+    listing,
+    nonempty,
+    usd_amount,
+)
 
-__all__ = ["TrafficStore"]
+__all__ = ["MAX_LABELS", "TrafficStore"]
+
+MAX_LABELS: Final = 10_000
+"""Gold labels one :meth:`TrafficStore.attach_labels` call takes at most (one transaction:
+a SQLite writer holds the whole database meanwhile, capture's inserts included)."""
+_IN_CHUNK: Final = 1_000  # request ids per IN (...) lookup, well under every driver's limit
 
 _TRAFFIC_COLUMNS: Final = (*TRAFFIC_FIELDS, "at")
 _INPUT: Final = _TRAFFIC_COLUMNS.index("input")
@@ -141,6 +157,45 @@ def _record_id(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ValidationError(f"{name} must be a record id (a whole number >= 0), got {value!r}")
     return value
+
+
+def _label_items(items: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """``items`` checked, as request id → label (a repeated id: its last label wins)."""
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence):
+        raise ValidationError(
+            f"attach_labels takes a list of (request_id, label) pairs, got {type(items).__name__}"
+        )
+    if len(items) > MAX_LABELS:
+        raise ValidationError(
+            f"{len(items):,} labels in one call, over the limit of {MAX_LABELS:,}: send them "
+            "in batches",
+            param="feedback",
+        )
+    labels: dict[str, str] = {}
+    for index, item in enumerate(items):
+        if isinstance(item, str | bytes) or not isinstance(item, Sequence) or len(item) != 2:
+            raise ValidationError(
+                f"label {index + 1} must be a (request_id, label) pair, got {item!r}"
+            )
+        request_id, label = item
+        if not isinstance(request_id, str) or not request_id.strip():
+            raise ValidationError(
+                f"label {index + 1}: request_id must be a non-empty string, got {request_id!r}",
+                param="request_id",
+            )
+        if not isinstance(label, str) or not label.strip():
+            raise ValidationError(
+                f"label {index + 1} (request id {request_id!r}): label must be a non-empty "
+                f"string, got {label!r}",
+                param="label",
+            )
+        labels.pop(request_id, None)  # last one wins, in its own place
+        labels[request_id] = label
+    return labels
+
+
+def _quoted(values: Sequence[str]) -> str:
+    return listing([repr(value) for value in values], "none")
 
 
 class TrafficStore(Store):
@@ -298,3 +353,128 @@ class TrafficStore(Store):
             query = _traffic_filter(select(func.max(TrafficRow.id)), task, None)
             value = session.scalar(query)
             return int(value) if value is not None else None
+
+    def attach_labels(
+        self,
+        items: Sequence[tuple[str, str]],
+        *,
+        actor: str | None = None,
+        key_id: int | None = None,
+    ) -> int:
+        """Attach gold labels to captured task requests, named by the request id their client
+        got (a chat completion's ``id``, a prediction's ``request_id``); return how many
+        records were labelled.
+
+        One transaction, all or nothing: every id must name a stored task request (with
+        ``key_id``, one made with that key: another key's request is unknown to it) and every
+        label must be in its task's label set; otherwise nothing changes and
+        :class:`~niche.errors.NotFoundError` (an unknown id) or
+        :class:`~niche.errors.ValidationError` (a pass-through request, a task without a
+        label set or gone, a label outside the set) names the first few and how many. A
+        record labelled before is labelled again (the last label wins; it counts); so does an
+        id given twice in ``items``. At most :data:`MAX_LABELS` per call. Sets ``gold_label``
+        and ``gold_at`` (the registry clock) and writes a ``traffic.labelled`` audit event.
+
+            >>> registry.traffic.attach_labels([("chatcmpl-9f…", "card_arrival")], actor="cli:ana")
+            1
+        """
+        labels = _label_items(items)
+        if not labels:
+            return 0
+        ids = list(labels)
+        with self.database.session(write=True) as session:
+            found: dict[str, list[Any]] = {}
+            for start in range(0, len(ids), _IN_CHUNK):
+                rows = session.execute(  # through the request_id index
+                    select(
+                        TrafficRow.id,
+                        TrafficRow.request_id,
+                        TrafficRow.task,
+                        TrafficRow.key_id,
+                        TrafficRow.gold_label,
+                    ).where(TrafficRow.request_id.in_(ids[start : start + _IN_CHUNK]))
+                )
+                for row in rows:
+                    if key_id is None or row.key_id == key_id:
+                        found.setdefault(row.request_id, []).append(row)
+            unknown = [request_id for request_id in ids if request_id not in found]
+            if unknown:
+                what = (
+                    f"no captured request has the request id {unknown[0]!r}"
+                    if len(unknown) == 1
+                    else f"{len(unknown)} of {len(ids)} request ids name no captured request: "
+                    f"{_quoted(unknown)}"
+                )
+                raise NotFoundError(
+                    f"{what} (a request id is the `id` of a chat completion or the "
+                    "`request_id` of a prediction that the gateway answered)"
+                )
+            untasked = [rid for rid in ids if all(row.task is None for row in found[rid])]
+            if untasked:
+                raise ValidationError(
+                    f"request id(s) {_quoted(untasked)} name pass-through requests (no task): "
+                    "only a task's requests take gold labels",
+                    param="request_id",
+                )
+            task_of = {rid: next(r.task for r in found[rid] if r.task is not None) for rid in ids}
+            names = sorted(set(task_of.values()))
+            specs = {
+                name: TaskSpec.from_dict(spec)
+                for name, spec in session.execute(
+                    select(TaskRow.name, TaskRow.spec).where(TaskRow.name.in_(names))
+                )
+            }
+            gone = [name for name in names if name not in specs]
+            if gone:
+                example = next(rid for rid in ids if task_of[rid] in gone)
+                raise ValidationError(
+                    f"task(s) {_quoted(gone)} no longer exist, so their requests (e.g. request "
+                    f"id {example!r}) take no gold labels",
+                    param="request_id",
+                )
+            unlabelled = [name for name in names if not specs[name].labels]
+            if unlabelled:
+                raise ValidationError(
+                    f"task(s) {_quoted(unlabelled)} have no label set, so their requests take "
+                    "no gold labels; give the task its labels first",
+                    param="label",
+                )
+            allowed = {name: frozenset(specs[name].labels) for name in names}
+            outside = [rid for rid in ids if labels[rid] not in allowed[task_of[rid]]]
+            if outside:
+                shown = [
+                    f"{labels[rid]!r} (request id {rid!r}, task {task_of[rid]})"
+                    for rid in outside[:3]
+                ]
+                more = f", … ({len(outside)} in all)" if len(outside) > 3 else ""
+                sets = "; ".join(
+                    f"labels of {name}: {listing(specs[name].labels, 'none')}"
+                    for name in sorted({task_of[rid] for rid in outside[:3]})
+                )
+                raise ValidationError(
+                    f"not a label of its task: {', '.join(shown)}{more} ({sets})", param="label"
+                )
+            now = self.database.now()
+            changes = [
+                {"id": row.id, "gold_label": labels[rid], "gold_at": now}
+                for rid in ids
+                for row in found[rid]
+                if row.task is not None
+            ]
+            session.execute(update(TrafficRow), changes)
+            per_task: dict[str, int] = {}
+            for rid in ids:
+                per_task[task_of[rid]] = per_task.get(task_of[rid], 0) + 1
+            relabelled = sum(
+                1 for rid in ids for row in found[rid] if row.task and row.gold_label is not None
+            )
+            write_event(
+                session,
+                at=now,
+                actor=self._actor(actor),
+                action="traffic.labelled",
+                task=names[0] if len(names) == 1 else None,
+                subject=ids[0] if len(ids) == 1 else f"{len(ids)} requests",
+                detail={"count": len(changes), "relabelled": relabelled, "tasks": per_task},
+            )
+        return len(changes)
