@@ -16,7 +16,6 @@ Too few usable rows raise :class:`~niche.errors.NotEnoughDataError` and write no
 
 from __future__ import annotations
 
-import csv
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -156,53 +155,19 @@ def _content_text(content: Any) -> str:
     return ""
 
 
-def _read_labels_file(path: str | Path) -> list[tuple[str, str]]:
-    """``(request_id, label)`` pairs from a CSV with a ``request_id,label`` header.
-
-    Stand-in with the contract of ``niche.workflows.feedback.read_labels_file``: a missing
-    file, a header without both columns or a row with a blank id or label raises
-    :class:`~niche.errors.DataValidationError` naming the file and line.
-
-        >>> _read_labels_file("labels.csv")
-        [('chatcmpl-3f…', 'card_arrival')]
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataValidationError("no such file", path=path)
-    pairs: list[tuple[str, str]] = []
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = [name.strip().lower() for name in next(reader, [])]
-        if "request_id" not in header or "label" not in header:
-            raise DataValidationError(
-                "the header must name the columns request_id and label", path=path, line=1
-            )
-        id_col, label_col = header.index("request_id"), header.index("label")
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            cells = [*row, "", ""]
-            request_id, label = cells[id_col].strip(), cells[label_col].strip()
-            for name, value in (("request_id", request_id), ("label", label)):
-                if not value:
-                    raise DataValidationError(
-                        f"empty {name}", path=path, line=reader.line_num, column=name
-                    )
-            pairs.append((request_id, label))
-    return pairs
-
-
 def _file_labels(
     path: str | Path, task: str, label_set: set[str]
 ) -> tuple[dict[str, str], dict[str, Any]]:
     """The labels of ``path`` by request id, checked against the task's label set."""
-    pairs = _read_labels_file(path)
+    from niche.workflows.feedback import read_labels
+
+    pairs, lines = read_labels(path)
     labels: dict[str, str] = {}
-    for index, (request_id, label) in enumerate(pairs):
+    for line, (request_id, label) in zip(lines, pairs, strict=True):
         if label_set and label not in label_set:
             shown = ", ".join(sorted(label_set)[:10])
             raise ValidationError(
-                f"{path}, line {index + 2}: label {label!r} (request_id {request_id}) is not "
+                f"{path}, line {line}: label {label!r} (request_id {request_id}) is not "
                 f"one of task {task}'s labels ({shown}{', …' if len(label_set) > 10 else ''})",
                 param="with_labels",
             )

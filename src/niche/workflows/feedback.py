@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FeedbackResult",
     "LabelledId",
+    "read_labels",
     "read_labels_file",
     "send_feedback",
     "send_feedback_file",
@@ -87,11 +88,15 @@ def read_labels_file(path: str | Path) -> list[LabelledId]:
         >>> read_labels_file("labels.csv")[0]
         LabelledId(request_id='chatcmpl-9f…', label='card_arrival')
     """
-    return _read(path)[0]
+    return read_labels(path)[0]
 
 
-def _read(path: str | Path) -> tuple[list[LabelledId], list[int]]:
-    """The pairs of ``path`` and the line each is on."""
+def read_labels(path: str | Path) -> tuple[list[LabelledId], list[int]]:
+    """The pairs of a labels file (as :func:`read_labels_file`) and the line each is on, for
+    errors that name the line of a label refused later.
+
+        >>> pairs, lines = read_labels("labels.csv")
+    """
     from niche.data.loading import load_file
 
     path = Path(path)
@@ -155,7 +160,7 @@ def send_feedback_file(
         >>> send_feedback_file("labels.csv").attached
         120
     """
-    items, lines = _read(path)
+    items, lines = read_labels(path)
     try:
         result = send_feedback(items, settings, registry=registry, actor=actor)
     except NotFoundError as exc:
