@@ -208,6 +208,26 @@ def test_fit_temperature_recovers_a_known_temperature():
     assert fit_temperature(true_logits * 3, targets) == pytest.approx(3.0, rel=0.1)
 
 
+def test_a_perfectly_classified_calibration_slice_does_not_make_every_answer_certain():
+    # 45 rows, all classified right with a clear margin: hard targets drive the temperature to
+    # its lower bound (0.01, every confidence 1.0, nothing would ever cascade); Platt's
+    # smoothed targets keep the confidences near the (n + 1) / (n + 2) the slice supports.
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 15, size=45)
+    logits = rng.normal(size=(45, 15))
+    logits[np.arange(45), targets] += 6.0
+    assert (logits.argmax(axis=1) == targets).all()
+    temperature = fit_temperature(logits, targets)
+    assert 0.1 < temperature < 5
+    mean_confidence = softmax(logits / temperature).max(axis=1).mean()
+    assert 0.9 < mean_confidence < 0.995
+    # A text the head is unsure of stays unsure.
+    assert softmax(np.zeros((1, 15)) / temperature).max() == pytest.approx(1 / 15)
+    unsure = np.zeros((1, 15))
+    unsure[0, :2] = 1.0
+    assert softmax(unsure / temperature).max() < 0.5
+
+
 @pytest.mark.parametrize(
     ("label", "expected"),
     [

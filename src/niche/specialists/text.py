@@ -49,20 +49,30 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
-    """The temperature T minimising the negative log-likelihood of ``softmax(logits / T)``.
+    """The temperature T minimising the negative log-likelihood of ``softmax(logits / T)``
+    against smoothed targets.
 
     Temperature scaling (Guo et al. 2017) keeps the argmax, so accuracy is unchanged while the
-    confidences become honest enough for a cascade threshold.
+    confidences become honest enough for a cascade threshold. The targets are Platt's (1999):
+    the true label gets ``(n + 1) / (n + 2)`` of the mass and the others share the rest, for
+    ``n`` calibration rows. With hard targets a slice the head classifies perfectly (a small
+    one, an easy task) drives T to its lower bound and every answer, even to a text unlike
+    any seen, to confidence 1 — nothing would cascade; the smoothed ones converge to the
+    plain fit as the slice grows.
     """
     from scipy.optimize import minimize_scalar
 
+    n, k = logits.shape
     rows = np.arange(len(targets))
+    true_mass = (n + 1) / (n + 2)
+    smoothed = np.full(logits.shape, (1.0 - true_mass) / max(k - 1, 1))
+    smoothed[rows, targets] = true_mass
 
     def nll(log_t: float) -> float:
         scaled = logits / np.exp(log_t)
         scaled = scaled - scaled.max(axis=1, keepdims=True)
-        log_norm = np.log(np.exp(scaled).sum(axis=1))
-        return float(np.mean(log_norm - scaled[rows, targets]))
+        log_probs = scaled - np.log(np.exp(scaled).sum(axis=1, keepdims=True))
+        return float(-np.mean((smoothed * log_probs).sum(axis=1)))
 
     result = minimize_scalar(nll, bounds=(np.log(0.01), np.log(100.0)), method="bounded")
     return float(np.exp(result.x))
