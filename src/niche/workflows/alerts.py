@@ -279,7 +279,7 @@ class AlertWebhooks:
             stop=stop_after_attempt(self.attempts) | stop_when_event_set(self._closing),
             wait=wait_exponential(multiplier=self.backoff_s, max=self.max_backoff_s),
             retry=retry_if_exception_type(_Retryable),
-            sleep=self._closing.wait,  # closing cuts a backoff short
+            sleep=self._pause,
             before_sleep=lambda state: log.info(
                 "%s: attempt %d failed (%s); retrying",
                 self.describe(index),
@@ -302,6 +302,10 @@ class AlertWebhooks:
             log.warning("%s: the alert was refused: %s", self.describe(index), exc)
         else:
             self.delivered += 1
+
+    def _pause(self, seconds: float) -> None:
+        """The wait between attempts, cut short by :meth:`close`."""
+        self._closing.wait(seconds)
 
     def _post(self, index: int, body: bytes) -> None:
         """One call; its errors as :class:`_Retryable` / :class:`_Refused`, safe to log."""
