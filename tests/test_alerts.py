@@ -34,6 +34,7 @@ class Hooks(ThreadedServer):
         self.calls: dict[str, int] = {}
         self.received: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self._release: asyncio.Event | None = None
 
     @property
     def root(self) -> str:
@@ -42,11 +43,19 @@ class Hooks(ThreadedServer):
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/{name}", self._hook)
 
+    async def _stop(self) -> None:
+        if self._release is not None:
+            self._release.set()
+        await super()._stop()
+
     async def _hook(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         self.calls[name] = self.calls.get(name, 0) + 1
         if name == "hang":
-            await asyncio.sleep(3600)
+            if self._release is None:
+                self._release = asyncio.Event()
+            await self._release.wait()  # until the server stops
+            return web.Response(status=503)
         if name == "gone":
             return web.Response(status=404)
         if name == "flaky" and self.calls[name] <= self.failures:

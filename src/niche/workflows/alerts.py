@@ -35,8 +35,6 @@ from niche.settings import Settings
 from niche.workflows._context import resolve
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from niche.registry import Registry
     from niche.registry.records import AlertRecord
 
@@ -66,21 +64,25 @@ def list_alerts(
     settings: Settings | None = None,
     *,
     state: str | None = None,
-    since: datetime | None = None,
+    since: str | None = None,
     limit: int | None = None,
     registry: Registry | None = None,
 ) -> list[AlertRecord]:
     """Alerts of ``task`` (or every task) in ``state`` (``open``, ``resolved``; None: both),
-    opened at or after ``since``, oldest first (the newest ``limit``). An unknown task is a
+    opened at or after ``since`` (ISO-8601, or a duration back from now: ``1d``), oldest
+    first (the newest ``limit``). An unknown task is a
     :class:`~niche.errors.TaskNotFoundError` listing the known ones.
 
-    >>> [(a.task, a.signal, a.state) for a in list_alerts(state="open")]
+    >>> [(a.task, a.signal, a.state) for a in list_alerts(state="open", since="1d")]
     [('banking77', 'input_drift', 'open')]
     """
+    from niche.workflows.traffic import parse_since
+
+    start = parse_since(since)
     _, registry = resolve(settings, registry)
     if task is not None:
         registry.tasks.get(task)
-    return registry.monitoring.alerts(task, state=state, since=since, limit=limit)
+    return registry.monitoring.alerts(task, state=state, since=start, limit=limit)
 
 
 def alert_payloads(
