@@ -188,6 +188,28 @@ class _Champion:
     record: ModelVersionRecord
     encoder: Encoder | None  # None: its kind has no encoder (remote, zero-shot)
     reference: _Reference
+    # The last window's embeddings, by database URL and record id: the next check (the loop
+    # checks every few minutes) encodes only the records that arrived since.
+    seen: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+
+    def embed(
+        self, database: str, records: Sequence[StoredTrafficRecord], progress: Progress
+    ) -> np.ndarray:
+        """Embeddings of ``records``' texts (each has one), reusing the last window's."""
+        if self.encoder is None:
+            raise ValueError("a champion without an encoder embeds nothing")
+        known = self.seen.get(database, {})
+        missing = [r for r in records if r.id not in known]
+        fresh = {r.id: known[r.id] for r in records if r.id in known}
+        if missing:
+            with progress.task("embedding the window", total=len(missing)) as step:
+                vectors = np.asarray(
+                    self.encoder.encode([_text(r) or "" for r in missing]), dtype=np.float32
+                )
+                step(len(missing))
+            fresh.update(zip((r.id for r in missing), vectors, strict=True))
+        self.seen[database] = fresh
+        return np.stack([fresh[r.id] for r in records])
 
 
 _CACHE: OrderedDict[tuple[Any, ...], _Champion] = OrderedDict()
@@ -406,6 +428,7 @@ def _drift_signals(
     ours: list[StoredTrafficRecord],
     serving: list[StoredTrafficRecord],
     *,
+    database: str,
     seed: int,
     progress: Progress,
 ) -> list[Signal]:
@@ -419,7 +442,7 @@ def _drift_signals(
     n = len(ours)
 
     # Input drift: the training rows' embeddings (else the first serving window's texts).
-    texts = [t for t in map(_text, ours) if t is not None]
+    with_text = [r for r in ours if _text(r) is not None]
     encoder = champion.encoder if champion is not None else None
     names = ("input_drift", "input_drift_projection")
     if encoder is None:
@@ -433,15 +456,14 @@ def _drift_signals(
             serving_texts = [t for t in map(_text, serving) if t is not None]
             if serving_texts:
                 inputs = InputDriftReference(seed=seed).fit(encoder.encode(serving_texts))
-        if inputs is None or not texts:
+        if inputs is None or not with_text or champion is None:
             why = "no reference rows" if inputs is None else "no texts in the window"
             signals += [
-                _unjudged(name, "skipped", mon.input_drift_alpha, len(texts), why) for name in names
+                _unjudged(name, "skipped", mon.input_drift_alpha, len(with_text), why)
+                for name in names
             ]
         else:
-            with progress.task("embedding the window", total=len(texts)) as step:
-                current = np.asarray(encoder.encode(texts), dtype=np.float32)
-                step(len(texts))
+            current = champion.embed(database, with_text, progress)
             for test in (inputs.input_drift, inputs.input_drift_projection):
                 signal = test(current, alpha=mon.input_drift_alpha, min_rows=mon.min_rows)
                 signals.append(_with(signal, reference=source))
@@ -669,7 +691,15 @@ def _check(
             "serving_last_id": serving[-1].id if serving else None,
             "promoted_at": _iso(promoted),
         }
-        signals += _drift_signals(champion, spec, ours, serving, seed=seed, progress=progress)
+        signals += _drift_signals(
+            champion,
+            spec,
+            ours,
+            serving,
+            database=registry.database_url,
+            seed=seed,
+            progress=progress,
+        )
         signals += _quality_signals(champion, spec, ours)
     signals += _sla_signals(spec, records)
     return MonitorReport(
