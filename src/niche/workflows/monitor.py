@@ -34,12 +34,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from niche.errors import NotFoundError, ValidationError
+from niche.errors import ArtifactError, ChecksumMismatchError, NotFoundError, ValidationError
 from niche.progress import NO_PROGRESS, Progress
 from niche.settings import Settings
 from niche.workflows._context import resolve
@@ -71,6 +71,9 @@ MAX_WINDOW_ROWS: Final = 100_000
 task."""
 
 _CACHED_REFERENCES: Final = 16
+# What a champion whose artifact or dataset files are gone or damaged raises: its check goes
+# on with what the traffic shows.
+_UNREADABLE: Final = (ArtifactError, ChecksumMismatchError, NotFoundError)
 _SAMPLE_LABELS: Final = 20  # labels listed in a note
 
 
@@ -104,11 +107,11 @@ def verdict(signal: Mapping[str, Any]) -> str:
     >>> verdict({"name": "input_drift", "statistic": 0.2, "p_value": 0.001, "alarm": True})
     'ALARM'
     """
-    from niche.registry.stores.monitoring import insufficient
+    from niche.registry.stores.monitoring import is_insufficient
 
     if signal.get("alarm"):
         return "ALARM"
-    return "insufficient data" if insufficient(signal) else "ok"
+    return "insufficient data" if is_insufficient(signal) else "ok"
 
 
 @dataclass(frozen=True)
@@ -280,7 +283,7 @@ def _build_champion(
         return _Champion(record, None, replace(empty, notes=tuple(notes)))
     try:
         version = open_dataset(record.dataset_fingerprint, settings, registry=registry)
-    except NotFoundError as exc:
+    except _UNREADABLE as exc:
         notes.append(
             f"the training rows of v{record.version} (dataset {record.dataset_fingerprint[:12]}) "
             f"cannot be read ({exc}): compared with its first serving window only"
@@ -673,7 +676,7 @@ def _check(
                 progress=progress,
             )
             notes.extend(champion.reference.notes)
-        except NotFoundError as exc:  # its artifact is gone: still check what traffic shows
+        except _UNREADABLE as exc:  # its artifact is gone: still check what traffic shows
             notes.append(f"v{record.version} cannot be loaded ({exc}): no reference rows")
         ours = _window(registry, spec.name, size, now, model_version=record.version)
         serving, promoted = _serving_window(
@@ -730,7 +733,7 @@ def monitor(
 
     ``window`` overrides the tasks' ``monitoring.window`` (records, or a duration such as
     ``"1h"``); ``encoder`` replaces the settings' (the champion's kind must accept it);
-    ``now`` is the check's time (default: now, UTC); ``seed`` picks the reference sample
+    ``now`` is the check's time (default: the registry clock's now); ``seed`` picks the reference sample
     and seeds the permutation tests (default ``NICHE_SEED``). With ``store`` (the default)
     each report is stored, its alerts opened or resolved, and those sent to ``webhooks``
     (default: ``NICHE_ALERT_WEBHOOKS``'). An unknown task is a
@@ -744,7 +747,7 @@ def monitor(
 
     settings, registry = resolve(settings, registry)
     window = parse_window(window)
-    now = now if now is not None else datetime.now(UTC)
+    now = now if now is not None else registry.database.now()
     if now.tzinfo is None:
         raise ValidationError("now must be a timezone-aware datetime", param="now")
     seed = int(settings.get("NICHE_SEED")) if seed is None else seed
