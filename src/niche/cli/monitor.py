@@ -46,6 +46,8 @@ def monitor_command(
         print_json(payload)
         return
     console = make_console()
+    if not payload:
+        console.print("no tasks to monitor yet (create one: niche tasks create NAME)", markup=False)
     for report in payload:
         _print_report(report, console)
 

@@ -333,13 +333,10 @@ def _window(
     from niche.registry.since import parse_since
 
     if isinstance(size, int):
-        return registry.traffic.window(
-            task, model_version=model_version, limit=size, newest=True, until=None
-        )
+        return registry.traffic.window(task, model_version=model_version, limit=size, newest=True)
     return registry.traffic.window(
         task,
         since=parse_since(size, now),
-        until=None,
         model_version=model_version,
         limit=MAX_WINDOW_ROWS,
         newest=True,
