@@ -14,6 +14,13 @@ gateway does not, nor do these call the gateway. A caller's bad argument raises
 :class:`~niche.errors.GateRefusedError` by :meth:`PromotionOutcome.raise_for_refusal`.
 """
 
+from niche.workflows.alerts import (
+    AlertWebhooks,
+    alert_payloads,
+    alert_webhooks,
+    flush_alert_webhooks,
+    list_alerts,
+)
 from niche.workflows.audit import audit_events
 from niche.workflows.data import (
     DEFAULT_DATASET,
@@ -50,6 +57,7 @@ from niche.workflows.feedback import (
 from niche.workflows.gc import GarbageCollected, collect_garbage
 from niche.workflows.general import GeneralCheck, check_general
 from niche.workflows.models import lineage, load_specialist, register_trained, show_model
+from niche.workflows.monitor import MonitorReport, monitor, parse_window
 from niche.workflows.promote import PromotionOutcome, held_out_overlap, promote
 from niche.workflows.quickstart import QuickstartResult, quickstart
 from niche.workflows.tasks import create_task, edit_task, parse_changes, show_task
@@ -68,6 +76,7 @@ from niche.workflows.train import ensure_task_for, task_name_for, train_and_regi
 __all__ = [
     "DEFAULT_DATASET",
     "GENERAL_ROUTES",
+    "AlertWebhooks",
     "CuratedData",
     "DataSpec",
     "DistilledData",
@@ -77,9 +86,12 @@ __all__ = [
     "GeneralCheck",
     "LabelledId",
     "LoadedData",
+    "MonitorReport",
     "PromotionOutcome",
     "PrunedTraffic",
     "QuickstartResult",
+    "alert_payloads",
+    "alert_webhooks",
     "answered",
     "audit_events",
     "check_general",
@@ -94,18 +106,22 @@ __all__ = [
     "evaluate_model",
     "evaluate_predictor",
     "evaluate_registered",
+    "flush_alert_webhooks",
     "general_model_of",
     "general_predictor",
     "held_out_overlap",
     "inspect_data",
     "lineage",
+    "list_alerts",
     "list_traffic",
     "load_data",
     "load_specialist",
     "measuring_encoder",
+    "monitor",
     "open_dataset",
     "parse_changes",
     "parse_since",
+    "parse_window",
     "promote",
     "prune_traffic",
     "quickstart",

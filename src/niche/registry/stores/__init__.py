@@ -14,6 +14,7 @@ from niche.registry.stores.base import Database, Store, default_actor
 from niche.registry.stores.datasets import DatasetStore
 from niche.registry.stores.keys import KeyStore
 from niche.registry.stores.models import ModelStore
+from niche.registry.stores.monitoring import MonitoringStore
 from niche.registry.stores.promotions import GUARDED_ALIASES, UNSET, PromotionStore
 from niche.registry.stores.tasks import TaskStore
 from niche.registry.stores.traffic import TrafficStore
@@ -26,6 +27,7 @@ __all__ = [
     "DatasetStore",
     "KeyStore",
     "ModelStore",
+    "MonitoringStore",
     "PromotionStore",
     "Store",
     "TaskStore",
