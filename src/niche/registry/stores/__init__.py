@@ -13,6 +13,7 @@ from niche.registry.stores.audit import AuditStore
 from niche.registry.stores.base import Database, Store, default_actor
 from niche.registry.stores.datasets import DatasetStore
 from niche.registry.stores.keys import KeyStore
+from niche.registry.stores.leases import LeaseStore
 from niche.registry.stores.models import ModelStore
 from niche.registry.stores.promotions import GUARDED_ALIASES, UNSET, PromotionStore
 from niche.registry.stores.tasks import TaskStore
@@ -25,6 +26,7 @@ __all__ = [
     "Database",
     "DatasetStore",
     "KeyStore",
+    "LeaseStore",
     "ModelStore",
     "PromotionStore",
     "Store",
