@@ -81,7 +81,13 @@ _DAY: Final = timedelta(days=1)
 _DURATION: Final = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$")
 _UNITS_S: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _MESSAGE_CHARS: Final = 500
+# What an error message may say about where things run: URLs, IP addresses, host:port.
 _URL: Final = re.compile(r"\b[a-z][a-z0-9+.\-]*://\S+", re.IGNORECASE)
+_ADDRESS: Final = re.compile(
+    r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"
+    r"|\b(?:[a-z0-9\-]+\.)*[a-z][a-z0-9\-]*(?:\.[a-z0-9\-]+)*:\d{2,5}\b",
+    re.IGNORECASE,
+)
 
 
 def parse_interval(text: str | float) -> float:
@@ -720,8 +726,9 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _clean(exc: BaseException) -> str:
-    """An exception's message for the audit trail: URLs (hosts, credentials) removed, cut."""
-    text = _URL.sub("<url>", str(exc)).strip() or "(no message)"
+    """An exception's message for the audit trail: URLs and addresses (hosts, credentials)
+    replaced, and cut to a few hundred characters."""
+    text = _ADDRESS.sub("<host>", _URL.sub("<url>", str(exc))).strip() or "(no message)"
     return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 1] + "…"
 
 
