@@ -146,17 +146,17 @@ def test_cooldown_and_daily_cap_count_the_retrains_the_audit_trail_shows(
 @pytest.mark.slow
 def test_a_refused_gate_is_audited_and_moves_no_alias(registry, encoder, banking_rows, loop_env):
     _task(registry)
-    registry.tasks.update(TASK, sla={"min_quality": 1.0})  # out of reach
+    registry.tasks.update(TASK, sla={"latency_p95_ms": 0.001})  # out of reach
     _capture(registry, banking_rows)
 
     decision = _once(registry, encoder)
 
     assert decision.action == "refused"
-    assert decision.reason == "gate refused v1 (failed sla.min_quality); no champion yet"
+    assert decision.reason == "gate refused v1 (failed sla.latency_p95_ms); no champion yet"
     assert registry.promotions.get(TASK, "champion") is None
     subjects = [s for s, _ in _decisions(registry)]
     assert subjects == ["train", "refused"]
-    assert _decisions(registry)[-1][1]["gate"]["failed"] == ["sla.min_quality"]
+    assert _decisions(registry)[-1][1]["gate"]["failed"] == ["sla.latency_p95_ms"]
 
 
 @pytest.mark.slow
@@ -206,7 +206,7 @@ def test_a_task_another_loop_holds_is_skipped_and_said(registry, encoder, bankin
 
 
 class _Pause:
-    """A progress that blocks the first step it sees until released (a long training)."""
+    """A progress that blocks when the loop starts distilling until released (a long step)."""
 
     def __init__(self) -> None:
         self.reached = threading.Event()
@@ -214,7 +214,7 @@ class _Pause:
 
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[Any]:
-        if not self.reached.is_set():
+        if description == f"{TASK}: distil" and not self.reached.is_set():
             self.reached.set()
             assert self.go_on.wait(120)
         yield lambda _: None
@@ -263,7 +263,8 @@ def test_a_stop_between_steps_ends_the_pass_and_releases_the_lease(
     class StopDuringDistil:
         @contextmanager
         def task(self, description: str, total: int | None = None) -> Iterator[Any]:
-            stop.set()  # Ctrl-C while distilling: the step finishes, the next does not start
+            if description == f"{TASK}: distil":
+                stop.set()  # Ctrl-C while distilling: the step finishes, the next does not
             yield lambda _: None
 
     decision = _once(registry, encoder, stop=stop, progress=StopDuringDistil())

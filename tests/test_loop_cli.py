@@ -57,9 +57,8 @@ def test_loop_once_prints_did_nothing_with_its_reason_and_audit_shows_it(
     assert loop_events[0]["detail"]["rows"] == {"labelled": 30, "new": None, "min_rows": 80}
     audit = runner.invoke(app, ["audit", TASK])
     assert audit.exit_code == 0, audit.output
-    assert (
-        "only 30 labelled rows, 80 needed (loop.min_rows); labelled rows=30, min_rows rows=80"
-        in (audit.stdout)
+    assert "only 30 labelled rows, 80 needed (loop.min_rows); rows: 30 labelled (min 80)" in (
+        audit.stdout
     )
 
 
@@ -79,6 +78,14 @@ def test_loop_once_promotes_a_first_champion_and_audit_shows_every_step(
     assert "champion v1, after first" in lines
     assert "gate passed" in lines and "champion none → v1" in lines
     assert "accuracy " in lines and " vs general " in lines
+    assert "rows: 240 labelled (min 80)" in lines and "seconds: " in lines
+    # Everything the loop changed is recorded as the loop: the model, the gate, the alias.
+    events = _json(runner.invoke(app, ["audit", TASK, "--json"]))
+    changes = [
+        e for e in events if e["action"] in ("model.registered", "gate.decided", "alias.moved")
+    ]
+    assert [e["action"] for e in changes] == ["model.registered", "gate.decided", "alias.moved"]
+    assert all(e["actor"].startswith("loop:") for e in changes), changes
 
 
 def test_loop_refuses_an_unknown_task_and_a_bad_interval(cli_env) -> None:

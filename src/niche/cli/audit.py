@@ -58,8 +58,10 @@ def _loop_brief(detail: dict[str, Any]) -> str:
     """A loop decision's reason, then its numbers: rows, alarms, data, versions, gate, time."""
     parts = [str(detail.get("reason", ""))]
     rows = detail.get("rows") or {}
-    if rows:
-        parts.append(", ".join(f"{k} rows={v}" for k, v in rows.items() if v is not None))
+    if rows.get("labelled") is not None:
+        new = f", {rows['new']} new" if rows.get("new") is not None else ""
+        usable = f", {rows['usable']} usable" if rows.get("usable") is not None else ""
+        parts.append(f"rows: {rows['labelled']} labelled{new}{usable} (min {rows.get('min_rows')})")
     signals = (detail.get("monitor") or {}).get("signals") or []
     if signals:
         alarms = [s["name"] for s in signals if s.get("alarm")]
@@ -96,7 +98,9 @@ def _loop_brief(detail: dict[str, Any]) -> str:
     error = detail.get("error") or {}
     if error and error.get("message"):
         parts.append(f"error in {error.get('step')}: {error.get('class')}")
-    seconds = detail.get("seconds") or {}
+    seconds = dict(detail.get("seconds") or {})
     if seconds:
-        parts.append("s: " + ", ".join(f"{k}={v:g}" for k, v in seconds.items()))
+        total = seconds.pop("total", None)
+        steps = ", ".join(f"{k} {v:g}" for k, v in seconds.items())
+        parts.append(f"seconds: {steps}{f' (total {total:g})' if total is not None else ''}")
     return "; ".join(part for part in parts if part)

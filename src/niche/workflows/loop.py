@@ -31,6 +31,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -360,8 +361,8 @@ def loop_once(
         >>> loop_once(["banking77"], now=datetime(2026, 3, 1, tzinfo=UTC))[0].reason
         'no trigger fired: no drift/agreement/accuracy alarm; 120 of 1000 new labelled rows'
     """
-    settings, registry = resolve(settings, registry)
     holder = holder or default_holder()
+    settings, registry = _resolve(settings, registry, holder)
     records = [registry.tasks.get(name) for name in tasks] if tasks else registry.tasks.all()
     decisions: list[LoopDecision] = []
     shared_encoder = encoder
@@ -418,6 +419,7 @@ class _TaskRun:
         self.detail: dict[str, Any] = {"seconds": {}}
         self.trigger: str | None = None
         self.started = self.step_started = time.perf_counter()
+        self.shown = ExitStack()
 
     # -- bookkeeping --
 
@@ -439,9 +441,12 @@ class _TaskRun:
         self.close_step()
         self.step = step
         self.step_started = time.perf_counter()
+        # The step shows as one line of progress (its own bars below it) until the next.
+        self.shown.enter_context(self.progress.task(f"{self.task}: {step}", total=None))
 
     def close_step(self) -> None:
-        if self.step != "lease":
+        self.shown.close()
+        if self.step != "lease" and self.step not in self.detail["seconds"]:
             elapsed = time.perf_counter() - self.step_started
             self.detail["seconds"][self.step] = round(elapsed, 3)
 
@@ -664,9 +669,9 @@ def run_loop(
         >>> stop = threading.Event()
         >>> run_loop(["banking77"], interval_s=600, stop=stop)  # another thread: stop.set()
     """
-    settings, registry = resolve(settings, registry)
     interval_s = parse_interval(interval_s)
     holder = holder or default_holder()
+    settings, registry = _resolve(settings, registry, holder)
     stop = stop or threading.Event()
     wait = sleep or stop.wait
     if tasks:
@@ -715,6 +720,19 @@ def _failed_pass(registry: Registry, holder: str, exc: Exception) -> LoopDecisio
 
 
 # -- small pieces ---------------------------------------------------------------------------
+
+
+def _resolve(
+    settings: Settings | None, registry: Registry | None, holder: str
+) -> tuple[Settings, Registry]:
+    """Like :func:`~niche.workflows._context.resolve`, but a registry built here records
+    every change it makes (a model registered, an alias moved) as the loop's ``holder``."""
+    if registry is None:
+        from niche.registry import Registry
+
+        settings = settings or Settings()
+        registry = Registry(settings=settings, actor=holder)
+    return resolve(settings, registry)
 
 
 def _since(spec: LoopSpec, now: datetime) -> datetime | None:
