@@ -81,6 +81,11 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case(["audit", "--since", "bogus"], 2, ("--since 'bogus'",)),
         Case(["audit"], 2, (BAD_DATABASE_MESSAGE,), BAD_DATABASE),
     ],
+    ("distil",): [
+        Case(["distil", TASK], 2, (f"task {TASK}: 0 labelled rows", "at least 200")),
+        Case(["distil", TASK, "--since", "bogus"], 2, ("--since 'bogus'",)),
+        Case(["distil", "nosuch"], 2, ("no task 'nosuch'",)),
+    ],
     ("serve",): [Case(["serve", "--workers", "0"], 2, ("--workers must be at least 1",))],
     ("data", "inspect"): [Case(["data", "inspect", "--dataset", "nosuch"], 2, ("'nosuch'",))],
     ("data", "curate"): [

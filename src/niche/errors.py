@@ -29,6 +29,7 @@ __all__ = [
     "MethodNotAllowedError",
     "ModelNotFoundError",
     "NicheError",
+    "NotEnoughDataError",
     "NotFittedError",
     "NotFoundError",
     "OverloadedError",
@@ -87,6 +88,20 @@ class ValidationError(NicheError):
     def __init__(self, message: str, *, param: str | None = None) -> None:
         super().__init__(message)
         self.param = param
+
+
+class NotEnoughDataError(ValidationError):
+    """Too few usable labelled rows to build a dataset version (e.g. distilled from traffic).
+
+    ``rows`` is how many there are, ``needed`` how many it takes; the message says how to get
+    more. The loop reads it as "nothing to do yet", not as a failure.
+    """
+
+    def __init__(self, message: str, *, task: str, rows: int, needed: int) -> None:
+        super().__init__(message, param="min_rows")
+        self.task = task
+        self.rows = rows
+        self.needed = needed
 
 
 class DataValidationError(NicheError):

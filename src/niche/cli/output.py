@@ -357,6 +357,9 @@ def print_lineage(payload: dict[str, Any]) -> None:
     if dataset.get("registered", True):
         typer.echo(f"  dataset {dataset['fingerprint']} from {dataset['source']}")
         typer.echo(f"    splits {dataset['splits']}")
+        origin = (dataset.get("report") or {}).get("origin")
+        if origin and origin.get("kind") == "traffic":
+            typer.echo(f"    {_traffic_origin_line(origin)}")
     else:
         typer.echo(
             f"  dataset {dataset['fingerprint']}: not registered (the lineage stops at the model)"
@@ -367,3 +370,14 @@ def print_lineage(payload: dict[str, Any]) -> None:
             f"  evaluated on {evaluation['split']}: accuracy {metrics['accuracy']:.4f} "
             f"({evaluation['created_at']})"
         )
+
+
+def _traffic_origin_line(origin: dict[str, Any]) -> str:
+    """One line for a dataset distilled from traffic: task, window, id range, row counts."""
+    bounds = "".join(f", {name} {origin[name]}" for name in ("since", "until") if origin.get(name))
+    rows = origin.get("rows") or {}
+    return (
+        f"distilled from {origin.get('task')}'s traffic: records {origin.get('first_id')}-"
+        f"{origin.get('last_id')} ({origin.get('records_read')} read{bounds}), "
+        f"{rows.get('teacher', 0)} teacher and {rows.get('gold', 0)} gold rows"
+    )

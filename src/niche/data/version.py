@@ -33,6 +33,8 @@ __all__ = ["SPLITS", "CurationReport", "DatasetVersion", "fingerprint_splits"]
 
 SPLITS = ("train", "test")
 _VERSION_FILE = "version.json"
+_OPTIONAL_FIELDS = frozenset({"origin"})
+"""Report fields added after versions were first saved: a report may lack them."""
 
 
 @dataclass
@@ -43,7 +45,10 @@ class CurationReport:
     labels; ``conflict_examples`` keeps up to 20 ``{"text", "labels"}`` of them.
     ``near_duplicate_conflicts`` counts near-duplicates removed because an earlier kept row
     has a different label. ``rows_out`` maps split name to rows kept; ``labels`` is the
-    number of train labels.
+    number of train labels. ``origin`` says where the rows came from when curation alone
+    cannot: for a version distilled from captured traffic, ``{"kind": "traffic", …}`` with
+    the task, the window and the record-id range read (see :func:`niche.workflows.distil`);
+    None for files and catalog datasets. It is not part of the fingerprint (the rows are).
 
         >>> CurationReport(rows_in=3).to_dict()["rows_in"]
         3
@@ -63,6 +68,7 @@ class CurationReport:
     seed: int = 0
     test_size: float = 0.2
     near_duplicate_threshold: float = 0.9
+    origin: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy of every field."""
@@ -70,13 +76,14 @@ class CurationReport:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CurationReport:
-        """Rebuild a report from :meth:`to_dict` output; every field must be present.
+        """Rebuild a report from :meth:`to_dict` output; every field must be present, except
+        those added since (:data:`_OPTIONAL_FIELDS`: reports saved before them lack them).
 
         >>> CurationReport.from_dict(CurationReport().to_dict()) == CurationReport()
         True
         """
         names = [f.name for f in fields(cls)]
-        missing = [name for name in names if name not in data]
+        missing = [name for name in names if name not in data and name not in _OPTIONAL_FIELDS]
         if missing:
             raise DataValidationError(
                 f"curation report lacks field(s) {', '.join(missing)}", column=missing[0]
@@ -86,7 +93,12 @@ class CurationReport:
             raise DataValidationError(
                 f"curation report has unknown field(s) {', '.join(unknown)}", column=unknown[0]
             )
-        return cls(**{name: data[name] for name in names})
+        origin = data.get("origin")
+        if origin is not None and not isinstance(origin, Mapping):
+            raise DataValidationError(
+                f"curation report's origin must be an object, got {origin!r}", column="origin"
+            )
+        return cls(**{name: data[name] for name in names if name in data})
 
 
 def fingerprint_splits(splits: Mapping[str, Rows]) -> str:

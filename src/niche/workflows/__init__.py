@@ -26,6 +26,7 @@ from niche.workflows.data import (
     open_dataset,
     save_dataset,
 )
+from niche.workflows.distil import DistilledData, distil
 from niche.workflows.evaluate import (
     EvaluationReport,
     evaluate_model,
@@ -62,6 +63,7 @@ __all__ = [
     "GENERAL_ROUTES",
     "CuratedData",
     "DataSpec",
+    "DistilledData",
     "EvaluationReport",
     "GarbageCollected",
     "GeneralCheck",
@@ -77,6 +79,7 @@ __all__ = [
     "create_task",
     "curate_data",
     "dead_letters",
+    "distil",
     "edit_task",
     "ensure_task_for",
     "evaluate_model",

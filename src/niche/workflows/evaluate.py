@@ -28,7 +28,7 @@ from niche.errors import (
     UpstreamError,
     ValidationError,
 )
-from niche.evaluation import Comparison, Evaluation, Prices, compare, evaluate
+from niche.evaluation import Comparison, Evaluation, Prices, accuracy_ci, compare, evaluate
 from niche.progress import NO_PROGRESS, Progress
 from niche.settings import Settings
 from niche.specialists import FitContext, Predictor, get_kind
@@ -62,6 +62,10 @@ class EvaluationReport:
 
     ``general_model`` says which general model answered (its kind, and for an endpoint its
     model, base URL, and the calls this evaluation made and the answers the cache had).
+    ``label_sources`` holds, for a dataset distilled from traffic, the specialist's
+    ``teacher_agreement`` (on the test rows the general model labelled) and ``gold_accuracy``
+    (on those with a gold label); they join its metrics in :meth:`to_dict` and in the stored
+    evaluation.
     """
 
     split: str
@@ -70,6 +74,7 @@ class EvaluationReport:
     general: Evaluation
     comparison: Comparison
     general_model: dict[str, Any] = field(default_factory=dict)
+    label_sources: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """What ``niche evaluate --json`` prints."""
@@ -77,7 +82,7 @@ class EvaluationReport:
         return {
             "split": self.split,
             "rows": self.rows,
-            "specialist": self.specialist.to_dict(),
+            "specialist": self.specialist.to_dict() | self.label_sources,
             "general": self.general.to_dict(),
             "general_model": dict(self.general_model),
             "paired_test": comparison["paired_test"],
@@ -379,7 +384,43 @@ def evaluate_model(
         general=general_eval,
         comparison=comparison,
         general_model=_describe(general),
+        label_sources=_label_sources(version, specialist_eval, settings, split=split, seed=seed),
     )
+
+
+def _label_sources(
+    version: DatasetVersion,
+    evaluation: Evaluation,
+    settings: Settings,
+    *,
+    split: str,
+    seed: int,
+) -> dict[str, Any]:
+    """For a version distilled from traffic, ``evaluation`` split by where labels came from.
+
+    ``teacher_agreement`` is the accuracy on the test rows the general model labelled (how
+    often the specialist agrees with its teacher), ``gold_accuracy`` on those with a gold
+    label; each ``{"n", "accuracy", "accuracy_ci"}`` (a 95 % bootstrap interval), None when
+    there are no such rows. Empty for other versions, other splits, and sampled evaluations.
+    """
+    origin = version.report.origin or {}
+    if origin.get("kind") != "traffic" or split != "test" or evaluation.rows is not None:
+        return {}
+    gold = np.zeros(evaluation.n, dtype=bool)
+    gold[[i for i in origin.get("gold_test", []) if 0 <= i < evaluation.n]] = True
+
+    def measured(mask: np.ndarray) -> dict[str, Any] | None:
+        hits = evaluation.correct[mask]
+        if not len(hits):
+            return None
+        low, high = accuracy_ci(
+            hits,
+            n_resamples=settings.get("NICHE_BOOTSTRAP_RESAMPLES"),
+            seed=seed,
+        )
+        return {"n": len(hits), "accuracy": float(hits.mean()), "accuracy_ci": [low, high]}
+
+    return {"teacher_agreement": measured(~gold), "gold_accuracy": measured(gold)}
 
 
 def training_data(
@@ -415,7 +456,7 @@ def record_evaluation(
         record.version,
         dataset_fingerprint=data.fingerprint,
         split=report.split,
-        metrics=report.specialist.to_dict(),
+        metrics=report.specialist.to_dict() | report.label_sources,
         general=report.general.to_dict(),
         comparison=report.comparison.to_dict(),
         usage=_stored_usage(report.specialist),

@@ -152,4 +152,6 @@ def _say(progress: Progress, note: str) -> None:
 def _source_name(source: str) -> str:
     if source.startswith("catalog:"):
         return source.removeprefix("catalog:")
+    if source.startswith("traffic:"):  # distilled: traffic:TASK#ids=1-500 is TASK's
+        return source.removeprefix("traffic:").split("#", 1)[0]
     return Path(source).stem
