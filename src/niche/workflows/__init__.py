@@ -42,9 +42,11 @@ from niche.workflows.evaluate import (
 )
 from niche.workflows.gc import GarbageCollected, collect_garbage
 from niche.workflows.general import GeneralCheck, check_general
+from niche.workflows.loop import LoopDecision, LoopFacts, loop_once, run_loop
 from niche.workflows.models import lineage, load_specialist, register_trained, show_model
 from niche.workflows.promote import PromotionOutcome, held_out_overlap, promote
 from niche.workflows.quickstart import QuickstartResult, quickstart
+from niche.workflows.retrain import Retrained, train_evaluate_promote
 from niche.workflows.tasks import create_task, edit_task, parse_changes, show_task
 from niche.workflows.traffic import (
     GENERAL_ROUTES,
@@ -68,9 +70,12 @@ __all__ = [
     "GarbageCollected",
     "GeneralCheck",
     "LoadedData",
+    "LoopDecision",
+    "LoopFacts",
     "PromotionOutcome",
     "PrunedTraffic",
     "QuickstartResult",
+    "Retrained",
     "answered",
     "audit_events",
     "check_general",
@@ -93,6 +98,7 @@ __all__ = [
     "list_traffic",
     "load_data",
     "load_specialist",
+    "loop_once",
     "measuring_encoder",
     "open_dataset",
     "parse_changes",
@@ -102,11 +108,13 @@ __all__ = [
     "quickstart",
     "record_evaluation",
     "register_trained",
+    "run_loop",
     "save_dataset",
     "show_model",
     "show_task",
     "task_name_for",
     "train_and_register",
+    "train_evaluate_promote",
     "training_data",
     "uncached_encoder",
     "zero_shot_baseline",
