@@ -56,9 +56,12 @@ endif
 test: venv postgres
 	$(BIN)/python -m pytest -v
 
+# drift.py installs Evidently into its own virtualenv (benchmarks/.venvs/evidently: it needs
+# pandas < 3) the first time, and runs it in a subprocess on the same windows.
 bench: venv
 	$(BIN)/python benchmarks/encoder.py
 	$(BIN)/python benchmarks/gateway.py
+	$(BIN)/python benchmarks/drift.py
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks

@@ -68,6 +68,7 @@ PUBLIC: dict[str, frozenset[str] | None] = {
         }
     ),
     "niche.gateway": None,
+    "niche.monitoring": None,
     # Library calls take a niche.progress.Progress, so its names are public too.
     "niche.progress": None,
     "niche.registry": frozenset(
