@@ -87,6 +87,14 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case(["distil", "nosuch"], 2, ("no task 'nosuch'",)),
     ],
     ("serve",): [Case(["serve", "--workers", "0"], 2, ("--workers must be at least 1",))],
+    ("monitor",): [
+        Case(["monitor", "nosuch"], 2, ("no task 'nosuch'",)),
+        Case(["monitor", "--window", "soon"], 2, ("--window 'soon'",)),
+    ],
+    ("alerts",): [
+        Case(["alerts", "--state", "closed"], 2, ("alert state must be one of open, resolved",)),
+        Case(["alerts", "nosuch"], 2, ("no task 'nosuch'",)),
+    ],
     ("data", "inspect"): [Case(["data", "inspect", "--dataset", "nosuch"], 2, ("'nosuch'",))],
     ("data", "curate"): [
         Case(

@@ -368,6 +368,19 @@ SETTINGS: tuple[Setting, ...] = (
         "sets no max_tokens or max_completion_tokens.",
         int,
     ),
+    # -- monitoring alerts --
+    Setting(
+        "NICHE_ALERT_WEBHOOKS",
+        None,
+        "Comma-separated http(s) URLs that each opened or resolved monitoring alert is "
+        "POSTed to as JSON, in the background, retried with backoff (unset: none).",
+    ),
+    Setting(
+        "NICHE_ALERT_WEBHOOK_TIMEOUT_S",
+        5.0,
+        "Seconds one alert webhook call may take before it is abandoned (and retried).",
+        float,
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

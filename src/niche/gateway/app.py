@@ -26,7 +26,7 @@ from niche.gateway.budget import Budgets
 from niche.gateway.capture import CaptureWriter
 from niche.gateway.config import GatewayConfig, load_redactor
 from niche.gateway.general import GeneralClient
-from niche.gateway.metrics import GatewayMetrics
+from niche.gateway.metrics import GatewayMetrics, MonitoringGauges
 from niche.gateway.policy import CascadePolicy, RandomSource, TaskAnswer
 from niche.gateway.portfolio import Loader, Portfolio
 from niche.gateway.routes.admin import AdminRoutes
@@ -68,6 +68,7 @@ class Gateway:
         self.config = config = config or GatewayConfig.from_settings(self.settings)
         self.registry = registry = registry or Registry(settings=self.settings)
         self.metrics = GatewayMetrics()
+        self.monitoring = MonitoringGauges(registry.monitoring.latest_all, self.metrics)
         # One thread runs the specialists (onnxruntime uses the cores itself); another loads
         # new versions, so that a slow load never holds up an answer.
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="niche-model")
@@ -162,7 +163,12 @@ class Gateway:
             return
         self.started = True
         self.capture.start()
-        await self.portfolio.start(self.config.refresh_s, on_tick=self._update_gauges)
+        await self.portfolio.start(self.config.refresh_s, on_tick=self._on_tick)
+        self.monitoring.tick()
+
+    def _on_tick(self) -> None:
+        self._update_gauges()
+        self.monitoring.tick()
 
     def _update_gauges(self) -> None:
         self.metrics.set_state(
@@ -174,6 +180,7 @@ class Gateway:
     async def shutdown(self) -> None:
         """Finish background work (shadow calls), flush every traffic record, close clients."""
         await self.portfolio.stop()
+        await self.monitoring.aclose()
         await self.policy.drain(SHUTDOWN_GRACE_S)
         await self.budgets.aclose()
         await self.capture.aclose()

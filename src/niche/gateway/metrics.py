@@ -6,6 +6,11 @@ and would make the label set unbounded). The cascade rate is
 the workers share ``PROMETHEUS_MULTIPROC_DIR`` (set by ``serve``), and ``/metrics`` on any
 of them reports the sum over all.
 
+The latest monitoring check of each task (``niche monitor``, the loop) is read off the event
+loop at every portfolio refresh (:class:`MonitoringGauges`) and shown as
+``niche_monitor_statistic``, ``niche_monitor_p_value`` and ``niche_monitor_alarm`` per task
+and signal, and ``niche_monitor_checked_timestamp_seconds`` per task.
+
     >>> metrics = GatewayMetrics()
     >>> metrics.observe("banking77", "specialist", 200, 0.004)
     >>> metrics.render()[:6]
@@ -14,13 +19,22 @@ of them reports the sum over all.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import math
 import os
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["CONTENT_TYPE", "GatewayMetrics"]
+if TYPE_CHECKING:
+    from niche.registry.records import DriftReportRecord
+
+__all__ = ["CONTENT_TYPE", "GatewayMetrics", "MonitoringGauges"]
+
+log = logging.getLogger("niche.gateway")
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -117,6 +131,36 @@ class GatewayMetrics:
             registry=r,
             multiprocess_mode="max",
         )
+        # Every worker reads the same checks from the registry: any one's value is the value.
+        self.monitor_statistic = Gauge(
+            "niche_monitor_statistic",
+            "The latest monitoring check's statistic, per task and signal.",
+            ["task", "signal"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.monitor_p_value = Gauge(
+            "niche_monitor_p_value",
+            "The latest monitoring check's p-value, per task and signal (tests only).",
+            ["task", "signal"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.monitor_alarm = Gauge(
+            "niche_monitor_alarm",
+            "1 when the latest monitoring check's signal alarms, else 0.",
+            ["task", "signal"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self.monitor_checked = Gauge(
+            "niche_monitor_checked_timestamp_seconds",
+            "When the task's latest monitoring check ran (seconds since the epoch).",
+            ["task"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
+        self._monitored: dict[str, set[str]] = {}
 
     def observe(self, task: str | None, route: str, status: int, seconds: float) -> None:
         key = (task or "", route, status)
@@ -145,6 +189,33 @@ class GatewayMetrics:
         for name, state in circuits:
             self.circuit_open.labels(name).set(float(state == "open"))
 
+    def set_monitoring(self, latest: Mapping[str, DriftReportRecord]) -> None:
+        """Show ``latest`` (each task's newest check, as ``registry.monitoring.latest_all()``
+        gives it); series of tasks and signals no longer in it are removed."""
+        seen: dict[str, set[str]] = {}
+        for task, report in latest.items():
+            self.monitor_checked.labels(task).set(report.at.timestamp())
+            names = seen[task] = set()
+            for signal in report.signals:
+                name = str(signal.get("name"))
+                names.add(name)
+                for gauge, value in (
+                    (self.monitor_statistic, signal.get("statistic")),
+                    (self.monitor_p_value, signal.get("p_value")),
+                ):
+                    if isinstance(value, int | float) and math.isfinite(value):
+                        gauge.labels(task, name).set(float(value))
+                    else:
+                        _remove(gauge, task, name)
+                self.monitor_alarm.labels(task, name).set(float(bool(signal.get("alarm"))))
+        for task, names in self._monitored.items():
+            for name in names - seen.get(task, set()):
+                for gauge in (self.monitor_statistic, self.monitor_p_value, self.monitor_alarm):
+                    _remove(gauge, task, name)
+            if task not in seen:
+                _remove(self.monitor_checked, task)
+        self._monitored = seen
+
     def render(self) -> bytes:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             from prometheus_client import multiprocess
@@ -153,3 +224,55 @@ class GatewayMetrics:
             multiprocess.MultiProcessCollector(merged)
             return generate_latest(merged)
         return generate_latest(self.registry)
+
+
+def _remove(gauge: Gauge, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # never set
+        gauge.remove(*labels)
+
+
+class MonitoringGauges:
+    """Sets the monitoring gauges from ``read`` (``registry.monitoring.latest_all``), called
+    on a thread at each :meth:`tick` so the event loop never waits on the database.
+
+    A failed read keeps the last values (logged once per outage): serving never depends on
+    it. One read runs at a time; a tick during a slow read is skipped.
+
+        >>> gauges = MonitoringGauges(registry.monitoring.latest_all, metrics)
+        >>> gauges.tick()          # the portfolio refresher's on_tick, on the event loop
+        >>> await gauges.aclose()  # at shutdown
+    """
+
+    def __init__(
+        self, read: Callable[[], Mapping[str, DriftReportRecord]], metrics: GatewayMetrics
+    ) -> None:
+        self.read = read
+        self.metrics = metrics
+        self.failing = False
+        self._running: asyncio.Task[None] | None = None
+
+    def tick(self) -> None:
+        """Start a read in the background unless one is running (call on the event loop)."""
+        if self._running is None or self._running.done():
+            self._running = asyncio.ensure_future(self._refresh())
+
+    async def _refresh(self) -> None:
+        try:
+            latest = await asyncio.to_thread(self.read)
+            self.metrics.set_monitoring(latest)
+        except Exception as exc:  # a registry outage must not touch serving
+            (log.debug if self.failing else log.warning)(
+                "gateway: reading the latest monitoring checks failed; /metrics keeps the "
+                "last ones: %s",
+                exc,
+            )
+            self.failing = True
+        else:
+            self.failing = False
+
+    async def aclose(self) -> None:
+        """Wait for (or cancel) a read in flight."""
+        if self._running is not None:
+            self._running.cancel()
+            await asyncio.gather(self._running, return_exceptions=True)
+            self._running = None

@@ -7,8 +7,8 @@
     >>> registry.promotions.promote("banking77", "champion", record.version, decision=result)
     >>> [e.action for e in registry.audit.events("banking77")]
 
-``registry.tasks``, ``.datasets``, ``.models``, ``.promotions``, ``.keys``, ``.traffic`` and
-``.audit`` share one database; every method is one transaction returning frozen records, and
+``registry.tasks``, ``.datasets``, ``.models``, ``.promotions``, ``.keys``, ``.traffic``,
+``.audit`` and ``.monitoring`` share one database; every method is one transaction returning frozen records, and
 every change writes its audit event in that transaction.
 """
 
@@ -42,6 +42,7 @@ from niche.registry.stores import (
     KeyStore,
     LeaseStore,
     ModelStore,
+    MonitoringStore,
     PromotionStore,
     TaskStore,
     TrafficStore,
@@ -117,6 +118,7 @@ class Registry:
         self.traffic = TrafficStore(self.database, actor=actor)
         self.audit = AuditStore(self.database, actor=actor)
         self.leases = LeaseStore(self.database, actor=actor)
+        self.monitoring = MonitoringStore(self.database, actor=actor)
 
     def __repr__(self) -> str:
         return f"Registry({db.mask_url(self.database_url)!r})"

@@ -14,6 +14,13 @@ gateway does not, nor do these call the gateway. A caller's bad argument raises
 :class:`~niche.errors.GateRefusedError` by :meth:`PromotionOutcome.raise_for_refusal`.
 """
 
+from niche.workflows.alerts import (
+    AlertWebhooks,
+    alert_payloads,
+    alert_webhooks,
+    flush_alert_webhooks,
+    list_alerts,
+)
 from niche.workflows.audit import audit_events
 from niche.workflows.data import (
     DEFAULT_DATASET,
@@ -44,6 +51,7 @@ from niche.workflows.gc import GarbageCollected, collect_garbage
 from niche.workflows.general import GeneralCheck, check_general
 from niche.workflows.loop import LoopDecision, LoopFacts, loop_once, run_loop
 from niche.workflows.models import lineage, load_specialist, register_trained, show_model
+from niche.workflows.monitor import MonitorReport, monitor, parse_window
 from niche.workflows.promote import PromotionOutcome, held_out_overlap, promote
 from niche.workflows.quickstart import QuickstartResult, quickstart
 from niche.workflows.retrain import Retrained, train_evaluate_promote
@@ -63,6 +71,7 @@ from niche.workflows.train import ensure_task_for, task_name_for, train_and_regi
 __all__ = [
     "DEFAULT_DATASET",
     "GENERAL_ROUTES",
+    "AlertWebhooks",
     "CuratedData",
     "DataSpec",
     "DistilledData",
@@ -72,10 +81,13 @@ __all__ = [
     "LoadedData",
     "LoopDecision",
     "LoopFacts",
+    "MonitorReport",
     "PromotionOutcome",
     "PrunedTraffic",
     "QuickstartResult",
     "Retrained",
+    "alert_payloads",
+    "alert_webhooks",
     "answered",
     "audit_events",
     "check_general",
@@ -90,19 +102,23 @@ __all__ = [
     "evaluate_model",
     "evaluate_predictor",
     "evaluate_registered",
+    "flush_alert_webhooks",
     "general_model_of",
     "general_predictor",
     "held_out_overlap",
     "inspect_data",
     "lineage",
+    "list_alerts",
     "list_traffic",
     "load_data",
     "load_specialist",
     "loop_once",
     "measuring_encoder",
+    "monitor",
     "open_dataset",
     "parse_changes",
     "parse_since",
+    "parse_window",
     "promote",
     "prune_traffic",
     "quickstart",

@@ -15,6 +15,7 @@ from niche.registry.stores.datasets import DatasetStore
 from niche.registry.stores.keys import KeyStore
 from niche.registry.stores.leases import LeaseStore
 from niche.registry.stores.models import ModelStore
+from niche.registry.stores.monitoring import MonitoringStore
 from niche.registry.stores.promotions import GUARDED_ALIASES, UNSET, PromotionStore
 from niche.registry.stores.tasks import TaskStore
 from niche.registry.stores.traffic import TrafficStore
@@ -28,6 +29,7 @@ __all__ = [
     "KeyStore",
     "LeaseStore",
     "ModelStore",
+    "MonitoringStore",
     "PromotionStore",
     "Store",
     "TaskStore",
