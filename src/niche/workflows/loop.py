@@ -755,14 +755,11 @@ def _error(step: str, exc: BaseException) -> dict[str, str]:
 
 
 def _signal(signal: Any) -> dict[str, Any]:
-    """A monitor signal's numbers, without its free-text detail."""
+    """A monitor signal's numbers (JSON-ready: NaN as None), without its free-text detail."""
+    values = signal.to_dict()
     return {
-        "name": signal.name,
-        "statistic": signal.statistic,
-        "p_value": signal.p_value,
-        "interval": list(signal.interval) if signal.interval is not None else None,
-        "threshold": signal.threshold,
-        "alarm": signal.alarm,
+        key: values.get(key)
+        for key in ("name", "statistic", "p_value", "interval", "threshold", "alarm", "n")
     }
 
 
@@ -773,7 +770,7 @@ def _dataset(distilled: Any) -> dict[str, Any]:
         "splits": {name: len(rows) for name, rows in version.splits.items()},
         "labels": len(version.label_set),
     }
-    origin = version.report.origin if hasattr(version.report, "origin") else None
+    origin = version.report.origin
     if isinstance(origin, dict):
         summary["origin"] = {
             k: origin[k] for k in ("first_id", "last_id", "since", "until") if k in origin
