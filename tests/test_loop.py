@@ -5,6 +5,7 @@ answered by the general model with its true label (the teacher)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -15,6 +16,7 @@ import pytest
 
 from niche.errors import TaskNotFoundError
 from niche.registry import Registry
+from niche.settings import Settings
 from niche.workflows.loop import loop_once, run_loop
 from tests import loop_support
 from tests.loop_support import TASK
@@ -251,6 +253,49 @@ def test_two_loops_racing_on_one_task_train_it_once(
         trains = [s for s, _ in _decisions(registry) if s == "train"]
         assert len(trains) == 1
         assert [m.version for m in registry.models.all(TASK)] == [1]
+
+
+def test_a_step_longer_than_the_lease_keeps_it_through_the_heartbeat(
+    database_url: str, encoder, banking_rows, loop_env
+) -> None:
+    settings = Settings(loop_lease_ttl_s=0.6)  # renewed every 0.2 s while a step runs
+    with Registry(database_url) as registry:
+        _task(registry)
+        _capture(registry, banking_rows)
+    pause, stop = _Pause(), threading.Event()
+    results: dict[str, Any] = {}
+
+    def first() -> None:
+        with Registry(database_url) as registry:
+            results["a"] = loop_once(
+                [TASK],
+                settings,
+                registry=registry,
+                encoder=encoder,
+                holder="loop:a:1",
+                stop=stop,
+                progress=pause,
+            )[0]
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert pause.reached.wait(120), "the first loop never started distilling"
+        time.sleep(1.5)  # well past the ttl: only renewals keep the lease
+        with Registry(database_url) as registry:
+            [results["b"]] = loop_once(
+                [TASK], settings, registry=registry, encoder=encoder, holder="loop:b:2"
+            )
+    finally:
+        stop.set()  # the first loop ends before training
+        pause.go_on.set()
+        thread.join(120)
+    assert results["b"].action == "skip"
+    assert results["b"].reason.startswith("held by loop:a:1 until ")
+    assert (results["a"].action, results["a"].reason) == ("skip", "stopped before train")
+    with Registry(database_url) as registry:
+        assert registry.leases.get(TASK) is None
+        assert registry.models.all(TASK) == []
 
 
 def test_a_stop_between_steps_ends_the_pass_and_releases_the_lease(

@@ -149,18 +149,6 @@ class LoopFacts:
     trainings: tuple[datetime, ...] = ()
     last_model_at: datetime | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        """The facts as audit-trail numbers (times as ISO-8601)."""
-        return {
-            "champion": self.champion,
-            "champion_trained_at": _iso(self.champion_trained_at),
-            "labelled_rows": self.labelled_rows,
-            "new_rows": self.new_rows,
-            "alarms": list(self.alarms),
-            "retrains_started_24h_window": len(self.trainings),
-            "last_model_at": _iso(self.last_model_at),
-        }
-
 
 @dataclass(frozen=True)
 class Decision:
@@ -330,6 +318,39 @@ class LoopDecision:
         }
 
 
+class _Heartbeat:
+    """Renews a lease every third of its ttl from a daemon thread while one task's steps run,
+    so a training longer than the ttl keeps the task (a crashed process's lease still lapses:
+    its heartbeat dies with it)."""
+
+    def __init__(self, registry: Registry, task: str, holder: str, ttl_s: float) -> None:
+        self.registry = registry
+        self.task = task
+        self.holder = holder
+        self.ttl_s = ttl_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(
+            target=self._beat, name=f"niche-loop-lease-{task}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=30)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.ttl_s / 3):
+            try:
+                if self.registry.leases.renew(self.task, holder=self.holder, ttl_s=self.ttl_s):
+                    continue
+            except Exception:  # the step's own renewal (between steps) reports a lost lease
+                logger.warning("could not renew the loop lease on %s", self.task, exc_info=True)
+                continue
+            return  # taken over: the next step finds out and stops
+
+
 class _Stopped(Exception):
     """Raised between steps when the loop was asked to stop."""
 
@@ -460,6 +481,8 @@ class _TaskRun:
             until = f" until {held.expires_at.isoformat()}" if held is not None else ""
             self.detail["held_by"] = who
             return self.audit("skip", f"held by {who}{until}")
+        heartbeat = _Heartbeat(self.registry, self.task, self.holder, self.ttl_s)
+        heartbeat.start()
         try:
             return self._run()
         except _Stopped as stopped:
@@ -482,6 +505,7 @@ class _TaskRun:
                 "failed", f"{self.step} failed: {type(exc).__name__}: {_clean(exc)}{stays}"
             )
         finally:
+            heartbeat.stop()
             try:
                 self.registry.leases.release(self.task, holder=self.holder)
             except Exception:  # the lease lapses by itself; the pass's outcome matters more
@@ -737,10 +761,6 @@ def _resolve(
 
 def _since(spec: LoopSpec, now: datetime) -> datetime | None:
     return now - timedelta(seconds=parse_interval(spec.since)) if spec.since else None
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 def _clean(exc: BaseException) -> str:
