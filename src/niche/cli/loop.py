@@ -46,6 +46,7 @@ def loop_command(
     Runs until Ctrl-C (or SIGTERM), which stops between steps and releases the task's lease;
     with --once, one pass. Exits 1 when a step failed (the champion kept serving).
     """
+    from niche.workflows import flush_alert_webhooks
     from niche.workflows.loop import loop_once, parse_interval, run_loop
 
     settings = Settings()
@@ -67,6 +68,9 @@ def loop_command(
             run_loop(
                 names, settings, interval_s=seconds, stop=stop, on_pass=printed, progress=progress
             )
+    # The monitor's alerts go to the webhooks in the background: let them out before exiting.
+    if not flush_alert_webhooks(float(settings.get("NICHE_ALERT_WEBHOOK_TIMEOUT_S"))):
+        typer.echo("warning: some alerts were not delivered to the webhooks yet", err=True)
     if failed:
         raise typer.Exit(1)
 
