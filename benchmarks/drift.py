@@ -15,9 +15,10 @@ are timed apart from the checks (the specialist computes them to answer anyway).
 Systems, all on the same windows in this one run:
 
 - niche's signals (niche.monitoring, alpha 0.01 each, the task spec's default):
-  ``input_drift`` (nearest-neighbour novelty, pooled-tail hypergeometric test),
-  ``input_drift_projection`` (KS on 5 principal components, Bonferroni), ``confidence_drift``
-  (low tail of the top-class confidence), ``prediction_drift`` (chi-square on the predicted
+  ``input_drift`` (nearest-neighbour novelty, one-sided log-rank test against the
+  reference's leave-one-out distances), ``input_drift_projection`` (KS on 5 principal
+  components, Bonferroni), ``confidence_drift`` (the same rank test on the top-class
+  confidence, towards lower), ``prediction_drift`` (chi-square on the predicted
   label mix; the reference's labels are the specialist's predictions on it), and two combined
   verdicts: any of (input, confidence) and any of all four, each Bonferroni-corrected to a
   family-wise alpha of 0.01. The reference is prepared once (timed apart: ``reference_s``).
