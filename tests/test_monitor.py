@@ -360,3 +360,26 @@ def test_the_cli_prints_each_report_as_json(
     assert bad.exit_code == 2 and "alert state must be one of open, resolved" in bad.stderr
     unknown = runner.invoke(app, ["monitor", "nope", "--json"])
     assert unknown.exit_code != 0 and "no task 'nope'" in unknown.stderr
+
+
+def test_a_champion_that_cannot_be_loaded_is_noted_and_its_traffic_still_checked(
+    setup: Setup,
+) -> None:
+    texts, labels = setup.slice.seen
+    setup.serve(texts[:100], labels[:100])
+    lost = setup.registry.models.register(
+        TASK,
+        kind="text",
+        artifact_digest="0" * 64,
+        artifact_uri="file:///nowhere",
+        dataset_fingerprint=setup.slice.version.fingerprint,
+        lineage={},
+    )
+    setup.registry.promotions.move(TASK, "champion", lost.version, actor="test", reason="x")
+    report = _check(setup)
+    assert report.model_version == lost.version and report.alarm is False
+    assert any(f"v{lost.version} cannot be loaded" in note for note in report.notes)
+    assert any(f"v{lost.version} answered nothing in the window" in n for n in report.notes)
+    signals = _signals(report)
+    assert signals["error_rate"].n == 100  # the task's traffic is still checked
+    assert signals["input_drift"].detail["insufficient"] is True

@@ -164,7 +164,7 @@ class Gateway:
         self.started = True
         self.capture.start()
         await self.portfolio.start(self.config.refresh_s, on_tick=self._on_tick)
-        self.monitoring.tick()
+        await self.monitoring.refresh()
 
     def _on_tick(self) -> None:
         self._update_gauges()

@@ -239,6 +239,7 @@ class MonitoringGauges:
     it. One read runs at a time; a tick during a slow read is skipped.
 
         >>> gauges = MonitoringGauges(registry.monitoring.latest_all, metrics)
+        >>> await gauges.refresh() # at start-up
         >>> gauges.tick()          # the portfolio refresher's on_tick, on the event loop
         >>> await gauges.aclose()  # at shutdown
     """
@@ -254,9 +255,10 @@ class MonitoringGauges:
     def tick(self) -> None:
         """Start a read in the background unless one is running (call on the event loop)."""
         if self._running is None or self._running.done():
-            self._running = asyncio.ensure_future(self._refresh())
+            self._running = asyncio.ensure_future(self.refresh())
 
-    async def _refresh(self) -> None:
+    async def refresh(self) -> None:
+        """Read the latest checks (on a thread) and set the gauges; a failure is logged."""
         try:
             latest = await asyncio.to_thread(self.read)
             self.metrics.set_monitoring(latest)

@@ -34,12 +34,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
-from niche.errors import NotFoundError, ValidationError
+from niche.errors import ArtifactError, ChecksumMismatchError, NotFoundError, ValidationError
 from niche.progress import NO_PROGRESS, Progress
 from niche.settings import Settings
 from niche.workflows._context import resolve
@@ -71,6 +71,9 @@ MAX_WINDOW_ROWS: Final = 100_000
 task."""
 
 _CACHED_REFERENCES: Final = 16
+# What a champion whose artifact or dataset files are gone or damaged raises: its check goes
+# on with what the traffic shows.
+_UNREADABLE: Final = (ArtifactError, ChecksumMismatchError, NotFoundError)
 _SAMPLE_LABELS: Final = 20  # labels listed in a note
 
 
@@ -104,11 +107,11 @@ def verdict(signal: Mapping[str, Any]) -> str:
     >>> verdict({"name": "input_drift", "statistic": 0.2, "p_value": 0.001, "alarm": True})
     'ALARM'
     """
-    from niche.registry.stores.monitoring import insufficient
+    from niche.registry.stores.monitoring import is_insufficient
 
     if signal.get("alarm"):
         return "ALARM"
-    return "insufficient data" if insufficient(signal) else "ok"
+    return "insufficient data" if is_insufficient(signal) else "ok"
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,28 @@ class _Champion:
     record: ModelVersionRecord
     encoder: Encoder | None  # None: its kind has no encoder (remote, zero-shot)
     reference: _Reference
+    # The last window's embeddings, by database URL and record id: the next check (the loop
+    # checks every few minutes) encodes only the records that arrived since.
+    seen: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+
+    def embed(
+        self, database: str, records: Sequence[StoredTrafficRecord], progress: Progress
+    ) -> np.ndarray:
+        """Embeddings of ``records``' texts (each has one), reusing the last window's."""
+        if self.encoder is None:
+            raise ValueError("a champion without an encoder embeds nothing")
+        known = self.seen.get(database, {})
+        missing = [r for r in records if r.id not in known]
+        fresh = {r.id: known[r.id] for r in records if r.id in known}
+        if missing:
+            with progress.task("embedding the window", total=len(missing)) as step:
+                vectors = np.asarray(
+                    self.encoder.encode([_text(r) or "" for r in missing]), dtype=np.float32
+                )
+                step(len(missing))
+            fresh.update(zip((r.id for r in missing), vectors, strict=True))
+        self.seen[database] = fresh
+        return np.stack([fresh[r.id] for r in records])
 
 
 _CACHE: OrderedDict[tuple[Any, ...], _Champion] = OrderedDict()
@@ -258,7 +283,7 @@ def _build_champion(
         return _Champion(record, None, replace(empty, notes=tuple(notes)))
     try:
         version = open_dataset(record.dataset_fingerprint, settings, registry=registry)
-    except NotFoundError as exc:
+    except _UNREADABLE as exc:
         notes.append(
             f"the training rows of v{record.version} (dataset {record.dataset_fingerprint[:12]}) "
             f"cannot be read ({exc}): compared with its first serving window only"
@@ -406,6 +431,7 @@ def _drift_signals(
     ours: list[StoredTrafficRecord],
     serving: list[StoredTrafficRecord],
     *,
+    database: str,
     seed: int,
     progress: Progress,
 ) -> list[Signal]:
@@ -419,7 +445,7 @@ def _drift_signals(
     n = len(ours)
 
     # Input drift: the training rows' embeddings (else the first serving window's texts).
-    texts = [t for t in map(_text, ours) if t is not None]
+    with_text = [r for r in ours if _text(r) is not None]
     encoder = champion.encoder if champion is not None else None
     names = ("input_drift", "input_drift_projection")
     if encoder is None:
@@ -433,15 +459,14 @@ def _drift_signals(
             serving_texts = [t for t in map(_text, serving) if t is not None]
             if serving_texts:
                 inputs = InputDriftReference(seed=seed).fit(encoder.encode(serving_texts))
-        if inputs is None or not texts:
+        if inputs is None or not with_text or champion is None:
             why = "no reference rows" if inputs is None else "no texts in the window"
             signals += [
-                _unjudged(name, "skipped", mon.input_drift_alpha, len(texts), why) for name in names
+                _unjudged(name, "skipped", mon.input_drift_alpha, len(with_text), why)
+                for name in names
             ]
         else:
-            with progress.task("embedding the window", total=len(texts)) as step:
-                current = np.asarray(encoder.encode(texts), dtype=np.float32)
-                step(len(texts))
+            current = champion.embed(database, with_text, progress)
             for test in (inputs.input_drift, inputs.input_drift_projection):
                 signal = test(current, alpha=mon.input_drift_alpha, min_rows=mon.min_rows)
                 signals.append(_with(signal, reference=source))
@@ -651,7 +676,7 @@ def _check(
                 progress=progress,
             )
             notes.extend(champion.reference.notes)
-        except NotFoundError as exc:  # its artifact is gone: still check what traffic shows
+        except _UNREADABLE as exc:  # its artifact is gone: still check what traffic shows
             notes.append(f"v{record.version} cannot be loaded ({exc}): no reference rows")
         ours = _window(registry, spec.name, size, now, model_version=record.version)
         serving, promoted = _serving_window(
@@ -669,7 +694,15 @@ def _check(
             "serving_last_id": serving[-1].id if serving else None,
             "promoted_at": _iso(promoted),
         }
-        signals += _drift_signals(champion, spec, ours, serving, seed=seed, progress=progress)
+        signals += _drift_signals(
+            champion,
+            spec,
+            ours,
+            serving,
+            database=registry.database_url,
+            seed=seed,
+            progress=progress,
+        )
         signals += _quality_signals(champion, spec, ours)
     signals += _sla_signals(spec, records)
     return MonitorReport(
@@ -700,7 +733,7 @@ def monitor(
 
     ``window`` overrides the tasks' ``monitoring.window`` (records, or a duration such as
     ``"1h"``); ``encoder`` replaces the settings' (the champion's kind must accept it);
-    ``now`` is the check's time (default: now, UTC); ``seed`` picks the reference sample
+    ``now`` is the check's time (default: the registry clock's now); ``seed`` picks the reference sample
     and seeds the permutation tests (default ``NICHE_SEED``). With ``store`` (the default)
     each report is stored, its alerts opened or resolved, and those sent to ``webhooks``
     (default: ``NICHE_ALERT_WEBHOOKS``'). An unknown task is a
@@ -714,7 +747,7 @@ def monitor(
 
     settings, registry = resolve(settings, registry)
     window = parse_window(window)
-    now = now if now is not None else datetime.now(UTC)
+    now = now if now is not None else registry.database.now()
     if now.tzinfo is None:
         raise ValidationError("now must be a timezone-aware datetime", param="now")
     seed = int(settings.get("NICHE_SEED")) if seed is None else seed

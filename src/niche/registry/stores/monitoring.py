@@ -31,7 +31,7 @@ from niche.registry.stores.audit import write_event
 from niche.registry.stores.base import Store, task_row
 from niche.registry.validation import aware, json_value, limit_count
 
-__all__ = ["ALERT_STATES", "MonitoringStore", "insufficient"]
+__all__ = ["ALERT_STATES", "MonitoringStore", "is_insufficient"]
 
 ALERT_STATES: Final = ("open", "resolved")
 """The states an alert can be in."""
@@ -39,12 +39,12 @@ ALERT_STATES: Final = ("open", "resolved")
 _SIGNAL_NAME_CHARS: Final = 64  # alerts.signal is String(64)
 
 
-def insufficient(signal: Mapping[str, Any]) -> bool:
+def is_insufficient(signal: Mapping[str, Any]) -> bool:
     """Whether ``signal`` (a stored signal dict) was computed on too little data to judge:
     it says so in its ``detail`` (``insufficient``), or it has neither a statistic nor a
     p-value nor an interval. Such a signal neither opens nor resolves an alert.
 
-        >>> insufficient({"name": "input_drift", "statistic": None, "p_value": None,
+        >>> is_insufficient({"name": "input_drift", "statistic": None, "p_value": None,
         ...               "interval": None, "alarm": False})
         True
     """
@@ -188,7 +188,7 @@ class MonitoringStore(Store):
                     )
                     session.add(row)
                     opened.append(row)
-                elif not signal["alarm"] and current is not None and not insufficient(signal):
+                elif not signal["alarm"] and current is not None and not is_insufficient(signal):
                     current.state = "resolved"
                     current.resolved_at = now
                     resolved.append(current)
