@@ -187,6 +187,20 @@ SETTINGS: tuple[Setting, ...] = (
         "429 or 5xx), with exponential backoff.",
         int,
     ),
+    # -- the closed loop (`niche loop`) --
+    Setting(
+        "NICHE_LOOP_INTERVAL_S",
+        600.0,
+        "Seconds between two passes of `niche loop` (without --once) when --interval is not given.",
+        float,
+    ),
+    Setting(
+        "NICHE_LOOP_LEASE_TTL_S",
+        1800.0,
+        "Seconds a loop's lease on a task lasts unless renewed (it is renewed between steps): "
+        "longer than any one step (a training), so a crashed loop's task is free again after it.",
+        float,
+    ),
     # -- the gateway (`niche serve`) --
     Setting(
         "NICHE_GATEWAY_TIMEOUT_S",

@@ -11,6 +11,7 @@ from niche.cli import audit as _audit_command  # noqa: F401  (listed after `traf
 from niche.cli import distil as _distil_command  # noqa: F401
 from niche.cli import feedback as _feedback_command  # noqa: F401
 from niche.cli import general as _general_commands  # noqa: F401
+from niche.cli import loop as _loop_command  # noqa: F401
 from niche.cli import monitor as _monitor_commands  # noqa: F401
 from niche.cli import serve as _serve_command  # noqa: F401
 from niche.cli.app import app, main

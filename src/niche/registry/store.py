@@ -40,6 +40,7 @@ from niche.registry.stores import (
     Database,
     DatasetStore,
     KeyStore,
+    LeaseStore,
     ModelStore,
     MonitoringStore,
     PromotionStore,
@@ -116,6 +117,7 @@ class Registry:
         self.keys = KeyStore(self.database, actor=actor)
         self.traffic = TrafficStore(self.database, actor=actor)
         self.audit = AuditStore(self.database, actor=actor)
+        self.leases = LeaseStore(self.database, actor=actor)
         self.monitoring = MonitoringStore(self.database, actor=actor)
 
     def __repr__(self) -> str:

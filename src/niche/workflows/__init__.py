@@ -56,10 +56,12 @@ from niche.workflows.feedback import (
 )
 from niche.workflows.gc import GarbageCollected, collect_garbage
 from niche.workflows.general import GeneralCheck, check_general
+from niche.workflows.loop import LoopDecision, LoopFacts, loop_once, run_loop
 from niche.workflows.models import lineage, load_specialist, register_trained, show_model
 from niche.workflows.monitor import MonitorReport, monitor, parse_window
 from niche.workflows.promote import PromotionOutcome, held_out_overlap, promote
 from niche.workflows.quickstart import QuickstartResult, quickstart
+from niche.workflows.retrain import Retrained, train_evaluate_promote
 from niche.workflows.tasks import create_task, edit_task, parse_changes, show_task
 from niche.workflows.traffic import (
     GENERAL_ROUTES,
@@ -86,10 +88,13 @@ __all__ = [
     "GeneralCheck",
     "LabelledId",
     "LoadedData",
+    "LoopDecision",
+    "LoopFacts",
     "MonitorReport",
     "PromotionOutcome",
     "PrunedTraffic",
     "QuickstartResult",
+    "Retrained",
     "alert_payloads",
     "alert_webhooks",
     "answered",
@@ -116,6 +121,7 @@ __all__ = [
     "list_traffic",
     "load_data",
     "load_specialist",
+    "loop_once",
     "measuring_encoder",
     "monitor",
     "open_dataset",
@@ -128,6 +134,7 @@ __all__ = [
     "read_labels_file",
     "record_evaluation",
     "register_trained",
+    "run_loop",
     "save_dataset",
     "send_feedback",
     "send_feedback_file",
@@ -135,6 +142,7 @@ __all__ = [
     "show_task",
     "task_name_for",
     "train_and_register",
+    "train_evaluate_promote",
     "training_data",
     "uncached_encoder",
     "zero_shot_baseline",

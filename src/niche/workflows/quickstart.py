@@ -20,10 +20,10 @@ from niche.progress import NO_PROGRESS, Progress
 from niche.settings import Settings
 from niche.workflows._context import resolve
 from niche.workflows.data import DEFAULT_DATASET, DataSpec, curate_data
-from niche.workflows.evaluate import EvaluationReport, evaluate_model, measuring_encoder
-from niche.workflows.models import load_specialist
-from niche.workflows.promote import PromotionOutcome, promote
-from niche.workflows.train import task_name_for, train_and_register
+from niche.workflows.evaluate import EvaluationReport
+from niche.workflows.promote import PromotionOutcome
+from niche.workflows.retrain import train_evaluate_promote
+from niche.workflows.train import task_name_for
 
 if TYPE_CHECKING:
     from niche.registry import DatasetRecord, ModelVersionRecord, Registry
@@ -122,55 +122,25 @@ def quickstart(
     curated = curate_data(spec, settings, seed=seed, registry=registry, progress=progress)
     timings["curate"] = round(time.perf_counter() - started, 3)
 
-    started = time.perf_counter()
     task = task or task_name_for(curated.loaded.name)
-    encoder = default_encoder(settings)
-    model = train_and_register(
+    retrained = train_evaluate_promote(
         curated.version,
         settings,
         task=task,
-        encoder=encoder,
+        encoder=default_encoder(settings),
         seed=seed,
         registry=registry,
         label_descriptions=curated.loaded.label_descriptions,
         progress=progress,
     )
-    timings["train"] = round(time.perf_counter() - started, 3)
-
-    started = time.perf_counter()
-    measured = measuring_encoder(encoder)
-    report = evaluate_model(
-        load_specialist(model, settings, encoder=measured),
-        curated.version,
-        settings,
-        label_descriptions=curated.loaded.label_descriptions,
-        encoder=measured,
-        seed=seed,
-        progress=progress,
-        # The task's own general model (an endpoint, when it has one) is the one to beat.
-        task=registry.tasks.get(task).spec,
-    )
-    timings["evaluate"] = round(time.perf_counter() - started, 3)
-
-    started = time.perf_counter()
-    outcome = promote(
-        task,
-        model.version,
-        settings,
-        registry=registry,
-        encoder=encoder,
-        evaluation=report,
-        seed=seed,
-        progress=progress,
-    )
-    timings["gate"] = round(time.perf_counter() - started, 3)
+    timings.update(retrained.timings_s)
     return QuickstartResult(
         name=curated.loaded.name,
         task=task,
         version=curated.version,
         dataset=curated.record,
-        model=model,
-        evaluation=report,
-        promotion=outcome,
+        model=retrained.model,
+        evaluation=retrained.evaluation,
+        promotion=retrained.promotion,
         timings_s=timings,
     )

@@ -13,6 +13,7 @@ from niche.registry.stores.audit import AuditStore
 from niche.registry.stores.base import Database, Store, default_actor
 from niche.registry.stores.datasets import DatasetStore
 from niche.registry.stores.keys import KeyStore
+from niche.registry.stores.leases import LeaseStore
 from niche.registry.stores.models import ModelStore
 from niche.registry.stores.monitoring import MonitoringStore
 from niche.registry.stores.promotions import GUARDED_ALIASES, UNSET, PromotionStore
@@ -26,6 +27,7 @@ __all__ = [
     "Database",
     "DatasetStore",
     "KeyStore",
+    "LeaseStore",
     "ModelStore",
     "MonitoringStore",
     "PromotionStore",
