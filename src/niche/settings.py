@@ -354,6 +354,13 @@ SETTINGS: tuple[Setting, ...] = (
         "sets no max_tokens or max_completion_tokens.",
         int,
     ),
+    # -- niche replay: a client of a gateway --
+    Setting(
+        "NICHE_REPLAY_API_KEY",
+        None,
+        "API key `niche replay` sends to the gateway (unset: none, the gateway's local mode); "
+        "--api-key wins. Never logged.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

@@ -8,7 +8,9 @@ from niche.cli import traffic as _traffic_commands  # noqa: F401
 
 # isort: split
 from niche.cli import audit as _audit_command  # noqa: F401  (listed after `traffic`)
+from niche.cli import demo as _demo_commands  # noqa: F401
 from niche.cli import general as _general_commands  # noqa: F401
+from niche.cli import replay as _replay_command  # noqa: F401
 from niche.cli import serve as _serve_command  # noqa: F401
 from niche.cli.app import app, main
 

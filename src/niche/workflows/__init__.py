@@ -26,6 +26,7 @@ from niche.workflows.data import (
     open_dataset,
     save_dataset,
 )
+from niche.workflows.demo import DemoResult, demo_loop
 from niche.workflows.evaluate import (
     EvaluationReport,
     evaluate_model,
@@ -44,6 +45,7 @@ from niche.workflows.general import GeneralCheck, check_general
 from niche.workflows.models import lineage, load_specialist, register_trained, show_model
 from niche.workflows.promote import PromotionOutcome, held_out_overlap, promote
 from niche.workflows.quickstart import QuickstartResult, quickstart
+from niche.workflows.replay import ReplayResult, replay
 from niche.workflows.tasks import create_task, edit_task, parse_changes, show_task
 from niche.workflows.traffic import (
     GENERAL_ROUTES,
@@ -62,6 +64,7 @@ __all__ = [
     "GENERAL_ROUTES",
     "CuratedData",
     "DataSpec",
+    "DemoResult",
     "EvaluationReport",
     "GarbageCollected",
     "GeneralCheck",
@@ -69,6 +72,7 @@ __all__ = [
     "PromotionOutcome",
     "PrunedTraffic",
     "QuickstartResult",
+    "ReplayResult",
     "answered",
     "audit_events",
     "check_general",
@@ -77,6 +81,7 @@ __all__ = [
     "create_task",
     "curate_data",
     "dead_letters",
+    "demo_loop",
     "edit_task",
     "ensure_task_for",
     "evaluate_model",
@@ -99,6 +104,7 @@ __all__ = [
     "quickstart",
     "record_evaluation",
     "register_trained",
+    "replay",
     "save_dataset",
     "show_model",
     "show_task",
