@@ -72,9 +72,14 @@ def demo_loop_command(
     console.print(f"done in {result.seconds:.0f} s")
 
 
+_DETAIL_CHARS = 200
+
+
 def _detail(detail: dict[str, Any]) -> str:
-    return ", ".join(
+    """An event's detail as ``key=value`` pairs, cut short (``niche audit --json`` has all)."""
+    text = ", ".join(
         f"{key}={value if isinstance(value, str) else json.dumps(value)}"
         for key, value in detail.items()
         if value is not None and value != []
     )
+    return text if len(text) <= _DETAIL_CHARS else text[: _DETAIL_CHARS - 1] + "…"

@@ -209,8 +209,8 @@ def demo_loop(
                     waited = wait_until_served(url, DEMO_TASK, champion, timeout_s=60.0)
                     step(
                         "served",
-                        f"the gateway serves champion v{champion} ({waited:.1f} s after the "
-                        "promotion, no restart)",
+                        f"the gateway serves champion v{champion} (picked up within {waited:.1f} s,"
+                        " no restart)",
                         version=champion,
                         seconds=round(waited, 2),
                     )

@@ -62,7 +62,7 @@ SPLITS = ("all", "train", "test")
 # flushes every NICHE_GATEWAY_CAPTURE_FLUSH_MS, a shadowed request once its shadow call is
 # done): feedback for it waits, then retries a 404 for a while before counting it refused.
 FEEDBACK_DELAY_S = 0.5
-FEEDBACK_RETRY_S = 10.0
+FEEDBACK_RETRY_S = 5.0
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -827,19 +827,23 @@ class _Run:
     async def _feedback(
         self, client: _HttpClient | _OpenAIClient, slots: asyncio.Semaphore, rid: str, label: str
     ) -> int:
-        """Post the gold label once the record is likely stored; retry a 404 meanwhile."""
+        """Post the gold label once the record is likely stored; retry a 404 meanwhile (a slot
+        is held only while a post is in flight, not between tries)."""
         from tenacity import AsyncRetrying, retry_if_result, stop_after_delay, wait_exponential
 
+        async def post() -> int:
+            async with slots:
+                return await client.feedback(rid, label)
+
         await self.sleep(self.feedback_delay_s)
-        async with slots:
-            retrying = AsyncRetrying(
-                stop=stop_after_delay(self.feedback_retry_s),
-                wait=wait_exponential(multiplier=0.1, max=1.0),
-                retry=retry_if_result(lambda status: status == 404),
-                retry_error_callback=lambda state: state.outcome.result() if state.outcome else 0,
-                sleep=self.sleep,
-            )
-            return int(await retrying(client.feedback, rid, label))
+        retrying = AsyncRetrying(
+            stop=stop_after_delay(self.feedback_retry_s),
+            wait=wait_exponential(multiplier=0.1, max=1.0),
+            retry=retry_if_result(lambda status: status == 404),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else 0,
+            sleep=self.sleep,
+        )
+        return int(await retrying(post))
 
 
 def _reason(exc: BaseException) -> BaseException | str:
