@@ -543,3 +543,34 @@ def test_replay_through_a_real_gateway_with_a_fake_vendor_general_model(
         while len(records := registry.traffic.query()) < 120 and time.monotonic() < deadline:
             time.sleep(0.1)  # the stopping gateway flushes its last records
     assert Counter(r.route for r in records) == Counter(http.routes) + Counter(sdk.routes)
+
+
+def test_a_domain_shift_needs_a_clinc150_dataset(four_intents):
+    with pytest.raises(ValidationError, match="domain= shifts to another CLINC150 domain"):
+        replay(
+            DataSpec(data=four_intents),
+            task="intents",
+            url="http://127.0.0.1:1",
+            shift="after=5,domain=travel",
+        )
+
+
+def test_the_demo_runs_in_its_own_home_whatever_the_callers_settings(tmp_path, monkeypatch):
+    from niche.workflows.demo import _demo_environ, demo_spec
+
+    monkeypatch.setenv("NICHE_DATABASE_URL", "postgresql+psycopg://team@db/niche")
+    monkeypatch.setenv("NICHE_ARTIFACTS_URL", "s3://team-bucket/niche")
+    monkeypatch.setenv("NICHE_GENERAL_BASE_URL", "https://api.vendor.example/v1")
+    caller = Settings(cache_dir=str(tmp_path / "cache"))
+    environ = _demo_environ(caller, tmp_path / "demo")
+    demo = Settings(environ=environ)
+    # the caller's registry, artifacts and general model are never the demo's
+    assert demo.get("NICHE_DATABASE_URL") == f"sqlite:///{tmp_path / 'demo' / 'niche.db'}"
+    assert "team" not in str(demo.get("NICHE_ARTIFACTS_URL"))
+    assert demo.get("NICHE_GENERAL_BASE_URL") is None  # the built-in zero-shot model answers
+    # the caller's encoder cache and datasets are reused
+    assert demo.cache_dir == (tmp_path / "cache").resolve()
+    assert demo.datasets_dir == caller.datasets_dir.resolve()
+    spec = demo_spec(["balance", "book_flight"], window=200)
+    assert (spec.loop.min_rows, spec.loop.cooldown_s) == (200, 0.0)
+    assert spec.serving.shadow_fraction and spec.serving.shadow_fraction > 0
