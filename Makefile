@@ -1,5 +1,6 @@
 # niche — the one task runner, used the same way locally and by .ci/run.
 #   make demo    create .venv if missing, then run the quickstart on banking77
+#   make demo-loop  the closed loop end to end: traffic, distillation, drift, retraining
 #   make test    create .venv if missing, install PostgreSQL if missing, run the test suite
 #   make postgres install PostgreSQL server binaries from Debian's packages if missing
 #   make bench   run benchmarks/ (writes benchmarks/results/*.json)
@@ -14,7 +15,7 @@ export NICHE_DATASETS
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: demo test bench lint venv postgres clean
+.PHONY: demo demo-loop test bench lint venv postgres clean
 
 venv: $(VENV)/.installed
 
@@ -35,6 +36,10 @@ demo: venv
 	@echo "==> niche quickstart: datasets from $(NICHE_DATASETS), registry in $${NICHE_HOME:-$(CURDIR)/.niche}"
 	@echo "    (outside make: cd $(CURDIR) && export NICHE_DATASETS=$(NICHE_DATASETS) HF_HUB_OFFLINE=1)"
 	$(BIN)/niche quickstart
+
+# A gateway on a free port in a throw-away NICHE_HOME, the built-in zero-shot general model.
+demo-loop: venv
+	$(BIN)/niche demo loop
 
 # The registry tests start their own throwaway PostgreSQL cluster (tests/postgres.py); they
 # need only the server binaries. Installing the Debian package also starts a system cluster,

@@ -384,6 +384,13 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds one alert webhook call may take before it is abandoned (and retried).",
         float,
     ),
+    # -- niche replay: a client of a gateway --
+    Setting(
+        "NICHE_REPLAY_API_KEY",
+        None,
+        "API key `niche replay` sends to the gateway (unset: none, the gateway's local mode); "
+        "--api-key wins. Never logged.",
+    ),
 )
 
 _BY_NAME = {s.name: s for s in SETTINGS}

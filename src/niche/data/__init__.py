@@ -10,6 +10,7 @@ from niche.data.curation import check_usable, curate
 from niche.data.loading import load_file, load_hf
 from niche.data.normalise import normalise_text
 from niche.data.rows import Rows
+from niche.data.shift import ShiftPhase, StreamItem, build_stream, parse_shift
 from niche.data.version import CurationReport, DatasetVersion
 
 __all__ = [
@@ -19,10 +20,14 @@ __all__ = [
     "CurationReport",
     "DatasetVersion",
     "Rows",
+    "ShiftPhase",
+    "StreamItem",
+    "build_stream",
     "check_usable",
     "curate",
     "load_file",
     "load_hf",
     "normalise_text",
+    "parse_shift",
     "resolve_dataset",
 ]

@@ -33,6 +33,7 @@ from niche.workflows.data import (
     open_dataset,
     save_dataset,
 )
+from niche.workflows.demo import DemoResult, demo_loop
 from niche.workflows.distil import DistilledData, distil
 from niche.workflows.evaluate import (
     EvaluationReport,
@@ -61,6 +62,7 @@ from niche.workflows.models import lineage, load_specialist, register_trained, s
 from niche.workflows.monitor import MonitorReport, monitor, parse_window
 from niche.workflows.promote import PromotionOutcome, held_out_overlap, promote
 from niche.workflows.quickstart import QuickstartResult, quickstart
+from niche.workflows.replay import ReplayResult, replay
 from niche.workflows.retrain import Retrained, train_evaluate_promote
 from niche.workflows.tasks import create_task, edit_task, parse_changes, show_task
 from niche.workflows.traffic import (
@@ -81,6 +83,7 @@ __all__ = [
     "AlertWebhooks",
     "CuratedData",
     "DataSpec",
+    "DemoResult",
     "DistilledData",
     "EvaluationReport",
     "FeedbackResult",
@@ -94,6 +97,7 @@ __all__ = [
     "PromotionOutcome",
     "PrunedTraffic",
     "QuickstartResult",
+    "ReplayResult",
     "Retrained",
     "alert_payloads",
     "alert_webhooks",
@@ -105,6 +109,7 @@ __all__ = [
     "create_task",
     "curate_data",
     "dead_letters",
+    "demo_loop",
     "distil",
     "edit_task",
     "ensure_task_for",
@@ -134,6 +139,7 @@ __all__ = [
     "read_labels_file",
     "record_evaluation",
     "register_trained",
+    "replay",
     "run_loop",
     "save_dataset",
     "send_feedback",
