@@ -34,7 +34,7 @@ def wilson_interval(
     """The Wilson score interval of ``successes / n`` (``scipy.stats.binomtest``), n >= 1.
 
     >>> wilson_interval(455, 500)
-    (0.8817..., 0.9323...)
+    (0.8817..., 0.9321...)
     """
     from scipy import stats
 
@@ -63,7 +63,7 @@ def accuracy(correct: int, n: int, *, floor: float | None) -> Signal:
     """Accuracy on the ``n`` gold-labelled requests of the window, with a Wilson interval.
 
     >>> accuracy(455, 500, floor=0.85).interval
-    (0.8817..., 0.9323...)
+    (0.8817..., 0.9321...)
     """
     return _proportion("accuracy", correct, n, floor, param=("correct", "n"))
 

@@ -140,7 +140,7 @@ class InputDriftReference:
         the window more novel than 90 % of the reference (about 0.1 under no drift).
 
             >>> reference.input_drift(window, alpha=0.01).detail["beyond_reference_p90"]
-            0.19
+            0.19   # a window with about 10 % unseen texts
         """
         alpha = check_alpha(alpha)
         min_rows = check_count(min_rows, "min_rows", minimum=1)
@@ -258,8 +258,8 @@ def input_drift_projection(
 
     The one-off form of :meth:`InputDriftReference.input_drift_projection`.
 
-        >>> input_drift_projection(reference_embeddings, window_embeddings, alpha=0.01).p_value
-        0.0003
+        >>> input_drift_projection(reference_embeddings, window_embeddings, alpha=0.01).method
+        'pca-ks'
     """
     prepared = InputDriftReference(components=components, seed=seed)
     return prepared.fit(reference).input_drift_projection(current, alpha=alpha, min_rows=min_rows)

@@ -44,7 +44,7 @@ class Signal:
 
         >>> signal = accuracy(455, 500, floor=0.85)
         >>> signal.alarm, signal.to_dict()["interval"]
-        (False, [0.8818, 0.9324])
+        (False, [0.8817..., 0.9321...])
     """
 
     name: str
@@ -61,6 +61,7 @@ class Signal:
         """JSON-ready form: plain floats, ``interval`` as a list, NaN and infinities as None.
 
         >>> Signal("error_rate", float("nan"), None, None, 0.05, False, "wilson").to_dict()["statistic"]
+        None
         """
         return {
             "name": self.name,
