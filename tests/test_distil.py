@@ -390,7 +390,7 @@ def test_a_model_trained_on_distilled_data_traces_back_to_the_traffic_and_is_mea
     checks = {check.name: check for check in outcome.decision.checks}
     assert checks["agreement_with_general"].threshold == 0.8
     assert checks["agreement_with_general"].passed == outcome.moved
-    assert "not measurable" in checks["quality_vs_general"].detail
+    assert "quality_vs_general" not in checks  # too few gold rows to compare on
 
 
 # -- the command ------------------------------------------------------------------------------

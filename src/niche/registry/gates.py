@@ -104,8 +104,10 @@ def decide(
     When ``general`` is the teacher of a dataset distilled from traffic (its recorded answers,
     kind ``teacher``), the test labels are mostly its own answers, so "at least as good as the
     general model" is measured on the ``gold_rows`` (positions of the rows with a gold label)
-    when there are at least :data:`MIN_GOLD_ROWS`, and the candidate's agreement with the
-    general model on the other rows must reach ``sla.min_agreement_with_general``.
+    when at least :data:`MIN_GOLD_ROWS` of them have its answer; with fewer, the candidate's
+    agreement with the general model on the rows it labelled must reach
+    ``sla.min_agreement_with_general`` instead. ``sla.min_quality_vs_general`` None leaves
+    the comparison with the general model unchecked.
     """
     strict = alias == CHAMPION
     try:
@@ -161,14 +163,14 @@ def decide(
                 "compute cost per 1k requests (USD) at most the SLA",
             )
         )
-    bound = sla.min_quality_vs_general if sla.min_quality_vs_general is not None else 0.0
+    bound = sla.min_quality_vs_general  # None: not checked (the SLA's rule)
     if general.kind == TEACHER_KIND:
         checks.extend(
             _teacher_checks(
                 task, candidate, general, gold_rows, bound=bound, n_resamples=n_resamples, seed=seed
             )
         )
-    else:
+    elif bound is not None:
         checks.append(
             _paired_check(
                 "quality_vs_general",
@@ -237,21 +239,51 @@ def _teacher_checks(
     teacher: Evaluation,
     gold_rows: Sequence[int],
     *,
-    bound: float,
+    bound: float | None,
     n_resamples: int,
     seed: int,
 ) -> list[GateCheck]:
-    """The general-model checks of a candidate on a split labelled by that model (module)."""
-    from scipy.stats import binomtest
-
+    """The general-model checks of a candidate on a split labelled by that model (module):
+    on the gold rows when there are enough, else agreement with the teacher's answers."""
     gold = np.zeros(candidate.n, dtype=bool)
     gold[[i for i in gold_rows if 0 <= i < candidate.n]] = True
+    positions = teacher.rows if teacher.rows is not None else np.arange(teacher.n)
+    mine, theirs = candidate.paired_with(teacher)
+    on_gold = gold[positions]
+    n_gold = int(on_gold.sum())
+    if n_gold >= MIN_GOLD_ROWS:
+        if bound is None:
+            return []
+        boot = paired_bootstrap(
+            mine[on_gold],
+            theirs[on_gold],
+            n_resamples=n_resamples,
+            confidence=_ONE_SIDED_95,
+            seed=seed,
+        )
+        exact = mcnemar(mine[on_gold], theirs[on_gold])
+        return [
+            GateCheck(
+                "quality_vs_general",
+                boot.ci_low >= bound,
+                boot.ci_low,
+                bound,
+                f"accuracy on gold labels minus the general model's recorded answers': "
+                f"{boot.diff:+.4f}, one-sided 95% lower bound {boot.ci_low:+.4f} must be >= "
+                f"{bound:+.4f} (McNemar p = {exact.p_value:.2g}, paired bootstrap, "
+                f"{n_gold} gold rows)",
+            )
+        ]
     checks = []
     floor = task.sla.min_agreement_with_general
     agreed = candidate.correct[~gold]
     if floor is not None and len(agreed):
+        from scipy.stats import binomtest
+
         hits = int(agreed.sum())
-        low = float(binomtest(hits, len(agreed)).proportion_ci(_ONE_SIDED_95, method="wilson").low)
+        low = float(
+            binomtest(hits, len(agreed)).proportion_ci(_ONE_SIDED_95, method="wilson").low
+        )
         checks.append(
             GateCheck(
                 "agreement_with_general",
@@ -260,45 +292,10 @@ def _teacher_checks(
                 floor,
                 f"agrees with the general model on {hits} of {len(agreed)} test rows it labelled "
                 f"({hits / len(agreed):.4f}); one-sided 95% Wilson lower bound {low:.4f} must be "
-                f">= {floor:.4f} (sla.min_agreement_with_general)",
+                f">= {floor:.4f} (sla.min_agreement_with_general; {n_gold} gold-labelled rows "
+                f"have the general model's answer, {MIN_GOLD_ROWS} would compare on them)",
             )
         )
-    positions = teacher.rows if teacher.rows is not None else np.arange(teacher.n)
-    mine, theirs = candidate.paired_with(teacher)
-    on_gold = gold[positions]
-    if int(on_gold.sum()) < MIN_GOLD_ROWS:
-        checks.append(
-            GateCheck(
-                "quality_vs_general",
-                True,
-                None,
-                bound,
-                f"not measurable here: the test labels are the general model's own answers, "
-                f"and {int(on_gold.sum())} gold-labelled rows have its answer recorded "
-                f"({MIN_GOLD_ROWS} needed); agreement_with_general stands in for it",
-            )
-        )
-        return checks
-    boot = paired_bootstrap(
-        mine[on_gold],
-        theirs[on_gold],
-        n_resamples=n_resamples,
-        confidence=_ONE_SIDED_95,
-        seed=seed,
-    )
-    exact = mcnemar(mine[on_gold], theirs[on_gold])
-    checks.append(
-        GateCheck(
-            "quality_vs_general",
-            boot.ci_low >= bound,
-            boot.ci_low,
-            bound,
-            f"accuracy on gold labels minus the general model's recorded answers': "
-            f"{boot.diff:+.4f}, one-sided 95% lower bound {boot.ci_low:+.4f} must be >= "
-            f"{bound:+.4f} (McNemar p = {exact.p_value:.2g}, paired bootstrap, "
-            f"{int(on_gold.sum())} gold rows)",
-        )
-    )
     return checks
 
 

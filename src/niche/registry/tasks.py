@@ -69,8 +69,8 @@ class SLA:
     general model's accuracy must be at least this (0.0 = at least as good; -0.02 = within two
     points). ``min_agreement_with_general``: for a specialist distilled from traffic, whose
     test labels are mostly the general model's own answers, the least share of them it must
-    agree with (one-sided 95 % lower bound); "at least as good" is then measured on the gold
-    labels alone. ``None`` leaves a level unchecked.
+    agree with (one-sided 95 % lower bound) while fewer than 30 gold-labelled test rows can
+    measure "at least as good" directly. ``None`` leaves a level unchecked.
     """
 
     latency_p95_ms: float | None = None

@@ -103,9 +103,10 @@ def demo_spec(labels: list[str], *, window: int) -> Any:
     """The demo task's spec: both domains' labels, a random teacher sample (shadowing), a
     monitoring window of ``window`` records, and a loop that trains as soon as it can.
 
-    The teacher labels are the general model's own answers, so "at least as good as the
-    general model" on them is a bar no student clears: the demo's gate asks an absolute
-    accuracy floor instead.
+    The teacher is the built-in zero-shot model (about 75 % right on a CLINC150 domain), so
+    gold labels come back as feedback for a share of the requests, and the gate compares the
+    specialist with the general model on those: within 5 points of it (the one-sided 95 %
+    lower bound of the difference), and at least 0.6 accurate.
 
     >>> demo_spec(["balance", "book_flight"], window=200).loop.min_rows
     200
@@ -116,7 +117,7 @@ def demo_spec(labels: list[str], *, window: int) -> Any:
         name=DEMO_TASK,
         labels=labels,
         description="niche demo loop: two CLINC150 domains",
-        sla=SLA(min_quality=0.6, min_quality_vs_general=None),
+        sla=SLA(min_quality=0.6, min_quality_vs_general=-0.05),
         serving=ServingSpec(shadow_fraction=0.2),
         monitoring=MonitoringSpec(window=window, min_rows=50, reference_rows=500),
         loop=LoopSpec(min_rows=200, cooldown_s=0),
@@ -129,7 +130,7 @@ def demo_loop(
     home: Path | None = None,
     domains: tuple[str, str] = ("banking", "travel"),
     requests: int = 400,
-    feedback_share: float = 0.3,
+    feedback_share: float = 0.5,
     seed: int = 0,
     on_step: Callable[[DemoStep], None] | None = None,
     progress: Progress = NO_PROGRESS,
