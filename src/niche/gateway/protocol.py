@@ -30,6 +30,7 @@ from niche.errors import (
     RequestError,
     UpstreamError,
 )
+from niche.specialists.prompting import content_text
 
 __all__ = [
     "chat_completion",
@@ -97,25 +98,11 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
     return data
 
 
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict)
-            and part.get("type") == "text"
-            and isinstance(part.get("text"), str)
-        )
-    return ""
-
-
 def last_user_text(messages: list[dict[str, Any]]) -> str:
     """The text a task classifies: the last user message (its text parts, joined)."""
     for i in range(len(messages) - 1, -1, -1):
         if messages[i].get("role") == "user":
-            text = _content_text(messages[i].get("content")).strip()
+            text = content_text(messages[i].get("content")).strip()
             if not text:
                 raise RequestError(
                     f"messages[{i}] (the last user message) has no text to classify",

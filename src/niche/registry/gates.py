@@ -281,9 +281,7 @@ def _teacher_checks(
         from scipy.stats import binomtest
 
         hits = int(agreed.sum())
-        low = float(
-            binomtest(hits, len(agreed)).proportion_ci(_ONE_SIDED_95, method="wilson").low
-        )
+        low = float(binomtest(hits, len(agreed)).proportion_ci(_ONE_SIDED_95, method="wilson").low)
         checks.append(
             GateCheck(
                 "agreement_with_general",

@@ -33,6 +33,7 @@ __all__ = [
     "FORMAT_FALLBACK",
     "RESPONSE_FORMATS",
     "chat_request",
+    "content_text",
     "first_format",
     "label_schema",
     "map_answer",
@@ -218,3 +219,23 @@ def map_answer(answer: str | None, labels: Sequence[str]) -> str | None:
     matches = [label for label in labels if _key(label) == key]
     # Two labels that differ only in punctuation ("a-b", "a_b") cannot be told apart.
     return matches[0] if len(matches) == 1 else None
+
+
+def content_text(content: Any) -> str:
+    """The text of a chat message's ``content``: a string, or its text parts joined by a
+    space (other parts, and anything else, give "") — what a task classifies.
+
+    >>> content_text([{"type": "text", "text": "card"}, {"type": "text", "text": "lost"}])
+    'card lost'
+    """
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            part["text"]
+            for part in content
+            if isinstance(part, dict)
+            and part.get("type") == "text"
+            and isinstance(part.get("text"), str)
+        )
+    return ""

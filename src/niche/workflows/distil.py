@@ -26,6 +26,7 @@ from niche.data import DatasetVersion, Rows, check_usable, curate, normalise_tex
 from niche.errors import DataValidationError, NotEnoughDataError, ValidationError
 from niche.progress import NO_PROGRESS, Progress
 from niche.settings import Settings
+from niche.specialists.prompting import content_text
 from niche.workflows._context import resolve
 from niche.workflows.data import is_registered, save_dataset
 from niche.workflows.traffic import parse_since
@@ -136,23 +137,8 @@ def record_text(record: StoredTrafficRecord) -> tuple[str | None, str | None]:
     if isinstance(value, list):
         for message in reversed(value):
             if isinstance(message, dict) and message.get("role") == "user":
-                return _content_text(message.get("content")), None
+                return content_text(message.get("content")), None
     return None, "no_text"
-
-
-def _content_text(content: Any) -> str:
-    # As the gateway reads a chat message: a string, or its text parts joined.
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict)
-            and part.get("type") == "text"
-            and isinstance(part.get("text"), str)
-        )
-    return ""
 
 
 def _file_labels(

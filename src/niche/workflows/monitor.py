@@ -391,23 +391,6 @@ def _text(record: StoredTrafficRecord) -> str | None:
 # -- the signals -----------------------------------------------------------------------------
 
 
-def _unjudged(name: str, method: str, threshold: float | None, n: int, reason: str) -> Signal:
-    """A signal that could not be computed: reported, never an alarm."""
-    from niche.monitoring import Signal
-
-    return Signal(
-        name=name,
-        statistic=None,
-        p_value=None,
-        interval=None,
-        threshold=threshold,
-        alarm=False,
-        method=method,
-        n=n,
-        detail={"insufficient": True, "reason": reason},
-    )
-
-
 def _too_few(signal: Signal, n: int, min_rows: int) -> Signal:
     """``signal`` on a window under ``monitoring.min_rows``: kept for reading, never an alarm."""
     if n >= min_rows:
@@ -447,7 +430,9 @@ def _drift_signals(
     names = ("input_drift", "input_drift_projection")
     if encoder is None:
         why = "the specialist has no encoder" if champion is not None else "no reference"
-        signals += [_unjudged(name, "skipped", mon.input_drift_alpha, n, why) for name in names]
+        signals += [
+            _unjudged_signal(name, "skipped", mon.input_drift_alpha, n, why) for name in names
+        ]
     else:
         source = "training rows"
         inputs = reference.inputs if reference is not None else None
@@ -459,7 +444,7 @@ def _drift_signals(
         if inputs is None or not with_text or champion is None:
             why = "no reference rows" if inputs is None else "no texts in the window"
             signals += [
-                _unjudged(name, "skipped", mon.input_drift_alpha, len(with_text), why)
+                _unjudged_signal(name, "skipped", mon.input_drift_alpha, len(with_text), why)
                 for name in names
             ]
         else:
@@ -495,7 +480,7 @@ def _drift_signals(
         signals.append(_with(signal, reference=source))
     else:
         signals.append(
-            _unjudged(
+            _unjudged_signal(
                 "prediction_drift",
                 "skipped",
                 mon.prediction_drift_alpha,
@@ -513,7 +498,7 @@ def _drift_signals(
         signals.append(_with(signal, reference=source))
     else:
         signals.append(
-            _unjudged(
+            _unjudged_signal(
                 "confidence_drift",
                 "skipped",
                 mon.confidence_drift_alpha,
@@ -545,7 +530,7 @@ def _drift_signals(
         signals.append(_with(signal, reference=source))
     else:
         signals.append(
-            _unjudged(
+            _unjudged_signal(
                 "cascade_rate",
                 "skipped",
                 mon.cascade_rate_alpha,
@@ -573,7 +558,7 @@ def _quality_signals(
         signals.append(_with(signal, all_records=every, sample="random shadow requests"))
     else:
         signals.append(
-            _unjudged(
+            _unjudged_signal(
                 "agreement",
                 "wilson",
                 mon.min_agreement,
@@ -597,7 +582,7 @@ def _quality_signals(
             signals.append(_too_few(signal, len(confidences), mon.min_rows))
         else:
             signals.append(
-                _unjudged(
+                _unjudged_signal(
                     "estimated_accuracy", "cbpe", floor, 0, "no specialist answers in the window"
                 )
             )
@@ -777,3 +762,12 @@ def monitor(
                     hooks.send(payload)
         reports.append(report)
     return reports
+
+
+def _unjudged_signal(
+    name: str, method: str, threshold: float | None, n: int, reason: str
+) -> Signal:
+    """A signal that could not be computed: reported, never an alarm."""
+    from niche.monitoring.signals import insufficient
+
+    return insufficient(name, method, threshold, n, reason=reason)
