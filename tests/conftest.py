@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -139,3 +141,37 @@ def tickets(registry):
             lineage={},
         )
     return registry
+
+
+@pytest.fixture
+def settings_for(niche_home: Path, encoder_cache_dir: Path, database_url: str, trained):
+    """Settings of a registry (SQLite or PostgreSQL) holding the gateway tests' portfolio;
+    ``make(**kw)`` adds gateway settings (a short refresh and flush unless given)."""
+    from niche.settings import Settings
+    from tests.gateway_support import register_portfolio
+
+    base = {
+        "home": str(niche_home),
+        "cache_dir": str(encoder_cache_dir),
+        "database_url": database_url,
+    }
+    register_portfolio(Settings(**base), trained)
+
+    def make(**overrides: Any) -> Settings:
+        return Settings(
+            **{**base, "gateway_refresh_s": 0.2, "gateway_capture_flush_ms": 50.0, **overrides}
+        )
+
+    return make
+
+
+@pytest.fixture
+def gateway(serving_encoder) -> Callable[..., Any]:
+    """``make(settings, **kw)``: the real :class:`~niche.gateway.Gateway` on the shared
+    serving encoder."""
+    from niche.gateway import Gateway
+
+    def make(settings: Any, **kwargs: Any) -> Gateway:
+        return Gateway(settings, encoder=serving_encoder, **kwargs)
+
+    return make

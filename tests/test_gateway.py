@@ -13,15 +13,12 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import openai
 import orjson
 import pytest
 
-from niche.gateway import Gateway
 from niche.gateway.portfolio import load_version, serving_context
 from niche.registry import Registry
 from niche.settings import Settings
@@ -37,33 +34,6 @@ from tests.gateway_support import (
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
-
-
-@pytest.fixture
-def settings_for(niche_home: Path, encoder_cache_dir: Path, database_url: str, trained):
-    """Settings of a registry (SQLite or PostgreSQL) holding the portfolio; ``make(**kw)``
-    adds gateway settings."""
-    base = {
-        "home": str(niche_home),
-        "cache_dir": str(encoder_cache_dir),
-        "database_url": database_url,
-    }
-    register_portfolio(Settings(**base), trained)
-
-    def make(**overrides: Any) -> Settings:
-        return Settings(
-            **{**base, "gateway_refresh_s": 0.2, "gateway_capture_flush_ms": 50.0, **overrides}
-        )
-
-    return make
-
-
-@pytest.fixture
-def gateway(serving_encoder) -> Callable[..., Gateway]:
-    def make(settings: Settings, **kwargs: Any) -> Gateway:
-        return Gateway(settings, encoder=serving_encoder, **kwargs)
-
-    return make
 
 
 def _registry(settings: Settings) -> Registry:

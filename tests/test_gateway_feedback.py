@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,31 +36,6 @@ class Scripted:
         if not self.values:
             raise AssertionError("the gateway drew more random numbers than the test scripted")
         return self.values.pop(0)
-
-
-@pytest.fixture
-def settings_for(niche_home: Path, encoder_cache_dir: Path, database_url: str, trained):
-    base = {
-        "home": str(niche_home),
-        "cache_dir": str(encoder_cache_dir),
-        "database_url": database_url,
-    }
-    register_portfolio(Settings(**base), trained)
-
-    def make(**overrides: Any) -> Settings:
-        return Settings(
-            **{**base, "gateway_refresh_s": 0.2, "gateway_capture_flush_ms": 50.0, **overrides}
-        )
-
-    return make
-
-
-@pytest.fixture
-def gateway(serving_encoder) -> Callable[..., Gateway]:
-    def make(settings: Settings, **kwargs: Any) -> Gateway:
-        return Gateway(settings, encoder=serving_encoder, **kwargs)
-
-    return make
 
 
 def _records(settings: Settings, task: str | None = TASK) -> list[Any]:
