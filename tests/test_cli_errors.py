@@ -93,6 +93,25 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case(["monitor", "nosuch"], 2, ("no task 'nosuch'",)),
         Case(["monitor", "--window", "soon"], 2, ("--window 'soon'",)),
     ],
+    ("loop",): [
+        Case(["loop", "--once", "nosuch"], 2, ("no task 'nosuch'",)),
+        Case(["loop", "--interval", "bogus"], 2, ("interval 'bogus' is not a duration",)),
+    ],
+    ("replay",): [
+        Case(
+            ["replay", "--dataset", "sms_spam", "--task", TASK, "--url", "http://127.0.0.1:9"],
+            2,
+            ("nothing answers at http://127.0.0.1:9", "niche serve"),
+        ),
+        Case(
+            ["replay", "--dataset", "sms_spam", "--task", TASK, "--url", "x", "--shift", "soon"],
+            2,
+            ("--shift",),
+        ),
+    ],
+    ("demo", "loop"): [
+        Case(["demo", "loop", "--domains", "banking"], 2, ("--domains takes two domains",))
+    ],
     ("alerts",): [
         Case(["alerts", "--state", "closed"], 2, ("alert state must be one of open, resolved",)),
         Case(["alerts", "nosuch"], 2, ("no task 'nosuch'",)),

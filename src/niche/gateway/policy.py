@@ -133,9 +133,10 @@ class CascadePolicy:
 
     ``canary_fraction`` and ``shadow_fraction`` (the sampled share) apply to tasks that do not
     set their own; ``prices`` price a specialist's usage (``NICHE_CPU_HOUR_USD``); ``rng``
-    decides canaries, then samples, in that order (inject a seeded or scripted one in tests); ``specialist_timeout_s`` bounds
-    each specialist answer (``NICHE_GATEWAY_SPECIALIST_TIMEOUT_S``: past it, the input
-    cascades, ``fallback_reason`` ``specialist-timeout``).
+    decides canaries, then samples, in that order (inject a seeded or scripted one in tests);
+    ``specialist_timeout_s`` bounds each specialist answer
+    (``NICHE_GATEWAY_SPECIALIST_TIMEOUT_S``: past it, the input cascades, ``fallback_reason``
+    ``specialist-timeout``).
     """
 
     def __init__(

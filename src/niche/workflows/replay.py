@@ -417,6 +417,8 @@ def replay_stream(
         clock=clock,
         sleep=sleep or asyncio.sleep,
     )
+    # Before the progress bar: a gateway that is not there is one error line, not a bar.
+    asyncio.run(run._probe())
     description = f"replaying {len(run.stream)} requests to {task}"
     with progress.task(description, total=len(run.stream)) as advance:
         requests, seconds = asyncio.run(run.main(advance))
@@ -753,7 +755,6 @@ class _Run:
     sleep: Sleep
 
     async def main(self, advance: Callable[[int], None]) -> tuple[list[ReplayedRequest], float]:
-        await self._probe()
         client = (_OpenAIClient if self.client == "openai" else _HttpClient)(
             self.base, self.key, self.timeout_s, self.concurrency
         )
