@@ -262,7 +262,7 @@ def _alpha(value: Any, name: str) -> None:
         )
 
 
-_DURATION = re.compile(r"^\d+(\.\d+)?[smhdw]$")
+_DURATION = re.compile(r"^\d+[smhdw]$")  # as parse_since reads it: whole units
 
 
 @dataclass(frozen=True)
