@@ -322,3 +322,23 @@ def test_cli_traffic_on_an_empty_registry() -> None:
     bad = runner.invoke(app, ["traffic", "--since", "last tuesday"])
     assert bad.exit_code == 2
     assert bad.stderr.count("\n") == 1 and bad.stderr.startswith("error: --since")
+
+
+def test_cli_traffic_lists_each_records_request_id_sample_flag_and_gold_label() -> None:
+    from niche.registry.tasks import TaskSpec
+    from niche.settings import Settings
+
+    with Registry(settings=Settings()) as registry:
+        registry.tasks.create(TaskSpec(name="tickets", labels=["billing", "tech"]))
+        registry.traffic.record(
+            [
+                _traffic(task="tickets", request_id="chatcmpl-1f", sampled=True),
+                _traffic(task="tickets", request_id="chatcmpl-2e"),
+            ]
+        )
+        assert registry.traffic.attach_labels([("chatcmpl-1f", "billing")]) == 1
+    listed = runner.invoke(app, ["traffic", "tickets"], env={"COLUMNS": "300"})
+    assert listed.exit_code == 0, listed.output
+    first, second = (line for line in listed.stdout.splitlines() if "chatcmpl-" in line)
+    assert "chatcmpl-1f" in first and "billing" in first and "sampled" in first
+    assert "chatcmpl-2e" in second and "billing" not in second and "sampled" not in second

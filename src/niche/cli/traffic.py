@@ -76,6 +76,8 @@ def traffic_list(
             "ms",
             "cost $",
             "status",
+            "request id",
+            "gold",
         ],
         [
             [
@@ -83,7 +85,9 @@ def traffic_list(
                 r["task"],
                 r["model"],
                 f"v{r['model_version']} {r['alias'] or ''}".strip() if r["model_version"] else "",
-                r["route"] + (" +shadow" if r["shadow"] else ""),
+                r["route"]
+                + (" +shadow" if r["shadow"] else "")
+                + (" sampled" if r["sampled"] else ""),
                 answered(record),
                 (
                     f"{r['specialist_confidence']:.3f}"
@@ -93,6 +97,8 @@ def traffic_list(
                 f"{r['latency_ms']:.1f}",
                 f"{r['cost_usd']:.6f}",
                 r["status"],
+                r["request_id"],
+                r["gold_label"],
             ]
             for record in records
             for r in [record.to_dict()]
