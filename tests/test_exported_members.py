@@ -71,6 +71,7 @@ PUBLIC: dict[str, frozenset[str] | None] = {
     "niche.monitoring": None,
     # Library calls take a niche.progress.Progress, so its names are public too.
     "niche.progress": None,
+    "niche.reports": None,
     "niche.registry": frozenset(
         {
             "UNSET",

@@ -12,6 +12,7 @@ from niche.cli import demo as _demo_commands  # noqa: F401
 from niche.cli import distil as _distil_command  # noqa: F401
 from niche.cli import feedback as _feedback_command  # noqa: F401
 from niche.cli import general as _general_commands  # noqa: F401
+from niche.cli import leaderboard as _leaderboard_command  # noqa: F401
 from niche.cli import loop as _loop_command  # noqa: F401
 from niche.cli import monitor as _monitor_commands  # noqa: F401
 from niche.cli import replay as _replay_command  # noqa: F401
