@@ -112,6 +112,10 @@ CASES: dict[tuple[str, ...], list[Case]] = {
     ("demo", "loop"): [
         Case(["demo", "loop", "--domains", "banking"], 2, ("--domains takes two domains",))
     ],
+    ("leaderboard",): [
+        Case(["leaderboard", "--domain", "nosuch"], 2, ("no domain 'nosuch'", "(known: (none))")),
+        Case(["leaderboard", "--since", "yesterday"], 2, ("--since 'yesterday'",)),
+    ],
     ("alerts",): [
         Case(["alerts", "--state", "closed"], 2, ("alert state must be one of open, resolved",)),
         Case(["alerts", "nosuch"], 2, ("no task 'nosuch'",)),
