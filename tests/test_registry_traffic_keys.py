@@ -342,3 +342,18 @@ def test_cli_traffic_lists_each_records_request_id_sample_flag_and_gold_label() 
     first, second = (line for line in listed.stdout.splitlines() if "chatcmpl-" in line)
     assert "chatcmpl-1f" in first and "billing" in first and "sampled" in first
     assert "chatcmpl-2e" in second and "billing" not in second and "sampled" not in second
+
+
+def test_routes_counts_a_tasks_records_per_route_in_one_query(registry: Registry) -> None:
+    registry.traffic.record(
+        [_traffic(task="a", route="specialist")] * 3
+        + [_traffic(task="a", route="general"), _traffic(task="b", route="general")]
+        + [_traffic(task="a", route="general", at=START - timedelta(days=2))]
+    )
+    assert registry.traffic.routes("a") == {"specialist": 3, "general": 2}
+    assert registry.traffic.routes("a", since=START - timedelta(days=1)) == {
+        "specialist": 3,
+        "general": 1,
+    }
+    assert registry.traffic.routes() == {"specialist": 3, "general": 3}
+    assert registry.traffic.routes("nosuch") == {}

@@ -282,7 +282,11 @@ def _row(
     from niche.workflows.monitor import CASCADED_ROUTES
 
     cascaded = (
-        sum(r.route in CASCADED_ROUTES for r in registry.traffic.window(spec.name, since=start))
+        sum(
+            n
+            for route, n in registry.traffic.routes(spec.name, since=start).items()
+            if route in CASCADED_ROUTES
+        )
         if requests
         else 0
     )

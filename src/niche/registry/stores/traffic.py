@@ -347,6 +347,19 @@ class TrafficStore(Store):
                 rows.reverse()
             return [_traffic_record(row) for row in rows]
 
+    def routes(self, task: str | None = None, *, since: datetime | None = None) -> dict[str, int]:
+        """How many of ``task``'s (or all) records at or after ``since`` took each route, in
+        one grouped query (a cascade rate over millions of records reads no rows).
+
+            >>> registry.traffic.routes("banking77", since=parse_since("30d", now))
+            {'specialist': 9120, 'general': 880}
+        """
+        with self.database.session() as session:
+            query = _traffic_filter(
+                select(TrafficRow.route, func.count(TrafficRow.id)), task, since
+            ).group_by(TrafficRow.route)
+            return {route: int(n) for route, n in session.execute(query)}
+
     def last_id(self, task: str | None = None) -> int | None:
         """The newest record's id for ``task`` (or all); None when there is none."""
         with self.database.session() as session:
