@@ -89,6 +89,7 @@ PUBLIC: dict[str, frozenset[str] | None] = {
             "StoredTrafficRecord",
         }
     ),
+    "niche.reports": None,
     "niche.settings": None,
     "niche.specialists": frozenset(
         {
