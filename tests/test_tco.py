@@ -214,3 +214,21 @@ def test_the_cli_prints_the_report_as_json_and_as_a_table(portfolio, database_ur
     bad = runner.invoke(app, ["tco", "--months", "0"])
     assert bad.exit_code == 2
     assert "months must be a positive integer, got 0" in bad.output
+
+
+def test_a_portfolio_dearer_than_the_general_model_keeps_it(registry):
+    registry.tasks.create(TaskSpec(name="cheap", labels=["ham", "spam"]))  # zero-shot: free
+    _champion(registry, "cheap", low=0.02, fit_seconds=None)
+    report = tco(Settings(**SETTINGS), registry=registry, months=6, requests_per_month=100)
+    [cheap] = report.tasks
+    # 100 x 2e-6 USD + maintenance 1.3 a month; no fit_seconds: NICHE_TCO_TRAINING_CPU_S=600
+    # CPU-s = 0.6 USD, in months 1 and 4.
+    assert cheap.portfolio_usd == pytest.approx(6 * (2e-4 + 1.3) + 1.2)
+    assert cheap.general_usd == 0
+    assert cheap.verdict == "keep general"
+    assert cheap.reason == "the portfolio costs $9.00 vs $0.00 general-only over 6 months"
+    assert "setting NICHE_TCO_TRAINING_CPU_S=600 (lineage records no fit_seconds)" in (
+        cheap.sources
+    )
+    # No traffic: the cascade curve at the first threshold at or above 0.5 (coverage 0.75).
+    assert any(s.startswith("measured: cascade share 0.250 (evaluation #") for s in cheap.sources)
