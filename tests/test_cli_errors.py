@@ -40,6 +40,10 @@ class Case:
 MISSING = "/nonexistent/tickets.csv"
 
 CASES: dict[tuple[str, ...], list[Case]] = {
+    ("tco",): [
+        Case(["tco", "--months", "0"], 2, ("months must be a positive integer, got 0",)),
+        Case(["tco", "nosuch"], 2, ("no task 'nosuch'",)),
+    ],
     ("quickstart",): [Case(["quickstart", "--data", MISSING], 2, (MISSING, "no such file"))],
     ("settings",): [Case(["settings"], 2, ("NICHE_SEED='abc'", "int"), {"NICHE_SEED": "abc"})],
     ("train",): [

@@ -384,6 +384,43 @@ SETTINGS: tuple[Setting, ...] = (
         "Seconds one alert webhook call may take before it is abandoned (and retried).",
         float,
     ),
+    # -- total cost of ownership (`niche tco`) --
+    Setting(
+        "NICHE_GRID_GCO2E_PER_KWH",
+        480.0,
+        "Carbon intensity of the electricity, in gCO2e per kWh (emissions in `niche tco`). "
+        "Default: the 2023 world average, 480 g/kWh (Ember, Global Electricity Review 2024); "
+        "set your grid's.",
+        float,
+    ),
+    Setting(
+        "NICHE_GENERAL_WH_PER_1K_TOKENS",
+        2.0,
+        "Energy of the general model per 1,000 output tokens, in Wh (`niche tco`). Default: "
+        "an order-of-magnitude figure for a mid-size (~70B) model in the range EcoLogits "
+        "publishes (ecologits.ai); set your model's from its calculator.",
+        float,
+    ),
+    Setting(
+        "NICHE_TCO_TRAINING_CPU_S",
+        600.0,
+        "CPU-seconds one training of a specialist is assumed to take when its model's lineage "
+        "records no fit_seconds (`niche tco`).",
+        float,
+    ),
+    Setting(
+        "NICHE_TCO_RETRAIN_EVERY_MONTHS",
+        1,
+        "A specialist is retrained every this many months after its first training in month "
+        "1 (`niche tco`); 0: never retrained.",
+        int,
+    ),
+    Setting(
+        "NICHE_TCO_MAINTENANCE_USD_PER_MONTH",
+        0.0,
+        "Maintenance allowance per specialised task per month, in USD (`niche tco`).",
+        float,
+    ),
     # -- niche replay: a client of a gateway --
     Setting(
         "NICHE_REPLAY_API_KEY",

@@ -1,8 +1,10 @@
-"""Views of the portfolio over the registry's records: the leaderboard (and, beside it, TCO).
+"""Views of the portfolio over the registry's records: the leaderboard and the total cost of
+ownership, each from measured figures (evaluations, usage, traffic) and settings.
 
 >>> board = leaderboard(since="30d")
 >>> board.to_dict()["portfolio"]["score"]
 0.88
+>>> tco(months=6).portfolio["savings_pct"]
 """
 
 from niche.reports.leaderboard import (
@@ -14,13 +16,19 @@ from niche.reports.leaderboard import (
     Side,
     leaderboard,
 )
+from niche.reports.tco import VERDICTS, TaskTco, TcoMonth, TcoReport, tco
 
 __all__ = [
     "FORMULA",
     "NO_DOMAIN",
+    "VERDICTS",
     "DomainBoard",
     "Leaderboard",
     "LeaderboardRow",
     "Side",
+    "TaskTco",
+    "TcoMonth",
+    "TcoReport",
     "leaderboard",
+    "tco",
 ]
