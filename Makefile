@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@echo "==> [2/3] torch 2.13.0, the largest download (several hundred MB: minutes)"
 	$(BIN)/python -m pip install torch==2.13.0
 	@echo "==> [3/3] niche and its pinned dependencies (onnxruntime, transformers, ...: 1-3 min)"
-	$(BIN)/python -m pip install -c constraints.txt -e '.[train,hf,postgres,dev]'
+	$(BIN)/python -m pip install -c constraints.txt -e '.[train,hf,postgres,dev,report]'
 	touch $@
 
 # Outside make the CLI finds the same datasets and registry once the printed line is pasted.

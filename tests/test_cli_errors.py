@@ -44,6 +44,14 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         Case(["tco", "--months", "0"], 2, ("months must be a positive integer, got 0",)),
         Case(["tco", "nosuch"], 2, ("no task 'nosuch'",)),
     ],
+    ("report",): [
+        Case(
+            ["report", "--out", "/nonexistent/dir/report.html"],
+            2,
+            ("--out '/nonexistent/dir/report.html'", "no directory '/nonexistent/dir'"),
+        ),
+        Case(["report", "--out", "/tmp"], 2, ("--out '/tmp' is a directory",)),
+    ],
     ("quickstart",): [Case(["quickstart", "--data", MISSING], 2, (MISSING, "no such file"))],
     ("settings",): [Case(["settings"], 2, ("NICHE_SEED='abc'", "int"), {"NICHE_SEED": "abc"})],
     ("train",): [

@@ -16,6 +16,7 @@ from niche.cli import leaderboard as _leaderboard_command  # noqa: F401
 from niche.cli import loop as _loop_command  # noqa: F401
 from niche.cli import monitor as _monitor_commands  # noqa: F401
 from niche.cli import replay as _replay_command  # noqa: F401
+from niche.cli import report as _report_command  # noqa: F401
 from niche.cli import serve as _serve_command  # noqa: F401
 from niche.cli import tco as _tco_command  # noqa: F401
 from niche.cli.app import app, main

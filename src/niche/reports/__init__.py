@@ -5,8 +5,10 @@ ownership, each from measured figures (evaluations, usage, traffic) and settings
 >>> board.to_dict()["portfolio"]["score"]
 0.88
 >>> tco(months=6).portfolio["savings_pct"]
+>>> build_report(months=6).write("report.html")  # the self-contained HTML page
 """
 
+from niche.reports.html import Report, build_report
 from niche.reports.leaderboard import (
     FORMULA,
     NO_DOMAIN,
@@ -25,10 +27,12 @@ __all__ = [
     "DomainBoard",
     "Leaderboard",
     "LeaderboardRow",
+    "Report",
     "Side",
     "TaskTco",
     "TcoMonth",
     "TcoReport",
+    "build_report",
     "leaderboard",
     "tco",
 ]

@@ -1,0 +1,421 @@
+"""The portfolio report: one self-contained HTML file (no CDN, no external URL, opens offline)
+with the leaderboard and the total cost of ownership, plotted and tabulated.
+
+    >>> report = build_report(since="30d", months=6)
+    >>> report.write("report.html")
+
+The page shows exactly :func:`~niche.reports.leaderboard` and :func:`~niche.reports.tco`
+(their ``to_dict()`` forms, ``report.data``) and embeds that JSON in a
+``<script type="application/json" id="niche-data">`` block. Plots (matplotlib, the ``report``
+extra, rendered to inline SVG with text as paths): per domain, champion vs general model
+accuracy with 95 % interval whiskers; the portfolio's cumulative cost over the months,
+general-only vs following the verdicts, and the same per specialised task. Every string from
+the registry is escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from niche.errors import ConfigurationError, ValidationError
+from niche.settings import Settings
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from niche.registry import Registry
+
+__all__ = ["Report", "build_report", "check_out_path"]
+
+_SVG_START = re.compile(r"<svg\b")
+# Namespace declarations are not loads, but an inline SVG in HTML needs none of them.
+_XMLNS = re.compile(r'\s+xmlns(?::\w+)?="[^"]*"')
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: right; }
+th:first-child, td:first-child, td.text { text-align: left; }
+th { background: #f3f3f3; }
+figure { margin: 0.5em 0 1.5em; }
+figure svg { max-width: 100%; height: auto; }
+.note { color: #666; font-size: 0.85em; }
+"""
+
+
+@dataclass(frozen=True)
+class Report:
+    """The page (``html``) and the figures it was built from (``data``: ``{"leaderboard":
+    Leaderboard.to_dict(), "tco": TcoReport.to_dict()}``)."""
+
+    html: str
+    data: dict[str, Any]
+
+    def write(self, path: str | os.PathLike[str]) -> Path:
+        """Write the page to ``path`` atomically (a temporary file beside it, then a rename);
+        returns the path. A missing directory or a directory as ``path``: ValidationError."""
+        target = check_out_path(path)
+        fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(self.html)
+            os.replace(temp, target)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return target
+
+
+def check_out_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path when a file can be written there, else ValidationError naming it."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValidationError(f"--out {str(target)!r} is a directory", param="out")
+    if not target.parent.is_dir():
+        raise ValidationError(
+            f"--out {str(target)!r}: no directory {str(target.parent)!r}", param="out"
+        )
+    return target
+
+
+def build_report(
+    settings: Settings | None = None,
+    *,
+    registry: Registry | None = None,
+    since: str | None = None,
+    months: int = 6,
+    now: datetime | None = None,
+) -> Report:
+    """The report of every task: the leaderboard over the traffic since ``since`` and the
+    cost of ownership over ``months`` (``now`` ends both windows; default: each view's)."""
+    from niche.reports.leaderboard import leaderboard
+    from niche.reports.tco import tco
+    from niche.workflows._context import resolve
+
+    settings, registry = resolve(settings, registry)
+    board = leaderboard(settings, registry=registry, since=since, now=now).to_dict()
+    costs = tco(settings, registry=registry, months=months, now=now).to_dict()
+    data = {"leaderboard": board, "tco": costs}
+    return Report(html=_page(data), data=data)
+
+
+# -- the page ---------------------------------------------------------------------------------
+
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _page(data: dict[str, Any]) -> str:
+    board, costs = data["leaderboard"], data["tco"]
+    plt = _pyplot()
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<title>niche portfolio report</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        "<h1>niche portfolio report</h1>",
+        f'<p class="note">generated {_e(costs["generated_at"])}; traffic since '
+        f"{_e(board['since'] or 'the first record')}; costs over {_e(costs['months'])} months</p>",
+        "<h2>Leaderboard</h2>",
+    ]
+    portfolio = board["portfolio"]
+    parts.append(
+        f"<p>portfolio score <b>{_pct(portfolio['score'])}</b>, vs general "
+        f"{_pts(portfolio['quality_vs_general'])}, {_e(portfolio['tasks'])} tasks, "
+        f"{_e(portfolio['requests'])} requests</p>"
+        f'<p class="note">{_e(board["formula"])}</p>'
+    )
+    for domain in board["domains"]:
+        parts.append(
+            f"<h3>{_e(domain['name'])}: score {_pct(domain['score'])}, vs general "
+            f"{_pts(domain['quality_vs_general'])}, traffic {_pct(domain['traffic_share'])}</h3>"
+        )
+        figure = _domain_figure(plt, domain)
+        if figure is not None:
+            parts.append(_figure(plt, figure, f"accuracy per task in {domain['name']}"))
+        parts.append(_leaderboard_table(domain["tasks"]))
+    parts.append("<h2>Total cost of ownership</h2>")
+    total = costs["portfolio"]
+    parts.append(
+        f"<p>portfolio ({_e(total['specialised'])} of {_e(total['tasks'])} tasks specialised): "
+        f"{_usd(total['general_usd'])} general-only, {_usd(total['portfolio_usd'])} following "
+        f"the verdicts, savings <b>{_usd(total['savings_usd'])}</b> "
+        f"(<b>{_pct1(total['savings_pct'])}</b>), break-even month "
+        f"{_e(total['break_even_month'] or '—')}</p>"
+    )
+    if total["months"]:
+        parts.append(_figure(plt, _tco_figure(plt, costs), "cumulative cost over the months"))
+        parts.append(_months_table(total["months"]))
+    parts.append(_tco_table(costs))
+    parts.append(
+        '<p class="note">inputs: ' + "; ".join(_e(s) for s in costs["sources"]) + "</p><ul>"
+    )
+    parts += [
+        f'<li class="note">{_e(row["task"])}: {"; ".join(_e(s) for s in row["sources"])}</li>'
+        for row in costs["tasks"]
+    ]
+    parts.append("</ul>")
+    parts.append(
+        '<script type="application/json" id="niche-data">' + _json_for_html(data) + "</script>"
+    )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _json_for_html(data: dict[str, Any]) -> str:
+    """JSON that cannot end its ``<script>`` block: ``<``, ``>`` and ``&`` as ``\\u`` escapes."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(cells) + "</tr>" for cells in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _td(value: str, *, text: bool = False) -> str:
+    """A cell from an already formatted (escaped) value."""
+    return f'<td class="text">{value}</td>' if text else f"<td>{value}</td>"
+
+
+def _leaderboard_table(rows: list[dict[str, Any]]) -> str:
+    header = [
+        "task",
+        "champion",
+        "accuracy (95% CI)",
+        "general (95% CI)",
+        "difference (95% CI)",
+        "p",
+        "p95 ms",
+        "$/1M",
+        "general $/1M",
+        "Wh/query",
+        "traffic",
+        "cascade",
+        "SLA",
+        "alerts",
+    ]
+    cells = []
+    for row in rows:
+        mine, theirs = row["specialist"] or {}, row["general"] or {}
+        champion = f"v{row['champion']}" if row["champion"] is not None else "none"
+        if row["note"]:
+            champion += f" ({row['note']})"
+        ci = row["difference_ci"]
+        difference = _pts(row["difference"]) + (
+            f" [{ci[0] * 100:+.1f}, {ci[1] * 100:+.1f}]" if ci else ""
+        )
+        sla = ", ".join(f"{name}: {state}" for name, state in row["sla"].items()) or "—"
+        cells.append(
+            [
+                _td(_e(row["task"]), text=True),
+                _td(_e(champion), text=True),
+                _td(_with_ci(mine)),
+                _td(_with_ci(theirs)),
+                _td(difference if row["difference"] is not None else "—"),
+                _td(_num(row["p_value"], 2)),
+                _td(_num(mine.get("latency_p95_ms"))),
+                _td(_num(mine.get("cost_per_1m_usd"))),
+                _td(_num(theirs.get("cost_per_1m_usd"))),
+                _td(_num(mine.get("wh_per_query"))),
+                _td(_pct(row["traffic_share"])),
+                _td(_pct(row["cascade_rate"])),
+                _td(_e(sla), text=True),
+                _td(_e(row["open_alerts"])),
+            ]
+        )
+    return _table(header, cells)
+
+
+def _tco_table(costs: dict[str, Any]) -> str:
+    header = [
+        "task",
+        "domain",
+        "verdict",
+        "reason",
+        "requests/month",
+        "general-only $",
+        "portfolio $",
+        "savings $",
+        "savings",
+        "break-even month",
+        "kWh general / portfolio",
+        "gCO2e general / portfolio",
+    ]
+    cells = [
+        [
+            _td(_e(row["task"]), text=True),
+            _td(_e(row["domain"] or "—"), text=True),
+            _td(_e(row["verdict"]), text=True),
+            _td(_e(row["reason"]), text=True),
+            _td(f"{row['requests_per_month']:,.0f}"),
+            _td(_usd(row["general_usd"])),
+            _td(_usd(row["portfolio_usd"])),
+            _td(_usd(row["savings_usd"])),
+            _td(_pct1(row["savings_pct"])),
+            _td(_e(row["break_even_month"] or "—")),
+            _td(_pair(row["energy_kwh"])),
+            _td(_pair(row["emissions_gco2e"])),
+        ]
+        for row in costs["tasks"]
+    ]
+    return _table(header, cells)
+
+
+def _months_table(months: list[dict[str, Any]]) -> str:
+    header = ["month", "general-only $", "portfolio $", "savings $", "cumulative savings $"]
+    cells = [
+        [
+            _td(_e(m["month"])),
+            _td(_usd(m["general_usd"])),
+            _td(_usd(m["portfolio_usd"])),
+            _td(_usd(m["savings_usd"])),
+            _td(_usd(m["cumulative_savings_usd"])),
+        ]
+        for m in months
+    ]
+    return _table(header, cells)
+
+
+# -- formats (shared with the tests: the tables show these strings) ---------------------------
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def _pct1(value: float | None) -> str:
+    """A percentage already in percent (TCO savings)."""
+    return "—" if value is None else f"{value:.1f} %"
+
+
+def _pts(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:+.1f} pts"
+
+
+def _num(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None else f"{value:.{digits}g}"
+
+
+def _usd(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"${value:,.2f}" if abs(value) >= 1 or value == 0 else f"${value:.3g}"
+
+
+def _pair(values: dict[str, float | None]) -> str:
+    return f"{_num(values['general'])} / {_num(values['portfolio'])}"
+
+
+def _with_ci(side: dict[str, Any]) -> str:
+    if side.get("accuracy") is None:
+        return "—"
+    ci = side.get("accuracy_ci")
+    interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+    return f"{side['accuracy']:.3f}{interval}"
+
+
+# -- plots ------------------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            "niche report needs matplotlib: pip install 'niche[report]'"
+        ) from exc
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.fonttype"] = "path"  # text as paths: no font to load
+    plt.rcParams["svg.hashsalt"] = "niche-report"  # stable ids across runs
+    return plt
+
+
+def _figure(plt: Any, figure: Figure, title: str) -> str:
+    buffer = io.StringIO()
+    figure.savefig(
+        buffer,
+        format="svg",
+        bbox_inches="tight",
+        metadata={"Creator": None, "Date": None, "Format": None, "Type": None},
+    )
+    plt.close(figure)
+    text = buffer.getvalue()
+    start = _SVG_START.search(text)
+    svg = text[start.start() :] if start else text
+    head, _, rest = svg.partition(">")
+    svg = _XMLNS.sub("", head) + ">" + rest
+    return f'<figure role="img" aria-label="{_e(title)}">{svg}</figure>'
+
+
+def _domain_figure(plt: Any, domain: dict[str, Any]) -> Figure | None:
+    """Champion vs general accuracy per task, whiskers at the stored 95 % intervals."""
+    rows = [r for r in domain["tasks"] if (r["specialist"] or {}).get("accuracy") is not None]
+    if not rows:
+        return None
+    figure: Figure
+    figure, axes = plt.subplots(figsize=(max(4.0, 1.4 * len(rows) + 2), 3.2))
+    width = 0.38
+    for offset, side, label, colour in (
+        (-width / 2, "specialist", "champion", "#1f77b4"),
+        (width / 2, "general", "general model", "#ff7f0e"),
+    ):
+        xs, heights, low, high = [], [], [], []
+        for i, row in enumerate(rows):
+            figures = row[side] or {}
+            if figures.get("accuracy") is None:
+                continue
+            accuracy = figures["accuracy"]
+            ci = figures.get("accuracy_ci") or [accuracy, accuracy]
+            xs.append(i + offset)
+            heights.append(accuracy)
+            low.append(max(0.0, accuracy - ci[0]))
+            high.append(max(0.0, ci[1] - accuracy))
+        if xs:
+            axes.bar(xs, heights, width, yerr=[low, high], capsize=4, label=label, color=colour)
+    axes.set_xticks(range(len(rows)), [r["task"] for r in rows], parse_math=False)
+    axes.set_ylim(0.0, 1.05)
+    axes.set_ylabel("accuracy (95 % CI)")
+    axes.legend(loc="lower right", fontsize="small")
+    axes.set_title(domain["name"], parse_math=False)
+    return figure
+
+
+def _tco_figure(plt: Any, costs: dict[str, Any]) -> Figure:
+    """Cumulative cost, general-only vs portfolio, for the portfolio and each specialised
+    task."""
+    series = [("portfolio", costs["portfolio"]["months"])]
+    series += [(row["task"], row["months"]) for row in costs["tasks"] if row["months"]]
+    figure: Figure
+    figure, axes_list = plt.subplots(
+        1, len(series), figsize=(3.6 * len(series), 3.0), squeeze=False
+    )
+    for axes, (name, months) in zip(axes_list[0], series, strict=True):
+        xs = [m["month"] for m in months]
+        general: list[float] = []
+        portfolio: list[float] = []
+        for m in months:
+            general.append((general[-1] if general else 0.0) + m["general_usd"])
+            portfolio.append((portfolio[-1] if portfolio else 0.0) + m["portfolio_usd"])
+        axes.plot(xs, general, marker="o", label="general-only")
+        axes.plot(xs, portfolio, marker="s", label="portfolio")
+        axes.set_xlabel("month")
+        axes.set_ylabel("cumulative USD")
+        axes.set_xticks(xs)
+        axes.set_title(name, parse_math=False)
+        axes.legend(fontsize="small")
+    figure.tight_layout()
+    return figure
