@@ -93,7 +93,15 @@ def test_the_page_shows_the_two_views_with_plots_and_their_numbers(portfolio) ->
     report = build_report(settings, registry=registry, since="7d", months=6, now=now)
     board = leaderboard(settings, registry=registry, since="7d", now=now).to_dict()
     costs = tco(settings, registry=registry, months=6, now=now).to_dict()
-    assert report.data == {"leaderboard": board, "tco": costs}
+    curve = [
+        {"threshold": 0.3, "coverage": 0.9, "accuracy": 0.9},
+        {"threshold": 0.5, "coverage": 0.75, "accuracy": 0.92},
+    ]
+    assert report.data == {
+        "leaderboard": board,
+        "tco": costs,
+        "cascade": {"chat": curve, "spam": curve},  # as stored by tests/test_tco.py's helper
+    }
     assert _embedded(report.html) == report.data
     # The hand-computed figures behind the tables.
     spam = next(row for row in costs["tasks"] if row["task"] == "spam")
@@ -109,9 +117,10 @@ def test_the_page_shows_the_two_views_with_plots_and_their_numbers(portfolio) ->
     assert "<td>$12.00</td><td>$10.92</td><td>$1.08</td><td>9.0 %</td>" in page
     assert "savings <b>$1.08</b> (<b>7.5 %</b>)" in page
     assert "<td>keep general</td>" in page.replace('<td class="text">', "<td>")
-    # One plot per domain with a scored task, and the cost over the months.
-    assert page.count("<svg") == 3
-    assert page.count("</svg>") == 3
+    assert "<td>0.5</td><td>75.0%</td><td>0.920</td>" in page  # a cascade point
+    # One plot per domain with a scored task, the cascade curves, the cost over the months.
+    assert page.count("<svg") == 4
+    assert page.count("</svg>") == 4
     # Self-contained: nothing to load from anywhere.
     assert "http://" not in page and "https://" not in page
     assert not re.search(r"""\b(src|href)\s*=\s*(?!["']?#)""", page)

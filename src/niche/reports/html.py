@@ -5,10 +5,12 @@ with the leaderboard and the total cost of ownership, plotted and tabulated.
     >>> report.write("report.html")
 
 The page shows exactly :func:`~niche.reports.leaderboard` and :func:`~niche.reports.tco`
-(their ``to_dict()`` forms, ``report.data``) and embeds that JSON in a
+(their ``to_dict()`` forms, in ``report.data``) and embeds that JSON in a
 ``<script type="application/json" id="niche-data">`` block. Plots (matplotlib, the ``report``
 extra, rendered to inline SVG with text as paths): per domain, champion vs general model
-accuracy with 95 % interval whiskers; the portfolio's cumulative cost over the months,
+accuracy with 95 % interval whiskers; each champion's cascade curve (coverage vs accuracy,
+from the stored evaluation the leaderboard shows, ``report.data["cascade"]``); the portfolio's
+cumulative cost over the months,
 general-only vs following the verdicts, and the same per specialised task. Every string from
 the registry is escaped.
 """
@@ -55,7 +57,8 @@ figure svg { max-width: 100%; height: auto; }
 @dataclass(frozen=True)
 class Report:
     """The page (``html``) and the figures it was built from (``data``: ``{"leaderboard":
-    Leaderboard.to_dict(), "tco": TcoReport.to_dict()}``)."""
+    Leaderboard.to_dict(), "tco": TcoReport.to_dict(), "cascade": {task: [{"threshold",
+    "coverage", "accuracy"}, …]}}``)."""
 
     html: str
     data: dict[str, Any]
@@ -104,8 +107,27 @@ def build_report(
     settings, registry = resolve(settings, registry)
     board = leaderboard(settings, registry=registry, since=since, now=now).to_dict()
     costs = tco(settings, registry=registry, months=months, now=now).to_dict()
-    data = {"leaderboard": board, "tco": costs}
+    data = {"leaderboard": board, "tco": costs, "cascade": _cascades(registry, board)}
     return Report(html=_page(data), data=data)
+
+
+def _cascades(registry: Registry, board: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Each champion's cascade curve (threshold, coverage, accuracy) from the evaluation the
+    leaderboard shows (its stored ``comparison["cascade"]``); tasks without one are left out."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for domain in board["domains"]:
+        for row in domain["tasks"]:
+            if row["evaluation_id"] is None:
+                continue
+            evaluations = registry.models.evaluations(row["task"], row["champion"])
+            shown = next((e for e in evaluations if e.id == row["evaluation_id"]), None)
+            curve = ((shown.comparison or {}).get("cascade") if shown else None) or []
+            if curve:
+                curves[row["task"]] = [
+                    {key: point[key] for key in ("threshold", "coverage", "accuracy")}
+                    for point in curve
+                ]
+    return curves
 
 
 # -- the page ---------------------------------------------------------------------------------
@@ -144,6 +166,15 @@ def _page(data: dict[str, Any]) -> str:
         if figure is not None:
             parts.append(_figure(plt, figure, f"accuracy per task in {domain['name']}"))
         parts.append(_leaderboard_table(domain["tasks"]))
+    if data["cascade"]:
+        parts.append("<h2>Cascade curves</h2>")
+        parts.append(
+            '<p class="note">at threshold t the specialist answers the rows where its '
+            "confidence is at least t, the general model the rest: coverage (the specialist's "
+            "share) against the cascade's accuracy, from the champion's test evaluation</p>"
+        )
+        parts.append(_figure(plt, _cascade_figure(plt, data["cascade"]), "cascade curves"))
+        parts.append(_cascade_table(data["cascade"]))
     parts.append("<h2>Total cost of ownership</h2>")
     total = costs["portfolio"]
     parts.append(
@@ -273,6 +304,20 @@ def _tco_table(costs: dict[str, Any]) -> str:
     return _table(header, cells)
 
 
+def _cascade_table(curves: dict[str, list[dict[str, Any]]]) -> str:
+    cells = [
+        [
+            _td(_e(task), text=True),
+            _td(f"{p['threshold']:g}"),
+            _td(_pct(p["coverage"])),
+            _td(f"{p['accuracy']:.3f}"),
+        ]
+        for task, curve in curves.items()
+        for p in curve
+    ]
+    return _table(["task", "threshold", "coverage", "accuracy"], cells)
+
+
 def _months_table(months: list[dict[str, Any]]) -> str:
     header = ["month", "general-only $", "portfolio $", "savings $", "cumulative savings $"]
     cells = [
@@ -391,6 +436,25 @@ def _domain_figure(plt: Any, domain: dict[str, Any]) -> Figure | None:
     axes.set_ylabel("accuracy (95 % CI)")
     axes.legend(loc="lower right", fontsize="small")
     axes.set_title(domain["name"], parse_math=False)
+    return figure
+
+
+def _cascade_figure(plt: Any, curves: dict[str, list[dict[str, Any]]]) -> Figure:
+    """Coverage vs accuracy per task, one line each."""
+    figure: Figure
+    figure, axes = plt.subplots(figsize=(5.0, 3.2))
+    for task, curve in curves.items():
+        points = sorted(curve, key=lambda p: p["coverage"])
+        axes.plot(
+            [p["coverage"] for p in points],
+            [p["accuracy"] for p in points],
+            marker="o",
+            label=task,
+        )
+    axes.set_xlabel("coverage (specialist share)")
+    axes.set_ylabel("accuracy")
+    axes.set_xlim(0.0, 1.02)
+    axes.legend(fontsize="small")
     return figure
 
 
