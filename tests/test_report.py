@@ -15,6 +15,7 @@ $14.4 general-only, $13.32012 following the verdicts, savings $1.07988 = 7.499 %
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -148,6 +149,9 @@ def test_write_is_atomic_and_refuses_a_missing_directory(portfolio, tmp_path) ->
     assert report.write(target) == target
     assert target.read_text(encoding="utf-8") == report.html
     assert [p.name for p in out.iterdir()] == ["report.html"]  # no temp file left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # shareable, not mkstemp's 0600
     with pytest.raises(ValidationError, match="no directory"):
         report.write(tmp_path / "missing" / "report.html")
     with pytest.raises(ValidationError, match="is a directory"):

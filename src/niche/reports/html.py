@@ -71,6 +71,11 @@ class Report:
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.write(self.html)
+            # mkstemp makes the file private (0600); a report is meant to be shared and opened
+            # by a browser, so it gets the mode any new file gets here.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temp, 0o666 & ~umask)
             os.replace(temp, target)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
