@@ -15,10 +15,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from niche.errors import ConfigurationError, ValidationError
+from niche.registry.policies import LOOP_TRIGGERS, LoopSpec, MonitoringSpec
+from niche.registry.spec_checks import fraction, non_negative, strict
 from niche.settings import Settings
 from niche.specialists.prompting import RESPONSE_FORMATS
 
@@ -46,21 +48,6 @@ DEFAULT_MIN_AGREEMENT = 0.8
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _strict(cls: type, data: dict[str, Any], where: str) -> dict[str, Any]:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValidationError(
-            f"{where}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-        )
-    return data
-
-
-def _non_negative(value: float | None, name: str) -> None:
-    if value is not None and (not isinstance(value, int | float) or value < 0):
-        raise ValidationError(f"{name} must be a non-negative number, got {value!r}")
-
-
 @dataclass(frozen=True)
 class SLA:
     """Service levels a specialist must meet to be promoted and, later, to keep serving.
@@ -80,11 +67,11 @@ class SLA:
     min_agreement_with_general: float | None = DEFAULT_MIN_AGREEMENT
 
     def __post_init__(self) -> None:
-        _non_negative(self.latency_p95_ms, "sla.latency_p95_ms")
-        _non_negative(self.max_cost_per_1k_usd, "sla.max_cost_per_1k_usd")
+        non_negative(self.latency_p95_ms, "sla.latency_p95_ms")
+        non_negative(self.max_cost_per_1k_usd, "sla.max_cost_per_1k_usd")
         if self.min_quality is not None and not 0 <= self.min_quality <= 1:
             raise ValidationError(f"sla.min_quality must be in [0, 1], got {self.min_quality}")
-        _fraction(self.min_agreement_with_general, "sla.min_agreement_with_general")
+        fraction(self.min_agreement_with_general, "sla.min_agreement_with_general")
         if self.min_quality_vs_general is not None and not -1 <= self.min_quality_vs_general <= 1:
             raise ValidationError(
                 f"sla.min_quality_vs_general must be in [-1, 1], got {self.min_quality_vs_general}"
@@ -92,7 +79,7 @@ class SLA:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SLA:
-        return cls(**_strict(cls, data, "sla"))
+        return cls(**strict(cls, data, "sla"))
 
 
 @dataclass(frozen=True)
@@ -134,8 +121,8 @@ class GeneralModelSpec:
                 f"general.api_key_env must name an environment variable, got {self.api_key_env!r}"
                 " (store the variable's name, never the key)"
             )
-        _non_negative(self.price_input_per_1m_tokens_usd, "general.price_input_per_1m_tokens_usd")
-        _non_negative(self.price_output_per_1m_tokens_usd, "general.price_output_per_1m_tokens_usd")
+        non_negative(self.price_input_per_1m_tokens_usd, "general.price_input_per_1m_tokens_usd")
+        non_negative(self.price_output_per_1m_tokens_usd, "general.price_output_per_1m_tokens_usd")
         if (
             isinstance(self.max_tokens, bool)
             or not isinstance(self.max_tokens, int)
@@ -163,7 +150,7 @@ class GeneralModelSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GeneralModelSpec:
-        return cls(**_strict(cls, data, "general"))
+        return cls(**strict(cls, data, "general"))
 
 
 def global_general_model(settings: Settings) -> GeneralModelSpec | None:
@@ -208,13 +195,6 @@ def global_general_model(settings: Settings) -> GeneralModelSpec | None:
         ) from exc
 
 
-def _fraction(value: float | None, name: str) -> None:
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1
-    ):
-        raise ValidationError(f"{name} must be a number in [0, 1], got {value!r}")
-
-
 @dataclass(frozen=True)
 class ServingSpec:
     """How the gateway serves a task; ``None`` takes the ``NICHE_GATEWAY_*`` setting.
@@ -240,149 +220,14 @@ class ServingSpec:
             raise ValidationError(
                 f"serving.timeout_s must be a positive number of seconds, got {self.timeout_s!r}"
             )
-        _fraction(self.shadow_fraction, "serving.shadow_fraction")
-        _fraction(self.canary_fraction, "serving.canary_fraction")
+        fraction(self.shadow_fraction, "serving.shadow_fraction")
+        fraction(self.canary_fraction, "serving.canary_fraction")
         if not isinstance(self.capture, bool):
             raise ValidationError(f"serving.capture must be true or false, got {self.capture!r}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ServingSpec:
-        return cls(**_strict(cls, data, "serving"))
-
-
-def _count(value: Any, name: str, *, minimum: int = 0) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValidationError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-
-
-def _alpha(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-        raise ValidationError(
-            f"{name} must be a false-alarm rate in (0, 1), e.g. 0.01, got {value!r}"
-        )
-
-
-_DURATION = re.compile(r"^\d+[smhdw]$")  # as parse_since reads it: whole units
-
-
-@dataclass(frozen=True)
-class MonitoringSpec:
-    """How ``niche monitor`` judges a task's champion; each ``*_alpha`` is the false-alarm
-    rate of one check (its p-value threshold), each ``min_*`` a floor.
-
-    ``window``: the latest ``N`` records (an integer) or a duration back from now (``"1h"``).
-    A window of fewer than ``min_rows`` records is reported but raises no alarm.
-    ``reference_rows``: how many of the champion's training rows (a seeded sample) make the
-    reference, with the traffic of its first serving window. ``min_agreement``: live
-    agreement with the general model whose Wilson upper bound falls below it alarms.
-    ``min_accuracy``: the floor for accuracy on gold labels and its calibrated estimate
-    (None: the SLA's ``min_quality``). ``max_error_rate``: share of failed requests.
-
-        >>> MonitoringSpec(window="1h", input_drift_alpha=0.001).window
-        '1h'
-    """
-
-    window: int | str = 500
-    min_rows: int = 50
-    reference_rows: int = 2000
-    input_drift_alpha: float = 0.01
-    prediction_drift_alpha: float = 0.01
-    confidence_drift_alpha: float = 0.01
-    cascade_rate_alpha: float = 0.01
-    min_agreement: float | None = 0.8
-    min_accuracy: float | None = None
-    max_error_rate: float | None = 0.05
-
-    def __post_init__(self) -> None:
-        window = self.window
-        if isinstance(window, bool) or not (
-            (isinstance(window, int) and window >= 1)
-            or (isinstance(window, str) and _DURATION.match(window))
-        ):
-            raise ValidationError(
-                "monitoring.window must be a number of records (>= 1) or a duration such as "
-                f"'30m', '1h', '2d', got {window!r}"
-            )
-        _count(self.min_rows, "monitoring.min_rows", minimum=1)
-        _count(self.reference_rows, "monitoring.reference_rows", minimum=10)
-        for name in ("input_drift", "prediction_drift", "confidence_drift", "cascade_rate"):
-            _alpha(getattr(self, f"{name}_alpha"), f"monitoring.{name}_alpha")
-        _fraction(self.min_agreement, "monitoring.min_agreement")
-        _fraction(self.min_accuracy, "monitoring.min_accuracy")
-        _fraction(self.max_error_rate, "monitoring.max_error_rate")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> MonitoringSpec:
-        return cls(**_strict(cls, data, "monitoring"))
-
-
-LOOP_TRIGGERS = ("first", "drift", "agreement", "accuracy", "new_rows", "schedule")
-"""What may start a retrain: ``first`` (traffic but no champion yet), ``drift`` (an open
-drift alarm), ``agreement`` / ``accuracy`` (below the monitoring floor), ``new_rows``
-(``loop.new_rows`` teacher-labelled rows since the champion's training), ``schedule``
-(``loop.schedule_s`` since the champion's training)."""
-
-
-@dataclass(frozen=True)
-class LoopSpec:
-    """What ``niche loop`` may do for a task, on its own.
-
-    ``enabled``: whether the loop touches the task at all. ``triggers``: which of
-    :data:`LOOP_TRIGGERS` start a retrain. ``min_rows``: the fewest labelled records (teacher
-    or gold) a distilled dataset needs. ``new_rows``: the ``new_rows`` trigger's count.
-    ``cooldown_s``: the least time between two trainings of the task; ``max_retrains_per_day``:
-    trainings in any 24 hours. ``schedule_s``: the ``schedule`` trigger's period (None: off).
-    ``since``: how far back distillation reads (a duration; None: all captured traffic).
-
-        >>> LoopSpec(min_rows=300, triggers=("first", "drift")).cooldown_s
-        3600.0
-    """
-
-    enabled: bool = True
-    triggers: tuple[str, ...] = ("first", "drift", "agreement", "accuracy", "new_rows")
-    min_rows: int = 200
-    new_rows: int = 1000
-    cooldown_s: float = 3600.0
-    max_retrains_per_day: int = 6
-    schedule_s: float | None = None
-    since: str | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.enabled, bool):
-            raise ValidationError(f"loop.enabled must be true or false, got {self.enabled!r}")
-        triggers = self.triggers
-        if isinstance(triggers, str) or not all(isinstance(t, str) for t in triggers):
-            raise ValidationError(
-                f"loop.triggers must be a list of {', '.join(LOOP_TRIGGERS)}, got {triggers!r}"
-            )
-        unknown = sorted(set(triggers) - set(LOOP_TRIGGERS))
-        if unknown:
-            raise ValidationError(
-                f"loop.triggers: unknown trigger(s) {', '.join(unknown)}; known: "
-                f"{', '.join(LOOP_TRIGGERS)}"
-            )
-        object.__setattr__(self, "triggers", tuple(dict.fromkeys(triggers)))
-        _count(self.min_rows, "loop.min_rows", minimum=2)
-        _count(self.new_rows, "loop.new_rows", minimum=1)
-        _count(self.max_retrains_per_day, "loop.max_retrains_per_day", minimum=0)
-        _non_negative(self.cooldown_s, "loop.cooldown_s")
-        object.__setattr__(self, "cooldown_s", float(self.cooldown_s))
-        if self.schedule_s is not None:
-            if isinstance(self.schedule_s, bool) or not isinstance(self.schedule_s, int | float):
-                raise ValidationError(f"loop.schedule_s must be seconds, got {self.schedule_s!r}")
-            if self.schedule_s <= 0:
-                raise ValidationError(f"loop.schedule_s must be positive, got {self.schedule_s}")
-        if self.since is not None and not (
-            isinstance(self.since, str) and _DURATION.match(self.since)
-        ):
-            raise ValidationError(f"loop.since must be a duration such as '7d', got {self.since!r}")
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LoopSpec:
-        data = dict(_strict(cls, data, "loop"))
-        if isinstance(data.get("triggers"), list):
-            data["triggers"] = tuple(data["triggers"])
-        return cls(**data)
+        return cls(**strict(cls, data, "serving"))
 
 
 _SECTIONS: dict[str, Any] = {}
@@ -440,7 +285,7 @@ class TaskSpec:
                 f"task {self.name}: cascade_threshold must be in [0, 1], "
                 f"got {self.cascade_threshold}"
             )
-        _non_negative(self.leaderboard_weight, "leaderboard_weight")
+        non_negative(self.leaderboard_weight, "leaderboard_weight")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples as lists, as JSON reads them back); :meth:`from_dict`
@@ -449,7 +294,7 @@ class TaskSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
-        data = dict(_strict(cls, data, "task"))
+        data = dict(strict(cls, data, "task"))
         for name, section in _SECTIONS.items():
             if isinstance(data.get(name), dict):
                 data[name] = section.from_dict(data[name])
@@ -462,7 +307,7 @@ class TaskSpec:
     def with_changes(self, **changes: Any) -> TaskSpec:
         """A copy with ``changes`` applied (each section, ``sla``, ``general``, ``serving``,
         ``monitoring`` and ``loop``, accepts a partial dict)."""
-        data = dict(_strict(type(self), changes, f"task {self.name}"))
+        data = dict(strict(type(self), changes, f"task {self.name}"))
         for name, section in _SECTIONS.items():
             if isinstance(data.get(name), dict):
                 data[name] = section.from_dict({**asdict(getattr(self, name)), **data[name]})
