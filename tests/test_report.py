@@ -102,6 +102,8 @@ def test_the_page_shows_the_two_views_with_plots_and_their_numbers(portfolio) ->
         "leaderboard": board,
         "tco": costs,
         "cascade": {"chat": curve, "spam": curve},  # as stored by tests/test_tco.py's helper
+        "timelines": {},  # no monitoring check stored yet
+        "alerts": [],
     }
     assert _embedded(report.html) == report.data
     # The hand-computed figures behind the tables.
@@ -174,3 +176,41 @@ def test_the_cli_writes_the_file_and_prints_its_path(
     bad = runner.invoke(app, ["report", "--out", str(tmp_path / "no" / "r.html")])
     assert bad.exit_code == 2
     assert f"no directory '{tmp_path / 'no'}'" in bad.output
+
+
+def _signal(name: str, alarm: bool, **figures: Any) -> dict[str, Any]:
+    base = {"statistic": None, "p_value": None, "interval": None, "threshold": 0.01, "n": 80}
+    return {"name": name, "alarm": alarm, "method": "test", "detail": {}, **base, **figures}
+
+
+def test_drift_and_agreement_timelines_and_open_alerts(portfolio) -> None:
+    registry, now = portfolio
+    quiet = [
+        _signal("input_drift", False, statistic=0.1, p_value=0.4),
+        _signal("agreement", False, statistic=0.91, interval=[0.85, 0.95], threshold=0.8),
+        _signal("prediction_drift", False, detail={"insufficient": "too few rows"}),
+    ]
+    drifted = [
+        _signal("input_drift", True, statistic=9.0, p_value=1e-6),
+        _signal("agreement", True, statistic=0.62, interval=[0.55, 0.69], threshold=0.8),
+    ]
+    for at, signals in ((now - timedelta(days=2), quiet), (now - timedelta(days=1), drifted)):
+        alarm = any(s["alarm"] for s in signals)
+        registry.monitoring.record(
+            "spam", model_version=1, window={"rows": 80}, signals=signals, alarm=alarm, at=at
+        )
+    report = build_report(Settings(**SETTINGS), registry=registry, now=now)
+    points = report.data["timelines"]["spam"]
+    assert [p["alarm"] for p in points] == [False, True]  # oldest first
+    assert points[0]["signals"]["agreement"]["interval"] == [0.85, 0.95]
+    assert "prediction_drift" not in points[0]["signals"]  # too little data to plot
+    assert points[1]["signals"]["input_drift"]["p_value"] == 1e-6
+    assert list(report.data["timelines"]) == ["spam"]  # chat has no check
+    assert sorted(a["signal"] for a in report.data["alerts"]) == ["agreement", "input_drift"]
+    page = report.html
+    assert _embedded(page) == report.data
+    assert "<h2>Drift and agreement</h2>" in page
+    assert 'aria-label="drift and agreement of spam"' in page
+    assert page.count("<svg") == 5  # the four of the first test and the timeline
+    assert "<td>1e-06 ⚠</td>" in page  # the alarmed p-value in the timeline's table
+    assert "<h3>Open alerts</h3>" in page

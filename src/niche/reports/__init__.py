@@ -6,6 +6,8 @@ ownership, each from measured figures (evaluations, usage, traffic) and settings
 0.88
 >>> tco(months=6).portfolio["savings_pct"]
 >>> build_report(months=6).write("report.html")  # the self-contained HTML page
+>>> timelines(registry=registry)["banking77"][-1]["alarm"]  # the stored monitoring checks
+False
 """
 
 from niche.reports.html import Report, build_report
@@ -19,6 +21,7 @@ from niche.reports.leaderboard import (
     leaderboard,
 )
 from niche.reports.tco import VERDICTS, TaskTco, TcoMonth, TcoReport, tco
+from niche.reports.timelines import timelines
 
 __all__ = [
     "FORMULA",
@@ -35,4 +38,5 @@ __all__ = [
     "build_report",
     "leaderboard",
     "tco",
+    "timelines",
 ]

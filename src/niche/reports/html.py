@@ -9,38 +9,31 @@ The page shows exactly :func:`~niche.reports.leaderboard` and :func:`~niche.repo
 ``<script type="application/json" id="niche-data">`` block. Plots (matplotlib, the ``report``
 extra, rendered to inline SVG with text as paths): per domain, champion vs general model
 accuracy with 95 % interval whiskers; each champion's cascade curve (coverage vs accuracy,
-from the stored evaluation the leaderboard shows, ``report.data["cascade"]``); the portfolio's
-cumulative cost over the months,
-general-only vs following the verdicts, and the same per specialised task. Every string from
-the registry is escaped.
+from the stored evaluation the leaderboard shows, ``report.data["cascade"]``); each task's
+drift and agreement timeline over its stored monitoring checks (``report.data["timelines"]``,
+see :mod:`niche.reports.timelines`) and the open alerts; the portfolio's cumulative cost over
+the months, general-only vs following the verdicts, and the same per specialised task
+(:mod:`niche.reports.plots` draws them all). Every string from the registry is escaped.
 """
 
 from __future__ import annotations
 
 import html
-import io
 import json
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from niche.errors import ConfigurationError, ValidationError
+from niche.errors import ValidationError
 from niche.settings import Settings
 
 if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
     from niche.registry import Registry
 
 __all__ = ["Report", "build_report", "check_out_path"]
-
-_SVG_START = re.compile(r"<svg\b")
-# Namespace declarations are not loads, but an inline SVG in HTML needs none of them.
-_XMLNS = re.compile(r'\s+xmlns(?::\w+)?="[^"]*"')
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
@@ -107,12 +100,24 @@ def build_report(
     cost of ownership over ``months`` (``now`` ends both windows; default: each view's)."""
     from niche.reports.leaderboard import leaderboard
     from niche.reports.tco import tco
+    from niche.reports.timelines import timelines
     from niche.workflows._context import resolve
 
     settings, registry = resolve(settings, registry)
     board = leaderboard(settings, registry=registry, since=since, now=now).to_dict()
     costs = tco(settings, registry=registry, months=months, now=now).to_dict()
-    data = {"leaderboard": board, "tco": costs, "cascade": _cascades(registry, board)}
+    shown = [row["task"] for domain in board["domains"] for row in domain["tasks"]]
+    data = {
+        "leaderboard": board,
+        "tco": costs,
+        "cascade": _cascades(registry, board),
+        "timelines": {
+            task: points
+            for task, points in timelines(registry=registry, tasks=shown).items()
+            if points
+        },
+        "alerts": [a.to_dict() for a in registry.monitoring.alerts(state="open")],
+    }
     return Report(html=_page(data), data=data)
 
 
@@ -143,8 +148,10 @@ def _e(value: object) -> str:
 
 
 def _page(data: dict[str, Any]) -> str:
+    from niche.reports import plots
+
     board, costs = data["leaderboard"], data["tco"]
-    plt = _pyplot()
+    plt = plots.pyplot()
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -167,9 +174,10 @@ def _page(data: dict[str, Any]) -> str:
             f"<h3>{_e(domain['name'])}: score {_pct(domain['score'])}, vs general "
             f"{_pts(domain['quality_vs_general'])}, traffic {_pct(domain['traffic_share'])}</h3>"
         )
-        figure = _domain_figure(plt, domain)
+        figure = plots.domain_figure(plt, domain)
         if figure is not None:
-            parts.append(_figure(plt, figure, f"accuracy per task in {domain['name']}"))
+            title = f"accuracy per task in {domain['name']}"
+            parts.append(plots.inline_svg(plt, figure, title))
         parts.append(_leaderboard_table(domain["tasks"]))
     if data["cascade"]:
         parts.append("<h2>Cascade curves</h2>")
@@ -178,8 +186,10 @@ def _page(data: dict[str, Any]) -> str:
             "confidence is at least t, the general model the rest: coverage (the specialist's "
             "share) against the cascade's accuracy, from the champion's test evaluation</p>"
         )
-        parts.append(_figure(plt, _cascade_figure(plt, data["cascade"]), "cascade curves"))
+        curves = plots.cascade_figure(plt, data["cascade"])
+        parts.append(plots.inline_svg(plt, curves, "cascade curves"))
         parts.append(_cascade_table(data["cascade"]))
+    parts += _monitoring(plt, data["timelines"], data["alerts"])
     parts.append("<h2>Total cost of ownership</h2>")
     total = costs["portfolio"]
     parts.append(
@@ -190,7 +200,8 @@ def _page(data: dict[str, Any]) -> str:
         f"{_e(total['break_even_month'] or '—')}</p>"
     )
     if total["months"]:
-        parts.append(_figure(plt, _tco_figure(plt, costs), "cumulative cost over the months"))
+        cumulative = plots.tco_figure(plt, costs)
+        parts.append(plots.inline_svg(plt, cumulative, "cumulative cost over the months"))
         parts.append(_months_table(total["months"]))
     parts.append(_tco_table(costs))
     parts.append(
@@ -206,6 +217,63 @@ def _page(data: dict[str, Any]) -> str:
     )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _monitoring(
+    plt: Any, timelines: dict[str, list[dict[str, Any]]], alerts: list[dict[str, Any]]
+) -> list[str]:
+    """The drift and agreement timelines (one plot and table per task) and the open alerts."""
+    from niche.reports import plots
+
+    if not timelines and not alerts:
+        return []
+    parts = [
+        "<h2>Drift and agreement</h2>",
+        '<p class="note">each stored monitoring check: drift tests as -log10 p against their '
+        "alpha (dashed; above it, an alarm), agreement with the general model and accuracy "
+        "with their 95 % intervals</p>",
+    ]
+    for task, points in timelines.items():
+        figure = plots.timeline_figure(plt, task, points)
+        if figure is not None:
+            parts.append(f"<h3>{_e(task)}</h3>")
+            parts.append(plots.inline_svg(plt, figure, f"drift and agreement of {task}"))
+            parts.append(_timeline_table(points))
+    if alerts:
+        parts.append("<h3>Open alerts</h3>")
+        parts.append(
+            _table(
+                ["task", "signal", "opened", "model version"],
+                [
+                    [
+                        _td(_e(a["task"]), text=True),
+                        _td(_e(a["signal"]), text=True),
+                        _td(_e(a["opened_at"]), text=True),
+                        _td(_e(a["model_version"] if a["model_version"] is not None else "—")),
+                    ]
+                    for a in alerts
+                ],
+            )
+        )
+    return parts
+
+
+def _timeline_table(points: list[dict[str, Any]]) -> str:
+    names = sorted({name for p in points for name in p["signals"]})
+    rows = []
+    for point in points:
+        cells = [_td(_e(point["at"]), text=True), _td(_e(point["model_version"]))]
+        for name in names:
+            signal = point["signals"].get(name)
+            if signal is None:
+                cells.append(_td("—"))
+                continue
+            value = signal["p_value"] if signal["p_value"] is not None else signal["statistic"]
+            mark = " ⚠" if signal["alarm"] else ""
+            cells.append(_td(_num(value) + mark))
+        rows.append(cells)
+    header = ["checked", "version", *names]
+    return _table(header, rows)
 
 
 def _json_for_html(data: dict[str, Any]) -> str:
@@ -374,117 +442,3 @@ def _with_ci(side: dict[str, Any]) -> str:
     ci = side.get("accuracy_ci")
     interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
     return f"{side['accuracy']:.3f}{interval}"
-
-
-# -- plots ------------------------------------------------------------------------------------
-
-
-def _pyplot() -> Any:
-    try:
-        import matplotlib
-    except ModuleNotFoundError as exc:
-        raise ConfigurationError(
-            "niche report needs matplotlib: pip install 'niche[report]'"
-        ) from exc
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    plt.rcParams["svg.fonttype"] = "path"  # text as paths: no font to load
-    plt.rcParams["svg.hashsalt"] = "niche-report"  # stable ids across runs
-    return plt
-
-
-def _figure(plt: Any, figure: Figure, title: str) -> str:
-    buffer = io.StringIO()
-    figure.savefig(
-        buffer,
-        format="svg",
-        bbox_inches="tight",
-        metadata={"Creator": None, "Date": None, "Format": None, "Type": None},
-    )
-    plt.close(figure)
-    text = buffer.getvalue()
-    start = _SVG_START.search(text)
-    svg = text[start.start() :] if start else text
-    head, _, rest = svg.partition(">")
-    svg = _XMLNS.sub("", head) + ">" + rest
-    return f'<figure role="img" aria-label="{_e(title)}">{svg}</figure>'
-
-
-def _domain_figure(plt: Any, domain: dict[str, Any]) -> Figure | None:
-    """Champion vs general accuracy per task, whiskers at the stored 95 % intervals."""
-    rows = [r for r in domain["tasks"] if (r["specialist"] or {}).get("accuracy") is not None]
-    if not rows:
-        return None
-    figure: Figure
-    figure, axes = plt.subplots(figsize=(max(4.0, 1.4 * len(rows) + 2), 3.2))
-    width = 0.38
-    for offset, side, label, colour in (
-        (-width / 2, "specialist", "champion", "#1f77b4"),
-        (width / 2, "general", "general model", "#ff7f0e"),
-    ):
-        xs, heights, low, high = [], [], [], []
-        for i, row in enumerate(rows):
-            figures = row[side] or {}
-            if figures.get("accuracy") is None:
-                continue
-            accuracy = figures["accuracy"]
-            ci = figures.get("accuracy_ci") or [accuracy, accuracy]
-            xs.append(i + offset)
-            heights.append(accuracy)
-            low.append(max(0.0, accuracy - ci[0]))
-            high.append(max(0.0, ci[1] - accuracy))
-        if xs:
-            axes.bar(xs, heights, width, yerr=[low, high], capsize=4, label=label, color=colour)
-    axes.set_xticks(range(len(rows)), [r["task"] for r in rows], parse_math=False)
-    axes.set_ylim(0.0, 1.05)
-    axes.set_ylabel("accuracy (95 % CI)")
-    axes.legend(loc="lower right", fontsize="small")
-    axes.set_title(domain["name"], parse_math=False)
-    return figure
-
-
-def _cascade_figure(plt: Any, curves: dict[str, list[dict[str, Any]]]) -> Figure:
-    """Coverage vs accuracy per task, one line each."""
-    figure: Figure
-    figure, axes = plt.subplots(figsize=(5.0, 3.2))
-    for task, curve in curves.items():
-        points = sorted(curve, key=lambda p: p["coverage"])
-        axes.plot(
-            [p["coverage"] for p in points],
-            [p["accuracy"] for p in points],
-            marker="o",
-            label=task,
-        )
-    axes.set_xlabel("coverage (specialist share)")
-    axes.set_ylabel("accuracy")
-    axes.set_xlim(0.0, 1.02)
-    axes.legend(fontsize="small")
-    return figure
-
-
-def _tco_figure(plt: Any, costs: dict[str, Any]) -> Figure:
-    """Cumulative cost, general-only vs portfolio, for the portfolio and each specialised
-    task."""
-    series = [("portfolio", costs["portfolio"]["months"])]
-    series += [(row["task"], row["months"]) for row in costs["tasks"] if row["months"]]
-    figure: Figure
-    figure, axes_list = plt.subplots(
-        1, len(series), figsize=(3.6 * len(series), 3.0), squeeze=False
-    )
-    for axes, (name, months) in zip(axes_list[0], series, strict=True):
-        xs = [m["month"] for m in months]
-        general: list[float] = []
-        portfolio: list[float] = []
-        for m in months:
-            general.append((general[-1] if general else 0.0) + m["general_usd"])
-            portfolio.append((portfolio[-1] if portfolio else 0.0) + m["portfolio_usd"])
-        axes.plot(xs, general, marker="o", label="general-only")
-        axes.plot(xs, portfolio, marker="s", label="portfolio")
-        axes.set_xlabel("month")
-        axes.set_ylabel("cumulative USD")
-        axes.set_xticks(xs)
-        axes.set_title(name, parse_math=False)
-        axes.legend(fontsize="small")
-    figure.tight_layout()
-    return figure
