@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from niche.errors import ValidationError
 from niche.registry.models import AuditEventRow
 from niche.registry.records import AuditEventRecord
-from niche.registry.stores.base import Store
+from niche.registry.stores.base import Store, oldest_first
 from niche.registry.validation import aware, json_value, limit_count
 
 __all__ = ["ACTIONS", "DECISION_ACTIONS", "AuditStore", "write_event"]
@@ -105,11 +105,7 @@ class AuditStore(Store):
         if since is not None:
             query = query.where(AuditEventRow.at >= aware(since, "since"))
         with self.database.session() as session:
-            if limit is not None:
-                newest = query.order_by(AuditEventRow.at.desc(), AuditEventRow.id.desc())
-                rows = list(session.scalars(newest.limit(limit)))[::-1]
-            else:
-                rows = list(session.scalars(query.order_by(AuditEventRow.at, AuditEventRow.id)))
+            rows = oldest_first(session, query, AuditEventRow.at, AuditEventRow.id, limit)
             return [event_record(row) for row in rows]
 
     def record(

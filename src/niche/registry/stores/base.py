@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Select, select
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
@@ -37,6 +37,7 @@ __all__ = [
     "default_actor",
     "insert_ignoring_conflict",
     "model_row",
+    "oldest_first",
     "task_row",
 ]
 
@@ -51,6 +52,19 @@ def default_actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli:unknown"
+
+
+def oldest_first(
+    session: Session, query: Select[Any], at: Any, ident: Any, limit: int | None
+) -> list[Any]:
+    """The rows of ``query`` oldest first (by ``at``, then ``ident``); with ``limit``, the
+    newest ``limit`` of them, still oldest first: what every listing of a store answers.
+
+        >>> rows = oldest_first(session, select(TrafficRow), TrafficRow.at, TrafficRow.id, 100)
+    """
+    if limit is None:
+        return list(session.scalars(query.order_by(at, ident)))
+    return list(session.scalars(query.order_by(at.desc(), ident.desc()).limit(limit)))[::-1]
 
 
 def _utcnow() -> datetime:

@@ -28,7 +28,7 @@ from niche.errors import ValidationError
 from niche.registry.models import AlertRow, DriftReportRow, TaskRow
 from niche.registry.records import AlertRecord, DriftReportRecord
 from niche.registry.stores.audit import write_event
-from niche.registry.stores.base import Store, task_row
+from niche.registry.stores.base import Store, oldest_first, task_row
 from niche.registry.validation import aware, json_value, limit_count
 
 __all__ = ["ALERT_STATES", "MonitoringStore", "is_insufficient"]
@@ -271,11 +271,9 @@ class MonitoringStore(Store):
             query = query.where(DriftReportRow.task == task)
         if since is not None:
             query = query.where(DriftReportRow.at >= aware(since, "since"))
-        query = query.order_by(DriftReportRow.at.desc(), DriftReportRow.id.desc())
-        if limit is not None:
-            query = query.limit(limit)
         with self.database.session() as session:
-            return [_report_record(row) for row in session.scalars(query)][::-1]
+            rows = oldest_first(session, query, DriftReportRow.at, DriftReportRow.id, limit)
+            return [_report_record(row) for row in rows]
 
     def alerts(
         self,
@@ -304,8 +302,6 @@ class MonitoringStore(Store):
             query = query.where(AlertRow.state == state)
         if since is not None:
             query = query.where(AlertRow.opened_at >= aware(since, "since"))
-        query = query.order_by(AlertRow.opened_at.desc(), AlertRow.id.desc())
-        if limit is not None:
-            query = query.limit(limit)
         with self.database.session() as session:
-            return [_alert_record(row) for row in session.scalars(query)][::-1]
+            rows = oldest_first(session, query, AlertRow.opened_at, AlertRow.id, limit)
+            return [_alert_record(row) for row in rows]

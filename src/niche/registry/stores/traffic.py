@@ -24,7 +24,7 @@ from niche.registry import db
 from niche.registry.models import Base, TaskRow, TrafficRow
 from niche.registry.records import TRAFFIC_FIELDS, StoredTrafficRecord, TrafficRecord
 from niche.registry.stores.audit import write_event
-from niche.registry.stores.base import Store
+from niche.registry.stores.base import Store, oldest_first
 from niche.registry.tasks import TaskSpec
 from niche.registry.validation import (
     aware,
@@ -236,11 +236,7 @@ class TrafficStore(Store):
         limit_count(limit)
         with self.database.session() as session:
             query = _traffic_filter(select(TrafficRow), task, since)
-            if limit is not None:
-                newest = query.order_by(TrafficRow.at.desc(), TrafficRow.id.desc()).limit(limit)
-                rows = list(session.scalars(newest))[::-1]
-            else:
-                rows = list(session.scalars(query.order_by(TrafficRow.at, TrafficRow.id)))
+            rows = oldest_first(session, query, TrafficRow.at, TrafficRow.id, limit)
             return [_traffic_record(row) for row in rows]
 
     def prune(self, before: datetime, *, batch_size: int = 10_000) -> int:
