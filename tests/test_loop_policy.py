@@ -9,7 +9,8 @@ import pytest
 
 from niche.errors import ValidationError
 from niche.registry.tasks import LOOP_TRIGGERS, LoopSpec
-from niche.workflows.loop import LoopFacts, decide, parse_interval, signal_trigger
+from niche.workflows.loop import parse_interval
+from niche.workflows.loop_policy import LoopFacts, decide, signal_trigger
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 ALL = LOOP_TRIGGERS

@@ -279,7 +279,7 @@ def _row(
     total: int,
     start: datetime | None,
 ) -> LeaderboardRow:
-    from niche.workflows.monitor import CASCADED_ROUTES
+    from niche.workflows.monitor_signals import CASCADED_ROUTES
 
     cascaded = (
         sum(

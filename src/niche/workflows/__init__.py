@@ -57,7 +57,8 @@ from niche.workflows.feedback import (
 )
 from niche.workflows.gc import GarbageCollected, collect_garbage
 from niche.workflows.general import GeneralCheck, check_general
-from niche.workflows.loop import LoopDecision, LoopFacts, loop_once, run_loop
+from niche.workflows.loop import LoopDecision, loop_once, run_loop
+from niche.workflows.loop_policy import LoopFacts
 from niche.workflows.models import lineage, load_specialist, register_trained, show_model
 from niche.workflows.monitor import MonitorReport, monitor, parse_window
 from niche.workflows.promote import PromotionOutcome, held_out_overlap, promote

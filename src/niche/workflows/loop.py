@@ -6,8 +6,9 @@
 
 For each task whose ``loop.enabled`` is on, one pass takes the task's lease (so two loops on
 one registry never retrain it at once), runs ``niche monitor``'s checks on its champion,
-gathers the facts the task's ``loop.*`` policy needs and lets :func:`decide` — a pure
-function of the policy, the facts and the time — say whether to retrain and why. A retrain
+gathers the facts the task's ``loop.*`` policy needs and lets
+:func:`~niche.workflows.loop_policy.decide` — a pure function of the policy, the facts and
+the time — say whether to retrain and why. A retrain
 distils the task's captured traffic (teacher and gold labels) into a dataset version, trains
 a specialist on it, evaluates it against the task's general model and gates it for
 ``champion`` (:func:`~niche.workflows.retrain.train_evaluate_promote`); a running gateway
@@ -34,13 +35,14 @@ from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 from niche.errors import NotEnoughDataError, ValidationError
 from niche.progress import NO_PROGRESS, Progress
-from niche.registry.tasks import LOOP_TRIGGERS, LoopSpec
+from niche.registry.tasks import LoopSpec
 from niche.settings import Settings
 from niche.workflows._context import resolve
+from niche.workflows.loop_policy import DAY, LoopFacts, decide
 
 if TYPE_CHECKING:
     from niche.encoders import Encoder
@@ -48,11 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LOOP_ACTIONS",
-    "SIGNAL_TRIGGERS",
-    "Decision",
     "LoopDecision",
-    "LoopFacts",
-    "decide",
     "default_holder",
     "loop_once",
     "parse_interval",
@@ -65,20 +63,6 @@ LOOP_ACTIONS: Final = ("skip", "train", "promoted", "refused", "failed")
 """The ``subject`` of a ``loop.decided`` audit event: did nothing; started a retrain; and the
 retrain's outcome (champion moved; gate refused; a step failed)."""
 
-SIGNAL_TRIGGERS: Final = (
-    ("input_drift", "drift"),
-    ("prediction_drift", "drift"),
-    ("confidence_drift", "drift"),
-    ("cascade_rate", "drift"),
-    ("agreement", "agreement"),
-    ("accuracy", "accuracy"),
-    ("estimated_accuracy", "accuracy"),
-)
-"""Which trigger an alarming monitor signal pulls, by the signal's name (or name prefix:
-``input_drift_projection`` pulls ``drift``). Signals not listed (latency, errors, cost)
-pull none: retraining does not fix them."""
-
-_DAY: Final = timedelta(days=1)
 _DURATION: Final = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$")
 _UNITS_S: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _MESSAGE_CHARS: Final = 500
@@ -121,172 +105,6 @@ def default_holder() -> str:
     'loop:build-7:4242'
     """
     return f"loop:{socket.gethostname() or 'unknown'}:{os.getpid()}"
-
-
-# -- the policy: a pure function of the task's loop.* spec, the facts, and the time -------------
-
-
-@dataclass(frozen=True)
-class LoopFacts:
-    """What :func:`decide` knows about a task at one moment.
-
-    ``champion``: the champion's version (None: none yet), trained at ``champion_trained_at``.
-    ``labelled_rows``: captured records with a teacher or gold label in ``loop.since``;
-    ``new_rows``: those since the champion's training data ends (None without a champion).
-    ``alarms``: names of the signals alarming in this pass's monitor report. ``trainings``:
-    when the loop started retrains of the task (recent ones: at least the last day and the
-    cooldown); ``last_model_at``: when the newest model version was registered, by anyone.
-
-        >>> LoopFacts(labelled_rows=420).champion is None
-        True
-    """
-
-    champion: int | None = None
-    champion_trained_at: datetime | None = None
-    labelled_rows: int = 0
-    new_rows: int | None = None
-    alarms: tuple[str, ...] = ()
-    trainings: tuple[datetime, ...] = ()
-    last_model_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the policy says: ``train`` or ``skip``, why, and which trigger (if any) fired.
-
-    ``fired`` lists every trigger that fired (``trigger`` is the first of them, in
-    :data:`~niche.registry.tasks.LOOP_TRIGGERS` order); ``numbers`` the figures behind it.
-    """
-
-    action: Literal["train", "skip"]
-    reason: str
-    trigger: str | None = None
-    fired: tuple[str, ...] = ()
-    numbers: dict[str, Any] = field(default_factory=dict)
-
-
-def signal_trigger(name: str) -> str | None:
-    """The trigger an alarming signal named ``name`` pulls (:data:`SIGNAL_TRIGGERS`), or None."""
-    for prefix, trigger in SIGNAL_TRIGGERS:
-        if name == prefix or name.startswith(prefix + "_"):
-            return trigger
-    return None
-
-
-def decide(spec: LoopSpec, facts: LoopFacts, now: datetime) -> Decision:
-    """Whether the loop retrains a task now, under its ``loop.*`` policy ``spec``.
-
-    A trigger of ``spec.triggers`` must fire — ``first`` (no champion yet), ``drift``,
-    ``agreement`` or ``accuracy`` (that kind of monitor signal alarms), ``new_rows``
-    (``spec.new_rows`` labelled rows since the champion's data), ``schedule``
-    (``spec.schedule_s`` since the champion was trained) — and every guard hold: at least
-    ``spec.min_rows`` labelled rows, ``spec.cooldown_s`` since the last training (the loop's
-    or anyone's), fewer than ``spec.max_retrains_per_day`` retrains started in the last 24 h.
-
-        >>> decide(LoopSpec(min_rows=200), LoopFacts(labelled_rows=37), now).reason
-        'only 37 labelled rows, 200 needed (loop.min_rows)'
-    """
-    if not spec.enabled:
-        return Decision("skip", "loop.enabled is false")
-    fired = _fired(spec, facts, now)
-    numbers: dict[str, Any] = {"labelled_rows": facts.labelled_rows, "min_rows": spec.min_rows}
-    if facts.champion is not None:
-        numbers["new_rows"] = facts.new_rows
-        numbers["new_rows_needed"] = spec.new_rows
-    too_few = f"only {facts.labelled_rows} labelled rows, {spec.min_rows} needed (loop.min_rows)"
-    if not fired:
-        if facts.champion is None:
-            if "first" not in spec.triggers:
-                return Decision("skip", "no champion yet, and loop.triggers leaves out first")
-            return Decision("skip", too_few, numbers=numbers)
-        return Decision("skip", "no trigger fired: " + _quiet(spec, facts, now), numbers=numbers)
-    trigger = fired[0]
-    if facts.labelled_rows < spec.min_rows:
-        return Decision("skip", too_few, trigger, fired, numbers)
-    trained = [*facts.trainings, *([facts.last_model_at] if facts.last_model_at else [])]
-    since_last = (now - max(trained)).total_seconds() if trained else math.inf
-    if since_last < spec.cooldown_s:
-        numbers |= {"seconds_since_training": round(since_last, 3), "cooldown_s": spec.cooldown_s}
-        return Decision(
-            "skip",
-            f"cooling down: trained {since_last:.0f} s ago, loop.cooldown_s={spec.cooldown_s:g} "
-            f"({spec.cooldown_s - since_last:.0f} s left)",
-            trigger,
-            fired,
-            numbers,
-        )
-    today = sum(now - _DAY < at <= now for at in facts.trainings)
-    if today >= spec.max_retrains_per_day:
-        numbers |= {"retrains_24h": today, "max_retrains_per_day": spec.max_retrains_per_day}
-        return Decision(
-            "skip",
-            f"{today} retrains started in the last 24 h, "
-            f"loop.max_retrains_per_day={spec.max_retrains_per_day}",
-            trigger,
-            fired,
-            numbers,
-        )
-    return Decision("train", _why(trigger, spec, facts, now), trigger, fired, numbers)
-
-
-def _fired(spec: LoopSpec, facts: LoopFacts, now: datetime) -> tuple[str, ...]:
-    fired: set[str] = set()
-    if facts.champion is None:
-        if facts.labelled_rows >= spec.min_rows:
-            fired.add("first")
-    else:
-        fired.update(t for t in map(signal_trigger, facts.alarms) if t is not None)
-        if facts.new_rows is not None and facts.new_rows >= spec.new_rows:
-            fired.add("new_rows")
-        if _schedule_due(spec, facts, now):
-            fired.add("schedule")
-    return tuple(t for t in LOOP_TRIGGERS if t in fired and t in spec.triggers)
-
-
-def _schedule_due(spec: LoopSpec, facts: LoopFacts, now: datetime) -> bool:
-    if spec.schedule_s is None or facts.champion_trained_at is None:
-        return False
-    return (now - facts.champion_trained_at).total_seconds() >= spec.schedule_s
-
-
-def _why(trigger: str, spec: LoopSpec, facts: LoopFacts, now: datetime) -> str:
-    if trigger == "first":
-        return (
-            f"first: no champion yet, {facts.labelled_rows} labelled rows "
-            f"(loop.min_rows={spec.min_rows})"
-        )
-    if trigger in ("drift", "agreement", "accuracy"):
-        names = [a for a in facts.alarms if signal_trigger(a) == trigger]
-        return f"{trigger}: {', '.join(names)} alarmed on v{facts.champion}"
-    if trigger == "new_rows":
-        return (
-            f"new_rows: {facts.new_rows} labelled rows since v{facts.champion}'s data "
-            f"(loop.new_rows={spec.new_rows})"
-        )
-    trained = facts.champion_trained_at
-    age = (now - trained).total_seconds() if trained is not None else 0.0
-    return (
-        f"schedule: v{facts.champion} trained {age:.0f} s ago (loop.schedule_s={spec.schedule_s:g})"
-    )
-
-
-def _quiet(spec: LoopSpec, facts: LoopFacts, now: datetime) -> str:
-    """Why nothing fired for a task with a champion, trigger by trigger."""
-    parts = []
-    ignored = [a for a in facts.alarms if signal_trigger(a) not in (None, *spec.triggers)]
-    watched = [t for t in ("drift", "agreement", "accuracy") if t in spec.triggers]
-    if ignored:
-        off = sorted({str(signal_trigger(a)) for a in ignored})
-        parts.append(f"{', '.join(ignored)} alarmed, but loop.triggers leaves out {', '.join(off)}")
-    elif watched:
-        parts.append(f"no {'/'.join(watched)} alarm")
-    if "new_rows" in spec.triggers:
-        parts.append(f"{facts.new_rows} of {spec.new_rows} new labelled rows")
-    trained = facts.champion_trained_at
-    if "schedule" in spec.triggers and spec.schedule_s is not None and trained is not None:
-        age = (now - trained).total_seconds()
-        parts.append(f"next scheduled retrain in {spec.schedule_s - age:.0f} s")
-    return "; ".join(parts) or "loop.triggers has no trigger for a task with a champion"
 
 
 # -- one pass ------------------------------------------------------------------------------------
@@ -574,7 +392,7 @@ class _TaskRun:
                 new_rows = traffic.count(self.task, after_id=last_id, labelled=True)
             else:
                 new_rows = traffic.count(self.task, since=champion.created_at, labelled=True)
-        lookback = max(_DAY, timedelta(seconds=spec.cooldown_s))
+        lookback = max(DAY, timedelta(seconds=spec.cooldown_s))
         trainings = tuple(
             event.at
             for event in self.registry.audit.events(self.task, since=now - lookback)
