@@ -39,7 +39,8 @@ from niche.registry.tasks import (
 )
 from niche.settings import Settings
 from niche.workflows import DataSpec, audit_events, load_data, loop_once, monitor, show_task
-from niche.workflows.replay import ReplayResult, replay, wait_until_served
+from niche.workflows.gateway_client import wait_until_served
+from niche.workflows.replay import ReplayResult, replay
 from tests.fake_vendor import FakeVendorAPI
 from tests.gateway_support import running
 

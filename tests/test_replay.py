@@ -28,7 +28,8 @@ from niche.data import Rows, ShiftPhase, StreamItem, build_stream, parse_shift
 from niche.errors import ValidationError
 from niche.settings import Settings
 from niche.workflows import DataSpec, load_data
-from niche.workflows.replay import gateway_models, replay, replay_stream, wait_until_served
+from niche.workflows.gateway_client import gateway_models, wait_until_served
+from niche.workflows.replay import replay, replay_stream
 from tests.fake_vendor import FakeVendorAPI
 from tests.threaded_server import ThreadedServer
 

@@ -47,7 +47,8 @@ from niche.errors import NicheError, ValidationError
 from niche.progress import NO_PROGRESS, Progress
 from niche.settings import Settings
 from niche.workflows.data import DataSpec, load_data
-from niche.workflows.replay import ReplayResult, replay, wait_until_served
+from niche.workflows.gateway_client import wait_until_served
+from niche.workflows.replay import ReplayResult, replay
 
 __all__ = ["DEMO_TASK", "DemoResult", "DemoStep", "demo_loop", "demo_spec"]
 

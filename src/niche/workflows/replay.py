@@ -23,38 +23,39 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from niche.data.rows import Rows
 from niche.data.shift import ShiftPhase, StreamItem, build_stream, parse_shift
-from niche.errors import NicheError, ValidationError
+from niche.errors import ValidationError
 from niche.progress import NO_PROGRESS, Progress
 from niche.settings import Settings
 from niche.workflows.data import DataSpec, load_data
+from niche.workflows.gateway_client import (
+    CLIENTS,
+    HttpClient,
+    OpenAIClient,
+    Reply,
+    auth_headers,
+    base_url,
+    reason,
+    served_models,
+    unreachable,
+)
 
 __all__ = [
-    "CLIENTS",
     "SPLITS",
     "PhaseSummary",
     "ReplayResult",
     "ReplayedRequest",
-    "gateway_models",
     "replay",
     "replay_rows",
     "replay_stream",
-    "wait_until_served",
 ]
 
-CLIENTS = ("http", "openai")
-"""How requests are sent: ``http`` (aiohttp, always installed) or ``openai`` (the official
-SDK, ``pip install openai``)."""
 SPLITS = ("all", "train", "test")
 """Which rows of a dataset a replay draws from (``all``: train and test together)."""
 
@@ -400,7 +401,7 @@ def replay_stream(
         )
     if timeout_s <= 0:
         raise ValidationError(f"timeout must be positive, got {timeout_s}", param="timeout_s")
-    base = _base_url(url)
+    base = base_url(url)
     key = api_key if api_key is not None else settings.get("NICHE_REPLAY_API_KEY")
     run = _Run(
         stream=list(stream),
@@ -436,65 +437,6 @@ def replay_stream(
         feedback_attached=sum(status == 200 for status in fed),
         feedback_refused=dict(Counter(str(s) for s in fed if s != 200).most_common()),
     )
-
-
-def gateway_models(
-    url: str, *, api_key: str | None = None, timeout_s: float = 10.0
-) -> dict[str, dict[str, int]]:
-    """What the gateway at ``url`` serves: each task and its served aliases' versions.
-
-    >>> gateway_models("http://127.0.0.1:8000")
-    {'assistant': {'champion': 2}}
-    """
-    base = _base_url(url)
-    request = urllib.request.Request(f"{base}/v1/models", headers=_auth(api_key))
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            status, body = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, body = exc.code, exc.read()
-        exc.close()
-    except OSError as exc:
-        raise _unreachable(base, exc) from exc
-    return _served(base, status, body)
-
-
-def wait_until_served(
-    url: str,
-    task: str,
-    version: int,
-    *,
-    alias: str = "champion",
-    api_key: str | None = None,
-    timeout_s: float = 60.0,
-    poll_s: float = 0.2,
-    clock: Clock = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> float:
-    """Block until the gateway at ``url`` serves ``version`` of ``task`` as ``alias`` (it
-    picks a promotion up at its next refresh); the seconds it took.
-
-    Raises :class:`~niche.errors.NicheError` when it does not within ``timeout_s``.
-
-    >>> wait_until_served("http://127.0.0.1:8000", "assistant", 2)
-    1.2
-    """
-    start = clock()
-    while True:
-        served = gateway_models(url, api_key=api_key).get(task, {})
-        if served.get(alias) == version:
-            return clock() - start
-        if clock() - start > timeout_s:
-            raise NicheError(
-                f"the gateway at {_base_url(url)} still serves {task} {alias} "
-                f"{_version(served.get(alias))} after {timeout_s:.0f} s, not v{version} "
-                "(it reloads every NICHE_GATEWAY_REFRESH_S; see its log)"
-            )
-        sleep(poll_s)
-
-
-def _version(version: int | None) -> str:
-    return "nothing" if version is None else f"v{version}"
 
 
 # -- checks ---------------------------------------------------------------------------------
@@ -541,65 +483,7 @@ def _domain_rows(dataset: str, phase: ShiftPhase, split: str, settings: Settings
     return _split_rows(loaded.train, loaded.test, split, loaded.name)
 
 
-def _base_url(url: str) -> str:
-    """The gateway's root: ``http://host:port`` (a trailing ``/v1`` or ``/`` dropped)."""
-    base = url.strip().rstrip("/")
-    base = base.removesuffix("/v1")
-    if not base.startswith(("http://", "https://")):
-        raise ValidationError(
-            f"--url must be the gateway's http(s) URL, e.g. http://127.0.0.1:8000, got {url!r}",
-            param="url",
-        )
-    return base
-
-
-def _auth(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
-
-
-def _unreachable(base: str, exc: BaseException | str) -> ValidationError:
-    reason = getattr(exc, "reason", None) or exc
-    return ValidationError(
-        f"nothing answers at {base} ({reason}): start the gateway with `niche serve`, or "
-        "pass the URL it listens on with --url",
-        param="url",
-    )
-
-
-def _served(base: str, status: int, body: bytes) -> dict[str, dict[str, int]]:
-    if status in (401, 403):
-        raise ValidationError(
-            f"the gateway at {base} refused the API key (HTTP {status}): pass one with "
-            "--api-key or NICHE_REPLAY_API_KEY (`niche keys create --scope inference`)",
-            param="api_key",
-        )
-    try:
-        if status != 200:
-            raise TypeError(status)
-        payload = orjson.loads(body)
-        models = {
-            m["id"]: dict(m.get("niche") or {})
-            for m in payload["data"]
-            if m.get("owned_by") == "niche"
-        }
-    except (orjson.JSONDecodeError, TypeError, KeyError, AttributeError) as exc:
-        raise ValidationError(
-            f"{base} does not answer like a niche gateway (GET /v1/models: HTTP {status})",
-            param="url",
-        ) from exc
-    return models
-
-
 # -- the run ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    answer: str | None = None
-    route: str | None = None
-    request_id: str | None = None
-    error: str | None = None
 
 
 class _Pacer:
@@ -621,123 +505,6 @@ class _Pacer:
         self.next = start + self.interval
 
 
-class _HttpClient:
-    """Plain HTTP (aiohttp), as any application could send it."""
-
-    name = "http"
-
-    def __init__(self, base: str, key: str | None, timeout_s: float, concurrency: int) -> None:
-        import aiohttp
-
-        self.base = base
-        self.session = aiohttp.ClientSession(
-            headers=_auth(key),
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-            connector=aiohttp.TCPConnector(limit=concurrency * 2),
-        )
-
-    async def complete(self, task: str, text: str) -> _Reply:
-        import aiohttp
-
-        body = {"model": task, "messages": [{"role": "user", "content": text}]}
-        try:
-            async with self.session.post(f"{self.base}/v1/chat/completions", json=body) as r:
-                raw = await r.read()
-                return _reply(r.status, raw, r.headers.get("x-niche-route"))
-        except TimeoutError:
-            return _Reply(status=0, error="timeout")
-        except aiohttp.ClientError:
-            return _Reply(status=0, error="connection")
-
-    async def feedback(self, request_id: str, label: str) -> int:
-        import aiohttp
-
-        body = {"request_id": request_id, "label": label}
-        try:
-            async with self.session.post(f"{self.base}/v1/feedback", json=body) as response:
-                await response.read()
-                return response.status
-        except (TimeoutError, aiohttp.ClientError):
-            return 0
-
-    async def aclose(self) -> None:
-        await self.session.close()
-
-
-def _reply(status: int, raw: bytes, route: str | None) -> _Reply:
-    if status != 200:
-        return _Reply(status=status)
-    try:
-        payload = orjson.loads(raw)
-        answer = payload["choices"][0]["message"]["content"]
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
-        return _Reply(status=status, error="malformed")
-    niche = payload.get("niche") or {}
-    return _Reply(
-        status=status,
-        answer=answer,
-        route=route or niche.get("route"),
-        request_id=payload.get("id"),
-    )
-
-
-class _OpenAIClient:
-    """The official OpenAI SDK, as most applications call a model."""
-
-    name = "openai"
-
-    def __init__(self, base: str, key: str | None, timeout_s: float, concurrency: int) -> None:
-        try:
-            import openai
-        except ImportError as exc:
-            raise ValidationError(
-                "--client openai needs the OpenAI SDK: pip install openai (or use --client http)",
-                param="client",
-            ) from exc
-        # The local gateway needs no key, the SDK needs one: any placeholder will do.
-        self.sdk = openai.AsyncOpenAI(
-            base_url=f"{base}/v1", api_key=key or "local", max_retries=0, timeout=timeout_s
-        )
-
-    async def complete(self, task: str, text: str) -> _Reply:
-        import openai
-
-        try:
-            raw = await self.sdk.chat.completions.with_raw_response.create(
-                model=task, messages=[{"role": "user", "content": text}]
-            )
-        except openai.APITimeoutError:
-            return _Reply(status=0, error="timeout")
-        except openai.APIConnectionError:
-            return _Reply(status=0, error="connection")
-        except openai.APIStatusError as exc:
-            return _Reply(status=exc.status_code)
-        completion = raw.parse()
-        niche = (completion.model_extra or {}).get("niche") or {}
-        return _Reply(
-            status=raw.status_code,
-            answer=completion.choices[0].message.content if completion.choices else None,
-            route=raw.headers.get("x-niche-route") or niche.get("route"),
-            request_id=completion.id,
-        )
-
-    async def feedback(self, request_id: str, label: str) -> int:
-        import openai
-
-        try:
-            await self.sdk.post(
-                "/feedback", cast_to=object, body={"request_id": request_id, "label": label}
-            )
-        except openai.APIStatusError as exc:
-            return exc.status_code
-        except openai.APIConnectionError:
-            return 0
-        return 200
-
-    async def aclose(self) -> None:
-        await self.sdk.close()
-
-
 @dataclass
 class _Run:
     stream: list[StreamItem]
@@ -755,13 +522,13 @@ class _Run:
     sleep: Sleep
 
     async def main(self, advance: Callable[[int], None]) -> tuple[list[ReplayedRequest], float]:
-        client = (_OpenAIClient if self.client == "openai" else _HttpClient)(
+        client = (OpenAIClient if self.client == "openai" else HttpClient)(
             self.base, self.key, self.timeout_s, self.concurrency
         )
         pacer = _Pacer(self.rate, self.clock, self.sleep)
         slots = asyncio.Semaphore(self.concurrency)
         feedback_slots = asyncio.Semaphore(self.concurrency)
-        replies: list[_Reply | None] = [None] * len(self.stream)
+        replies: list[Reply | None] = [None] * len(self.stream)
         feedback: dict[int, asyncio.Task[int]] = {}
         start = self.clock()
 
@@ -811,12 +578,12 @@ class _Run:
         timeout = aiohttp.ClientTimeout(total=min(self.timeout_s, 10.0))
         try:
             async with (
-                aiohttp.ClientSession(headers=_auth(self.key), timeout=timeout) as session,
+                aiohttp.ClientSession(headers=auth_headers(self.key), timeout=timeout) as session,
                 session.get(f"{self.base}/v1/models") as response,
             ):
-                served = _served(self.base, response.status, await response.read())
+                served = served_models(self.base, response.status, await response.read())
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _unreachable(self.base, _reason(exc)) from exc
+            raise unreachable(self.base, reason(exc)) from exc
         if self.task not in served:
             raise ValidationError(
                 f"the gateway at {self.base} serves no task {self.task!r} (its tasks: "
@@ -826,7 +593,7 @@ class _Run:
             )
 
     async def _feedback(
-        self, client: _HttpClient | _OpenAIClient, slots: asyncio.Semaphore, rid: str, label: str
+        self, client: HttpClient | OpenAIClient, slots: asyncio.Semaphore, rid: str, label: str
     ) -> int:
         """Post the gold label once the record is likely stored; retry a 404 meanwhile (a slot
         is held only while a post is in flight, not between tries)."""
@@ -845,9 +612,3 @@ class _Run:
             sleep=self.sleep,
         )
         return int(await retrying(post))
-
-
-def _reason(exc: BaseException) -> BaseException | str:
-    if isinstance(exc, TimeoutError):
-        return "no answer in time"
-    return getattr(exc, "os_error", None) or exc
