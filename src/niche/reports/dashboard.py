@@ -215,7 +215,13 @@ class Dashboard:
         if await self._local(request):
             await self._redirect(send, "/ui")
             return
-        await self._send(send, 200, dashboard_html.login_page().encode())
+        message = None
+        if not await self.guard.keys.any_keys():
+            message = (
+                "no API key exists yet, so only 127.0.0.1 may open the dashboard without one; "
+                "create an admin key with `niche keys create --scope admin`"
+            )
+        await self._send(send, 200, dashboard_html.login_page(message=message).encode())
 
     async def login(self, request: Request, send: Send, params: Params) -> None:
         form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))
