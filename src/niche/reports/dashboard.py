@@ -34,7 +34,7 @@ import logging
 import threading
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,7 +46,7 @@ from niche.errors import (
     NicheError,
     PermissionDeniedError,
 )
-from niche.gateway.asgi import Params, Request, Send, respond
+from niche.gateway.asgi import Handler, Params, Request, Send, respond
 from niche.gateway.auth import is_loopback
 from niche.gateway.protocol import INTERNAL_ERROR, client_message, error_response
 from niche.gateway.routing import Route
@@ -81,8 +81,6 @@ _STATIC: Final = {
 }
 _MAX_CACHED = 1_000
 _PLOTS = threading.Lock()  # pyplot's state is global: one figure at a time
-
-Handler = Callable[[Request, Send, Params], Awaitable[None]]
 
 
 def pages(gateway: Gateway) -> list[Route]:
