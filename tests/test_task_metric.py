@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from niche.cli.output import comparison_table
 from niche.errors import GateRefusedError, ValidationError
 from niche.evaluation import evaluate, macro_f1, paired_macro_f1_bootstrap
 from niche.evaluation.teacher import TeacherAnswers
@@ -181,6 +182,118 @@ def test_on_distilled_data_the_gold_rows_are_compared_on_macro_f1() -> None:
     assert check.detail.endswith("60 gold rows)")
 
 
+# -- the leaderboard on stored evaluations, worked out by hand ------------------------------
+
+
+def _stored(registry: Registry, task: str, *, accuracy: float, f1: float, paired: bool) -> None:
+    """A champion whose test evaluation has ``accuracy`` and ``f1``; the general model's are
+    0.80 and 0.60. ``paired``: stored since comparisons carry their metric (an older record
+    has only the accuracy bootstrap)."""
+    version = registry.models.register(
+        task,
+        kind="text",
+        artifact_digest="a" * 64,
+        artifact_uri="file:///a",
+        dataset_fingerprint="f" * 64,
+        lineage={},
+    ).version
+    accuracy_test = {
+        "diff": round(accuracy - 0.80, 9),
+        "ci_low": 0.01,
+        "ci_high": 0.09,
+        "p_value": 0.01,
+    }
+    comparison: dict[str, object] = {
+        "paired_test": {"p_value": 0.02, "mcnemar": {}, "bootstrap": accuracy_test},
+        "cascade": [],
+    }
+    if paired:
+        macro_test = {
+            "diff": round(f1 - 0.60, 9),
+            "ci_low": 0.05,
+            "ci_high": 0.15,
+            "p_value": 0.003,
+        }
+        comparison |= {"metric": "macro_f1", "paired_metric": macro_test}
+    registry.models.record_evaluation(
+        task,
+        version,
+        dataset_fingerprint="f" * 64,
+        split="test",
+        metrics={
+            "n": 100,
+            "accuracy": accuracy,
+            "accuracy_ci": [accuracy - 0.05, accuracy + 0.05],
+            "macro_f1": f1,
+            "macro_f1_ci": [f1 - 0.1, f1 + 0.1],
+        },
+        general={
+            "accuracy": 0.80,
+            "accuracy_ci": [0.75, 0.85],
+            "macro_f1": 0.60,
+            "macro_f1_ci": [0.5, 0.7],
+        },
+        comparison=comparison,
+    )
+    registry.promotions.move(task, "champion", version, actor="test", reason="fixture")
+
+
+def test_each_task_is_scored_on_its_own_metric(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from niche.cli import app
+
+    registry.tasks.create(TaskSpec(name="intents", labels=["a", "b"], domain="d"))
+    skewed = SLA(min_quality=0.75, min_quality_vs_general=0.0)
+    for name in ("spam", "fraud"):
+        registry.tasks.create(
+            TaskSpec(name=name, labels=["ok", "bad"], domain="d", sla=skewed, metric="macro_f1")
+        )
+    _stored(registry, "intents", accuracy=0.90, f1=0.85, paired=False)
+    _stored(registry, "spam", accuracy=0.95, f1=0.70, paired=True)
+    _stored(registry, "fraud", accuracy=0.97, f1=0.80, paired=False)  # before metrics
+    board = leaderboard(registry=registry).to_dict()
+    rows = {row["task"]: row for row in board["domains"][0]["tasks"]}
+    intents, spam, fraud = rows["intents"], rows["spam"], rows["fraud"]
+    # An accuracy task: as before, and quality is accuracy's.
+    assert (intents["metric"], intents["score"], intents["difference"]) == ("accuracy", 0.9, 0.1)
+    assert intents["specialist"]["quality_ci"] == intents["specialist"]["accuracy_ci"]
+    assert (intents["difference_ci"], intents["p_value"]) == ([0.01, 0.09], 0.02)
+    # A macro-F1 task: score, quality, difference and p from macro-F1; accuracy stays.
+    assert (spam["metric"], spam["score"], spam["specialist"]["accuracy"]) == (
+        "macro_f1",
+        0.7,
+        0.95,
+    )
+    assert spam["specialist"]["quality_ci"] == [0.6, 0.7 + 0.1]
+    assert spam["general"]["quality"] == 0.6
+    assert (spam["difference"], spam["difference_ci"], spam["p_value"]) == (
+        0.1,
+        [0.05, 0.15],
+        0.003,
+    )
+    assert spam["sla"]["min_quality"] == "not met"  # 0.70 macro-F1 < 0.75; accuracy 0.95
+    assert spam["sla"]["min_quality_vs_general"] == "met"
+    # Stored before tasks named a metric: the macro-F1 difference of the two stored
+    # figures, but no interval or p-value (the stored bootstrap is accuracy's).
+    assert fraud["score"] == 0.8
+    assert fraud["difference"] == pytest.approx(0.2)
+    assert (fraud["difference_ci"], fraud["p_value"]) == (None, None)
+    assert fraud["sla"]["min_quality_vs_general"] == "unchecked"
+    # The domain averages each task's own metric (no traffic: the weights alone).
+    assert board["domains"][0]["score"] == pytest.approx((0.9 + 0.7 + 0.8) / 3)
+    assert board["portfolio"]["quality_vs_general"] == pytest.approx((0.1 + 0.1 + 0.2) / 3)
+    assert "macro-F1" in board["formula"]
+
+    monkeypatch.setenv("NICHE_DATABASE_URL", registry.database_url)
+    result = CliRunner().invoke(app, ["leaderboard"])
+    assert result.exit_code == 0, result.output
+    for text in ("quality (95% CI)", "0.700 [0.600, 0.800] macro-F1", "0.900 [0.850, 0.950]"):
+        assert text in result.stdout, text
+
+
 # -- the real thing: SMS spam, the real encoder, both registry backends ----------------------
 
 
@@ -260,6 +373,10 @@ def test_a_macro_f1_task_is_gated_stored_and_ranked_on_macro_f1(
     assert stored["metric"] == "macro_f1"
     assert stored["paired_metric"]["diff"] == pytest.approx(expected.diff)
     assert stored["paired_metric"]["p_value"] == expected.p_value
+    printed = on_macro.evaluation.to_dict()  # what `niche evaluate --json` prints
+    assert (printed["metric"], printed["paired_metric"]) == ("macro_f1", stored["paired_metric"])
+    caption = comparison_table(printed, "spam").caption
+    assert f"task metric macro-F1: difference {expected.diff:+.3f} [" in caption
     # sla.min_quality between its macro-F1 and its accuracy: met on one, not on the other.
     floor = (mine.macro_f1 + mine.accuracy) / 2
     for metric, passes in (("accuracy", True), ("macro_f1", False)):
