@@ -9,7 +9,8 @@ evaluations (a leave-one-out pass) per interval. At the test-set sizes niche wor
 (hundreds to thousands of rows) the percentile interval of a mean is close to nominal.
 
 Paired comparisons report the exact McNemar test (the primary p-value) and a paired
-bootstrap of the accuracy difference.
+bootstrap of the accuracy difference; a task gated on macro-F1 gets the paired bootstrap of
+the macro-F1 difference (:func:`paired_macro_f1_bootstrap`, the same result shape).
 
 >>> low, high = accuracy_ci([1, 1, 0, 1])
 >>> paired_test(correct_specialist, correct_general).p_value
