@@ -155,6 +155,11 @@ CASES: dict[tuple[str, ...], list[Case]] = {
             (f"task {TASK}", "--set sla.min_quality=high", "wrong type"),
         ),
         Case(["tasks", "edit", TASK, "--set", "labels=ham"], 2, ("labels must be a JSON list",)),
+        Case(
+            ["tasks", "edit", TASK, "--set", "metric=f1"],
+            2,
+            (f"task {TASK}: metric must be one of accuracy, macro_f1, got 'f1'",),
+        ),
     ],
     ("datasets", "list"): [Case(["datasets", "list"], 2, (BAD_DATABASE_MESSAGE,), BAD_DATABASE)],
     ("datasets", "show"): [Case(["datasets", "show", "zz"], 2, ("dataset version 'zz'",))],

@@ -61,6 +61,7 @@ PUBLIC: dict[str, frozenset[str] | None] = {
             "measure_latency",
             "measure_throughput",
             "paired_bootstrap",
+            "paired_macro_f1_bootstrap",
             "paired_test",
             "per_class",
             "usage_per_1m",

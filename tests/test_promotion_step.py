@@ -142,8 +142,8 @@ def test_by_hand_a_gate_passed_under_an_older_spec_no_longer_counts(tickets: Reg
     with pytest.raises(GateRefusedError) as caught:
         tickets.promotions.promote(TASK, "champion", 2, why="rollforward")
     assert str(caught.value) == (
-        "task tickets changed since v2 passed its gate for champion (its SLA, labels or "
-        "general model were edited): that gate no longer counts; gate it again under the "
+        "task tickets changed since v2 passed its gate for champion (its SLA, labels, "
+        "general model or metric were edited): that gate no longer counts; gate it again under the "
         "current spec with `niche promote tickets 2 --alias champion`, or send force: true "
         "with a reason"
     )
@@ -185,8 +185,8 @@ def test_a_decision_made_under_an_older_spec_is_refused_and_stores_nothing(
     with pytest.raises(ConflictError) as caught:
         tickets.promotions.promote(TASK, "champion", 1, decision=stale, expected_current=None)
     assert str(caught.value) == (
-        "task tickets changed while v1 was being gated for champion (its SLA, labels or "
-        "general model were edited): nothing was stored; gate it again with "
+        "task tickets changed while v1 was being gated for champion (its SLA, labels, "
+        "general model or metric were edited): nothing was stored; gate it again with "
         "`niche promote tickets 1 --alias champion`"
     )
     assert caught.value.exit_code == 3

@@ -14,7 +14,7 @@ from niche.settings import Settings
 _COLUMNS = [
     "task",
     "champion",
-    "accuracy (95% CI)",
+    "quality (95% CI)",
     "general (95% CI)",
     "difference",
     "p",
@@ -39,7 +39,8 @@ def leaderboard_command(
     ] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Per domain, each task's champion vs the general model (accuracy with 95 % intervals,
+    """Per domain, each task's champion vs the general model (quality on the task's metric,
+    accuracy or macro-F1, with 95 % intervals,
     paired p-value, latency, cost, energy, traffic share, cascade rate, SLA, open alerts)
     and the traffic-weighted domain and portfolio scores."""
     from niche.reports import leaderboard
@@ -76,12 +77,14 @@ def _signed(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:+.1f} pts"
 
 
-def _with_ci(side: dict[str, Any] | None) -> str:
-    if not side or side.get("accuracy") is None:
+def _with_ci(side: dict[str, Any] | None, metric: str = "accuracy") -> str:
+    """The side's quality on the task's metric, with its interval (macro-F1 says so)."""
+    if not side or side.get("quality", side.get("accuracy")) is None:
         return "—"
-    ci = side.get("accuracy_ci")
+    value = side.get("quality", side.get("accuracy"))
+    ci = side.get("quality_ci", side.get("accuracy_ci"))
     interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-    return f"{side['accuracy']:.3f}{interval}"
+    return f"{value:.3f}{interval}" + (" macro-F1" if metric == "macro_f1" else "")
 
 
 def _number(value: float | None, digits: int = 3) -> str:
@@ -108,8 +111,8 @@ def _cells(row: dict[str, Any]) -> list[str]:
     return [
         row["task"],
         champion,
-        _with_ci(mine),
-        _with_ci(theirs),
+        _with_ci(mine, row.get("metric", "accuracy")),
+        _with_ci(theirs, row.get("metric", "accuracy")),
         difference if row["difference"] is not None else "—",
         _number(row["p_value"], 2),
         _number(mine and mine["latency_p95_ms"]),

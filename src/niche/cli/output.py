@@ -236,10 +236,22 @@ def comparison_table(payload: dict[str, Any], title: str) -> Any:
             f"paired test: McNemar p = {test['p_value']:.2e}; accuracy difference "
             f"{boot.get('diff', 0.0):+.3f} [{boot.get('ci_low', 0.0):+.3f}, "
             f"{boot.get('ci_high', 0.0):+.3f}] (paired bootstrap)",
+            *_metric_note(payload),
             *_general_notes(payload),
         ]
     )
     return rich_table
+
+
+def _metric_note(payload: dict[str, Any]) -> list[str]:
+    """For a task gated on macro-F1, its paired difference (what the gate decides on)."""
+    paired = payload.get("paired_metric")
+    if payload.get("metric") != "macro_f1" or not paired:
+        return []
+    return [
+        f"task metric macro-F1: difference {paired['diff']:+.3f} [{paired['ci_low']:+.3f}, "
+        f"{paired['ci_high']:+.3f}] (paired bootstrap, p = {paired['p_value']:.2e})"
+    ]
 
 
 def cascade_table(points: list[dict[str, float]]) -> Any:
@@ -366,8 +378,14 @@ def print_lineage(payload: dict[str, Any]) -> None:
         )
     for evaluation in payload.get("evaluations", []):
         metrics = evaluation["metrics"]
+        on_macro_f1 = (evaluation.get("comparison") or {}).get("metric") == "macro_f1"
+        macro = (
+            f", macro-F1 {metrics['macro_f1']:.4f}"
+            if on_macro_f1 and metrics.get("macro_f1") is not None
+            else ""
+        )
         typer.echo(
-            f"  evaluated on {evaluation['split']}: accuracy {metrics['accuracy']:.4f} "
+            f"  evaluated on {evaluation['split']}: accuracy {metrics['accuracy']:.4f}{macro} "
             f"({evaluation['created_at']})"
         )
 

@@ -36,6 +36,7 @@ from niche.evaluation.stats import (
     macro_f1_ci,
     mcnemar,
     paired_bootstrap,
+    paired_macro_f1_bootstrap,
     paired_test,
 )
 
@@ -68,6 +69,7 @@ __all__ = [
     "measure_latency",
     "measure_throughput",
     "paired_bootstrap",
+    "paired_macro_f1_bootstrap",
     "paired_test",
     "per_class",
     "usage_per_1m",

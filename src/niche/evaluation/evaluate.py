@@ -19,7 +19,12 @@ from niche.evaluation import metrics, performance, stats
 from niche.evaluation.cascade import DEFAULT_THRESHOLDS, CascadePoint, cascade_curve
 from niche.evaluation.cost import Prices, cost_per_1m, energy_wh
 from niche.evaluation.metrics import ClassMetrics
-from niche.evaluation.stats import PairedTest, paired_test
+from niche.evaluation.stats import (
+    PairedBootstrap,
+    PairedTest,
+    paired_macro_f1_bootstrap,
+    paired_test,
+)
 from niche.progress import NO_PROGRESS, Progress
 from niche.specialists.base import Usage
 
@@ -44,8 +49,9 @@ class Evaluation:
     predictor's label set (a general model's answers that named no label: wrong answers).
     ``rows`` are the positions in the split of the rows evaluated when they are a sample of its
     ``split_rows`` (None: every row, in order; see :meth:`paired_with`).
-    ``predictions`` and ``correct`` (per-row bool) stay in memory for :func:`compare` and are
-    left out of :meth:`to_dict`.
+    ``predictions``, ``correct`` (per-row bool) and ``truth`` (the true labels, for paired
+    macro-F1; None on an evaluation built without them) stay in memory for :func:`compare`
+    and the gate, and are left out of :meth:`to_dict`.
     """
 
     kind: str
@@ -69,6 +75,19 @@ class Evaluation:
     rows: np.ndarray | None = field(default=None, repr=False)
     split_rows: int | None = None
     sample_seed: int | None = None
+    truth: np.ndarray | None = field(default=None, repr=False)
+
+    def quality(self, metric: str) -> tuple[float, tuple[float, float]]:
+        """The value and 95 % interval of ``metric`` (``accuracy`` or ``macro_f1``).
+
+        >>> evaluation.quality("macro_f1") == (evaluation.macro_f1, evaluation.macro_f1_ci)
+        True
+        """
+        if metric == "accuracy":
+            return self.accuracy, self.accuracy_ci
+        if metric == "macro_f1":
+            return self.macro_f1, self.macro_f1_ci
+        raise ValueError(f"unknown metric {metric!r} (known: accuracy, macro_f1)")
 
     def sampled(self, rows: np.ndarray, split_rows: int, seed: int) -> Evaluation:
         """This evaluation marked as made on ``rows`` (positions) of a split of ``split_rows``."""
@@ -104,6 +123,24 @@ class Evaluation:
             raise ValueError("evaluations must be on the same rows")
         return self.correct, other.correct
 
+    def paired_predictions(self, other: Evaluation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(truth, mine, theirs)``: the true labels and both predicted labels on the rows
+        both evaluations were made on (the rows :meth:`paired_with` pairs), for a paired
+        macro-F1 comparison.
+
+            >>> truth, mine, theirs = specialist_eval.paired_predictions(general_eval)
+        """
+        self.paired_with(other)  # the same rows, or a ValueError saying why not
+        if self.truth is None or other.truth is None:
+            raise ValueError("an evaluation without its true labels cannot pair predictions")
+        mine = np.asarray(self.predictions.labels)
+        theirs = np.asarray(other.predictions.labels)
+        if other.rows is not None and self.rows is None:
+            return other.truth, mine[other.rows], theirs
+        if self.rows is not None and other.rows is None:
+            return self.truth, mine, theirs[self.rows]
+        return self.truth, mine, theirs
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (floats, ints, lists, dicts); intervals are ``[low, high]``."""
         return {
@@ -133,17 +170,26 @@ class Evaluation:
 class Comparison:
     """A specialist against the general model on the same rows.
 
-    ``paired_test`` has A = specialist, B = general model; ``cascade`` is the cascade curve.
+    ``paired_test`` has A = specialist, B = general model (McNemar and the accuracy
+    difference); ``cascade`` is the cascade curve. ``metric`` is the task's quality metric
+    and ``paired_metric`` the paired bootstrap of its difference (the accuracy one, or that
+    of macro-F1: :func:`~niche.evaluation.stats.paired_macro_f1_bootstrap`).
     """
 
     paired_test: PairedTest
     cascade: list[CascadePoint]
+    metric: str = "accuracy"
+    paired_metric: PairedBootstrap | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: ``{"paired_test": {…}, "cascade": [{…}, …]}``."""
+        """JSON-ready form: ``{"paired_test": {…}, "cascade": [{…}, …], "metric": "…",
+        "paired_metric": {"diff", "ci_low", "ci_high", "p_value"}}``."""
+        paired_metric = self.paired_metric or self.paired_test.bootstrap
         return {
             "paired_test": self.paired_test.to_dict(),
             "cascade": [point.to_dict() for point in self.cascade],
+            "metric": self.metric,
+            "paired_metric": paired_metric.to_dict(),
         }
 
 
@@ -271,6 +317,7 @@ def _score(
         ),
         predictions=predictions,
         correct=correct,
+        truth=y_true,
         usage=usage,
         unmapped=sum(label not in known for label in predictions.labels) if known else 0,
     )
@@ -284,12 +331,14 @@ def compare(
     n_resamples: int = 1000,
     seed: int = 0,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    metric: str = "accuracy",
 ) -> Comparison:
     """Paired test and cascade curve of a specialist against the general model.
 
     Both evaluations must come from the same rows, in the same order, as ``y_true``; or
     ``general_eval`` is a sample of them (:meth:`Evaluation.sampled`), and the test and the
-    curve are on the sampled rows.
+    curve are on the sampled rows. ``metric`` (``accuracy`` or ``macro_f1``) is the one
+    ``paired_metric`` is the paired bootstrap of.
 
     >>> comparison = compare(spec_eval, general_eval, labels, n_resamples=1000, seed=0)
     >>> comparison.paired_test.bootstrap.diff
@@ -305,13 +354,25 @@ def compare(
     spec_correct, general_correct = specialist_eval.paired_with(general_eval)
     # The specialist's answers on the rows the general model answered.
     taken = general_eval.rows if general_eval.rows is not None else slice(None)
+    mine = np.asarray(specialist_eval.predictions.labels)[taken]
+    test = paired_test(spec_correct, general_correct, n_resamples=n_resamples, seed=seed)
+    if metric == "accuracy":
+        paired_metric = test.bootstrap
+    elif metric == "macro_f1":
+        paired_metric = paired_macro_f1_bootstrap(
+            true[taken], mine, general_eval.predictions.labels, n_resamples=n_resamples, seed=seed
+        )
+    else:
+        raise ValueError(f"unknown metric {metric!r} (known: accuracy, macro_f1)")
     return Comparison(
-        paired_test=paired_test(spec_correct, general_correct, n_resamples=n_resamples, seed=seed),
+        paired_test=test,
         cascade=cascade_curve(
             true[taken],
-            np.asarray(specialist_eval.predictions.labels)[taken],
+            mine,
             np.asarray(specialist_eval.predictions.confidences)[taken],
             general_eval.predictions.labels,
             thresholds,
         ),
+        metric=metric,
+        paired_metric=paired_metric,
     )

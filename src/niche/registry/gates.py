@@ -6,8 +6,9 @@
 
 A gate is a pure function of evaluations on the same rows; storing the decision (passed or
 not) and moving the alias is the registry's job. Comparisons use the paired bootstrap of the
-accuracy difference: a bound holds when the one-sided 95 % lower confidence limit (the lower
-end of the two-sided 90 % interval) clears it, so luck on a small test split does not promote.
+difference in the task's metric (``task.metric``: accuracy, or macro-F1 for a skewed label
+set): a bound holds when the one-sided 95 % lower confidence limit (the lower end of the
+two-sided 90 % interval) clears it, so luck on a small test split does not promote.
 
 The rule depends on the alias. ``champion`` (all production traffic) gets every check: held
 out, the task's SLA, not worse than the general model, non-inferior to the current champion.
@@ -25,7 +26,12 @@ from typing import Any
 import numpy as np
 
 from niche.evaluation import Evaluation
-from niche.evaluation.stats import mcnemar, paired_bootstrap
+from niche.evaluation.stats import (
+    PairedBootstrap,
+    mcnemar,
+    paired_bootstrap,
+    paired_macro_f1_bootstrap,
+)
 from niche.evaluation.teacher import TEACHER_KIND
 from niche.registry.tasks import TaskSpec, gate_fingerprint
 
@@ -35,9 +41,11 @@ CHAMPION = "champion"
 """The one alias whose gate also compares with the current champion."""
 
 DEFAULT_MARGIN = 0.01
-"""How much accuracy a challenger may lose against the champion and still be promoted."""
+"""How much of the task's metric a challenger may lose against the champion and still be
+promoted."""
 
 _ONE_SIDED_95 = 0.90
+_METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
 
 MIN_GOLD_ROWS = 30
 """The fewest gold-labelled test rows (with the general model's recorded answer) on which a
@@ -108,8 +116,14 @@ def decide(
     agreement with the general model on the rows it labelled must reach
     ``sla.min_agreement_with_general`` instead. ``sla.min_quality_vs_general`` None leaves
     the comparison with the general model unchecked.
+
+    Quality is ``task.metric``'s: with ``macro_f1``, ``sla.min_quality`` is checked against
+    macro-F1 and the comparisons bootstrap the paired macro-F1 difference (every check's
+    detail names the metric).
     """
     strict = alias == CHAMPION
+    metric = task.metric
+    called = _METRIC_NAMES[metric]
     try:
         candidate.paired_with(general)
         if champion is not None:
@@ -142,14 +156,14 @@ def decide(
             )
         )
     if sla.min_quality is not None:
+        quality, (low, high) = candidate.quality(metric)
         checks.append(
             GateCheck(
                 "sla.min_quality",
-                candidate.accuracy >= sla.min_quality,
-                candidate.accuracy,
+                quality >= sla.min_quality,
+                quality,
                 sla.min_quality,
-                f"accuracy {candidate.accuracy:.4f} (95% CI {candidate.accuracy_ci[0]:.4f}-"
-                f"{candidate.accuracy_ci[1]:.4f}) at least the SLA's minimum",
+                f"{called} {quality:.4f} (95% CI {low:.4f}-{high:.4f}) at least the SLA's minimum",
             )
         )
     if sla.max_cost_per_1k_usd is not None:
@@ -177,7 +191,8 @@ def decide(
                 candidate,
                 general,
                 bound=bound,
-                what=f"accuracy minus the general model's ({general.kind}{_sample(general)})",
+                what=f"{called} minus the general model's ({general.kind}{_sample(general)})",
+                metric=metric,
                 n_resamples=n_resamples,
                 seed=seed,
             )
@@ -191,7 +206,8 @@ def decide(
                 candidate,
                 champion,
                 bound=-margin,
-                what="accuracy minus the champion's",
+                what=f"{called} minus the champion's",
+                metric=metric,
                 n_resamples=n_resamples,
                 seed=seed,
             )
@@ -210,9 +226,23 @@ def _paired_check(
     *,
     bound: float,
     what: str,
+    metric: str,
     n_resamples: int,
     seed: int,
 ) -> GateCheck:
+    if metric == "macro_f1":
+        truth, mine_labels, their_labels = candidate.paired_predictions(other)
+        return _macro_f1_check(
+            name,
+            truth,
+            mine_labels,
+            their_labels,
+            bound=bound,
+            what=what,
+            rows="rows",
+            n_resamples=n_resamples,
+            seed=seed,
+        )
     mine, theirs = candidate.paired_with(other)
     boot = paired_bootstrap(
         mine,
@@ -230,6 +260,34 @@ def _paired_check(
         f"{what}: {boot.diff:+.4f}, one-sided 95% lower bound {boot.ci_low:+.4f} must be "
         f">= {bound:+.4f} (McNemar p = {exact.p_value:.2g}, paired bootstrap, "
         f"{len(mine)} rows)",
+    )
+
+
+def _macro_f1_check(
+    name: str,
+    truth: np.ndarray,
+    mine: np.ndarray,
+    theirs: np.ndarray,
+    *,
+    bound: float,
+    what: str,
+    rows: str,
+    n_resamples: int,
+    seed: int,
+) -> GateCheck:
+    """A paired macro-F1 check (McNemar counts right and wrong answers: an accuracy test, so
+    the bootstrap's own p-value is reported)."""
+    boot: PairedBootstrap = paired_macro_f1_bootstrap(
+        truth, mine, theirs, n_resamples=n_resamples, confidence=_ONE_SIDED_95, seed=seed
+    )
+    return GateCheck(
+        name,
+        boot.ci_low >= bound,
+        boot.ci_low,
+        bound,
+        f"{what}: {boot.diff:+.4f}, one-sided 95% lower bound {boot.ci_low:+.4f} must be "
+        f">= {bound:+.4f} (paired bootstrap of macro-F1, p = {boot.p_value:.2g}, "
+        f"{len(truth)} {rows})",
     )
 
 
@@ -254,6 +312,21 @@ def _teacher_checks(
     if n_gold >= MIN_GOLD_ROWS:
         if bound is None:
             return []
+        if task.metric == "macro_f1":
+            truth, mine_labels, their_labels = candidate.paired_predictions(teacher)
+            return [
+                _macro_f1_check(
+                    "quality_vs_general",
+                    truth[on_gold],
+                    mine_labels[on_gold],
+                    their_labels[on_gold],
+                    bound=bound,
+                    what="macro-F1 on gold labels minus the general model's recorded answers'",
+                    rows="gold rows",
+                    n_resamples=n_resamples,
+                    seed=seed,
+                )
+            ]
         boot = paired_bootstrap(
             mine[on_gold],
             theirs[on_gold],

@@ -28,6 +28,7 @@ __all__ = [
     "GATE_SPEC_FIELDS",
     "INPUT_KINDS",
     "LOOP_TRIGGERS",
+    "METRICS",
     "OUTPUT_KINDS",
     "SLA",
     "GeneralModelSpec",
@@ -41,6 +42,9 @@ __all__ = [
 
 INPUT_KINDS = ("text", "tabular", "chat")
 OUTPUT_KINDS = ("label", "text")
+METRICS = ("accuracy", "macro_f1")
+"""What a task's gate and leaderboard measure quality with (:attr:`TaskSpec.metric`)."""
+DEFAULT_METRIC = "accuracy"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
 # A label answer needs a few tokens; JSON around it a few more.
 DEFAULT_MAX_TOKENS = 64
@@ -239,7 +243,13 @@ def _json_ready(items: list[tuple[str, Any]]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """One narrow job: its input and output kinds, labels, general model, SLA and weights."""
+    """One narrow job: its input and output kinds, labels, general model, SLA and weights.
+
+    ``metric`` (one of :data:`METRICS`) is what "quality" means for the task: the gate checks
+    ``sla.min_quality`` against it and compares with the general model and the champion on
+    its paired difference; the leaderboard scores the task on it. ``macro_f1`` suits skewed
+    label sets, where a model that always answers the majority label scores high accuracy.
+    """
 
     name: str
     labels: list[str] = field(default_factory=list)
@@ -256,6 +266,7 @@ class TaskSpec:
     loop: LoopSpec = field(default_factory=LoopSpec)
     cascade_threshold: float = 0.5
     leaderboard_weight: float = 1.0
+    metric: str = DEFAULT_METRIC
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -286,6 +297,10 @@ class TaskSpec:
                 f"got {self.cascade_threshold}"
             )
         non_negative(self.leaderboard_weight, "leaderboard_weight")
+        if self.metric not in METRICS:
+            raise ValidationError(
+                f"task {self.name}: metric must be one of {', '.join(METRICS)}, got {self.metric!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples as lists, as JSON reads them back); :meth:`from_dict`
@@ -322,7 +337,15 @@ _SECTIONS.update(
     loop=LoopSpec,
 )
 
-GATE_SPEC_FIELDS = ("labels", "label_descriptions", "input_kind", "output_kind", "general", "sla")
+GATE_SPEC_FIELDS = (
+    "labels",
+    "label_descriptions",
+    "input_kind",
+    "output_kind",
+    "general",
+    "sla",
+    "metric",
+)
 """The fields of a :class:`TaskSpec` a gate decision depends on (what it measures against)."""
 
 
@@ -342,5 +365,7 @@ def gate_fingerprint(spec: TaskSpec) -> str:
     # stored before it still hold.
     if view["sla"].get("min_agreement_with_general") == DEFAULT_MIN_AGREEMENT:
         del view["sla"]["min_agreement_with_general"]
+    if view["metric"] == DEFAULT_METRIC:
+        del view["metric"]
     text = json.dumps(view, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -297,7 +297,7 @@ def _leaderboard_table(rows: list[dict[str, Any]]) -> str:
     header = [
         "task",
         "champion",
-        "accuracy (95% CI)",
+        "quality (95% CI)",
         "general (95% CI)",
         "difference (95% CI)",
         "p",
@@ -325,8 +325,8 @@ def _leaderboard_table(rows: list[dict[str, Any]]) -> str:
             [
                 _td(_e(row["task"]), text=True),
                 _td(_e(champion), text=True),
-                _td(_with_ci(mine)),
-                _td(_with_ci(theirs)),
+                _td(_e(_with_ci(mine, row.get("metric", "accuracy")))),
+                _td(_e(_with_ci(theirs, row.get("metric", "accuracy")))),
                 _td(difference if row["difference"] is not None else "—"),
                 _td(_num(row["p_value"], 2)),
                 _td(_num(mine.get("latency_p95_ms"))),
@@ -436,9 +436,11 @@ def _pair(values: dict[str, float | None]) -> str:
     return f"{_num(values['general'])} / {_num(values['portfolio'])}"
 
 
-def _with_ci(side: dict[str, Any]) -> str:
-    if side.get("accuracy") is None:
+def _with_ci(side: dict[str, Any], metric: str = "accuracy") -> str:
+    """The side's quality on the task's metric, with its interval (macro-F1 says so)."""
+    value = side.get("quality", side.get("accuracy"))
+    if value is None:
         return "—"
-    ci = side.get("accuracy_ci")
+    ci = side.get("quality_ci", side.get("accuracy_ci"))
     interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-    return f"{side['accuracy']:.3f}{interval}"
+    return f"{value:.3f}{interval}" + (" macro-F1" if metric == "macro_f1" else "")

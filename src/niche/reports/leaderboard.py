@@ -11,8 +11,13 @@ the stored usage at the task's general prices and ``NICHE_CPU_HOUR_USD``, Wh per
 the stored CPU seconds at ``NICHE_CPU_WATTS_PER_CORE``), the captured traffic in the window
 (traffic share, cascade rate) and the open alerts.
 
-Scores (:data:`FORMULA`): a task's score is its champion's accuracy (None without a champion
-or its test evaluation). A set of tasks (a domain, the portfolio) scores
+Each task is ranked and scored on its own metric (``metric`` in its spec: accuracy, or
+macro-F1 for a skewed label set): a row's ``quality``, its interval, the difference vs the
+general model and its p-value are that metric's (for macro-F1, the stored paired macro-F1
+bootstrap and its p-value); the ``accuracy`` fields stay accuracy's.
+
+Scores (:data:`FORMULA`): a task's score is its champion's quality on its metric (None
+without a champion or its test evaluation). A set of tasks (a domain, the portfolio) scores
 ``sum(w_i * acc_i) / sum(w_i)`` over its tasks with a score, where ``w_i =
 leaderboard_weight_i * traffic_share_i`` and ``traffic_share_i`` is the task's records in the window over the records
 of all tasks in it; when none of those tasks had traffic, ``w_i = leaderboard_weight_i``. The
@@ -49,11 +54,13 @@ NO_DOMAIN: Final = "(none)"
 """The domain tasks without a ``domain`` tag are listed under."""
 
 FORMULA: Final = (
-    "score = sum(w_i * acc_i) / sum(w_i) over the tasks with a champion test evaluation; "
+    "score = sum(w_i * q_i) / sum(w_i) over the tasks with a champion test evaluation, "
+    "q_i = the champion's quality on task i's own metric (accuracy, or macro-F1 for a task "
+    "whose spec says metric: macro_f1); "
     "w_i = leaderboard_weight_i * traffic_share_i (leaderboard_weight_i alone when none of "
     "those tasks had traffic in the window); traffic_share_i = the task's records / the "
     "records of all tasks in the window; quality_vs_general = the same weighted mean of "
-    "(champion accuracy - general accuracy), the stored paired difference"
+    "(champion q_i - general q_i), the stored paired difference on that metric"
 )
 """How domain and portfolio scores are computed (also in the JSON as ``"formula"``)."""
 
@@ -63,19 +70,26 @@ MET, NOT_MET, UNCHECKED = "met", "not met", "unchecked"
 
 @dataclass(frozen=True)
 class Side:
-    """One side (champion or general model) of a row: its figures on the evaluation's rows."""
+    """One side (champion or general model) of a row: its figures on the evaluation's rows.
+
+    ``quality``/``quality_ci`` are the task's metric (accuracy's figures for an accuracy task).
+    """
 
     accuracy: float | None
     accuracy_ci: tuple[float, float] | None
     latency_p95_ms: float | None
     cost_per_1m_usd: float | None
     wh_per_query: float | None
+    quality: float | None = None
+    quality_ci: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the interval as ``[low, high]``)."""
+        """JSON-ready form (the intervals as ``[low, high]``)."""
         return {
             "accuracy": self.accuracy,
             "accuracy_ci": list(self.accuracy_ci) if self.accuracy_ci is not None else None,
+            "quality": self.quality,
+            "quality_ci": list(self.quality_ci) if self.quality_ci is not None else None,
             "latency_p95_ms": self.latency_p95_ms,
             "cost_per_1m_usd": self.cost_per_1m_usd,
             "wh_per_query": self.wh_per_query,
@@ -89,7 +103,8 @@ class LeaderboardRow:
     ``champion`` None: the task has no champion (``note`` says so, no score). ``sla`` maps
     each SLA field to ``met``, ``not met`` or ``unchecked`` (the field unset, or the
     evaluation lacks its figure); ``min_quality_vs_general`` is met when the stored 95 %
-    lower limit of the paired difference clears it.
+    lower limit of the paired difference clears it. ``metric`` is the task's (what
+    ``score``, ``difference`` and ``p_value`` measure).
     """
 
     task: str
@@ -109,11 +124,12 @@ class LeaderboardRow:
     sla: dict[str, str]
     open_alerts: int
     note: str | None = None
+    metric: str = "accuracy"
 
     @property
     def score(self) -> float | None:
-        """The task's score: its champion's test accuracy (None without one)."""
-        return self.specialist.accuracy if self.specialist is not None else None
+        """The task's score: its champion's test quality on its metric (None without one)."""
+        return self.specialist.quality if self.specialist is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -121,6 +137,7 @@ class LeaderboardRow:
             "task": self.task,
             "domain": self.domain,
             "weight": self.weight,
+            "metric": self.metric,
             "champion": self.champion,
             "evaluation_id": self.evaluation_id,
             "rows": self.rows,
@@ -298,6 +315,7 @@ def _row(
         "traffic_share": requests / total if total else None,
         "cascade_rate": cascaded / requests if requests else None,
         "open_alerts": len(registry.monitoring.alerts(spec.name, state="open")),
+        "metric": spec.metric,
     }
     empty: dict[str, Any] = {
         "evaluation_id": None,
@@ -325,11 +343,21 @@ def _row(
     evaluation = tested[-1]
     mine = _side(evaluation, spec, settings, general=False)
     theirs = _side(evaluation, spec, settings, general=True) if evaluation.general else None
-    paired = (evaluation.comparison or {}).get("paired_test") or {}
+    comparison = evaluation.comparison or {}
+    paired = comparison.get("paired_test") or {}
     boot = paired.get("bootstrap") or {}
+    p_value = paired.get("p_value")
+    if spec.metric != "accuracy":
+        # The paired bootstrap on the task's metric, stored with the evaluation since tasks
+        # name their metric; an older evaluation (or one on another metric) has none.
+        stored = (
+            comparison.get("paired_metric") if comparison.get("metric") == spec.metric else None
+        )
+        boot = stored or {}
+        p_value = boot.get("p_value")
     difference = boot.get("diff")
-    if difference is None and theirs is not None and theirs.accuracy is not None:
-        difference = (mine.accuracy or 0.0) - theirs.accuracy
+    if difference is None and theirs is not None and theirs.quality is not None:
+        difference = (mine.quality or 0.0) - theirs.quality
     ci = (boot["ci_low"], boot["ci_high"]) if "ci_low" in boot and "ci_high" in boot else None
     return LeaderboardRow(
         **base,
@@ -340,7 +368,7 @@ def _row(
         general=theirs,
         difference=difference,
         difference_ci=ci,
-        p_value=paired.get("p_value"),
+        p_value=p_value,
         sla=_sla(spec, mine, ci),
     )
 
@@ -364,9 +392,12 @@ def _side(
     else:
         wh = figures.get("wh_per_query")
     ci = figures.get("accuracy_ci")
+    quality_ci = figures.get(f"{spec.metric}_ci")
     return Side(
         accuracy=figures.get("accuracy"),
         accuracy_ci=(ci[0], ci[1]) if ci else None,
+        quality=figures.get(spec.metric),
+        quality_ci=(quality_ci[0], quality_ci[1]) if quality_ci else None,
         latency_p95_ms=figures.get("latency_p95_ms"),
         cost_per_1m_usd=cost if cost is not None else figures.get("cost_per_1m_usd"),
         wh_per_query=wh,
@@ -378,7 +409,7 @@ def _sla(spec: TaskSpec, mine: Side, difference_ci: tuple[float, float] | None) 
     cost_1k = mine.cost_per_1m_usd / 1000 if mine.cost_per_1m_usd is not None else None
     checks: list[tuple[str, float | None, float | None, bool]] = [
         ("latency_p95_ms", sla.latency_p95_ms, mine.latency_p95_ms, False),
-        ("min_quality", sla.min_quality, mine.accuracy, True),
+        ("min_quality", sla.min_quality, mine.quality, True),
         (
             "min_quality_vs_general",
             sla.min_quality_vs_general,

@@ -88,6 +88,8 @@ class EvaluationReport:
             "general_model": dict(self.general_model),
             "paired_test": comparison["paired_test"],
             "cascade": comparison["cascade"],
+            "metric": comparison["metric"],
+            "paired_metric": comparison["paired_metric"],
         }
 
 
@@ -386,6 +388,7 @@ def evaluate_model(
         rows.labels,
         n_resamples=settings.get("NICHE_BOOTSTRAP_RESAMPLES"),
         seed=seed,
+        metric=task.metric if task is not None else "accuracy",
     )
     return EvaluationReport(
         split=split,

@@ -83,7 +83,7 @@ def check_same_spec(
         return
     raise ConflictError(
         f"task {task.name} changed while v{target.version} was being gated for {alias} "
-        f"(its SLA, labels or general model were edited): nothing was stored; gate it "
+        f"(its SLA, labels, general model or metric were edited): nothing was stored; gate it "
         f"again with `niche promote {task.name} {target.version} --alias {alias}`",
         task=task.name,
         alias=alias,
@@ -126,7 +126,7 @@ def refusal(
     if specs:
         return (
             f"task {task.name} changed since v{target.version} passed its gate for {alias} "
-            f"(its SLA, labels or general model were edited): that gate no longer counts; "
+            f"(its SLA, labels, general model or metric were edited): that gate no longer counts; "
             f"gate it again under the current spec with {again}, or send force: true "
             "with a reason"
         )
