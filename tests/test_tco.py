@@ -232,3 +232,55 @@ def test_a_portfolio_dearer_than_the_general_model_keeps_it(registry):
     )
     # No traffic: the cascade curve at the first threshold at or above 0.5 (coverage 0.75).
     assert any(s.startswith("measured: cascade share 0.250 (evaluation #") for s in cheap.sources)
+
+
+def test_a_macro_f1_task_is_judged_on_its_macro_f1_comparison(registry):
+    """Accuracy says the specialist wins (the paired test's interval clears 0), macro-F1
+    says it does not: the task's metric decides the verdict."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    general = GeneralModelSpec(
+        **GENERAL, price_input_per_1m_tokens_usd=1000.0, price_output_per_1m_tokens_usd=5000.0
+    )
+    for name, metric in (("skewed", "macro_f1"), ("plain", "accuracy")):
+        registry.tasks.create(
+            TaskSpec(name=name, labels=["ham", "spam"], general=general, metric=metric)
+        )
+        registry.models.register(
+            name,
+            kind="text",
+            artifact_digest="ab" * 32,
+            artifact_uri="file:///a",
+            dataset_fingerprint="cd" * 32,
+            lineage={"fit_seconds": 360.0},
+        )
+        comparison = {
+            **_comparison(0.05, 0.02),
+            "metric": metric,
+            "paired_metric": {"diff": -0.04, "ci_low": -0.09, "ci_high": 0.01, "p_value": 0.2},
+        }
+        registry.models.record_evaluation(
+            name,
+            1,
+            dataset_fingerprint="cd" * 32,
+            split="test",
+            metrics={"accuracy": 0.9, "macro_f1": 0.6},
+            general={"accuracy": 0.85, "macro_f1": 0.64},
+            comparison=comparison,
+            usage={"compute_s": 2.0, "input_tokens": None, "output_tokens": None, "rows": 1000},
+        )
+        registry.promotions.move(name, "champion", 1)
+        answered = {"general_label": "spam", "input_tokens": 100, "output_tokens": 20}
+        at = now - timedelta(days=1)
+        records = [_traffic(name, "general", at, **answered) for _ in range(2)]
+        records += [_traffic(name, "specialist", at, specialist_label="ham")] * 30
+        registry.traffic.record(records)
+    report = tco(Settings(**SETTINGS), registry=registry, months=6, now=now)
+    rows = {row.task: row for row in report.tasks}
+    assert rows["skewed"].verdict == "keep general"
+    assert rows["skewed"].reason == (
+        "no significant gain over the general model: macro-F1 difference -0.040, "
+        "95 % interval low -0.090 < 0"
+    )
+    # An accuracy task reads the paired test's bootstrap, as before (its paired_metric here
+    # says otherwise, and is not looked at).
+    assert rows["plain"].verdict == "specialise", rows["plain"].reason

@@ -77,9 +77,10 @@ def inline_svg(plt: Any, figure: Figure, title: str) -> str:
 
 
 def domain_figure(plt: Any, domain: dict[str, Any]) -> Figure | None:
-    """Champion vs general accuracy per task of a leaderboard domain, whiskers at the stored
-    95 % intervals; None when no task of the domain has an evaluated champion."""
-    rows = [r for r in domain["tasks"] if (r["specialist"] or {}).get("accuracy") is not None]
+    """Champion vs general quality per task of a leaderboard domain (each task's metric:
+    accuracy or macro-F1), whiskers at the stored 95 % intervals; None when no task of the
+    domain has an evaluated champion."""
+    rows = [r for r in domain["tasks"] if _quality(r["specialist"])[0] is not None]
     if not rows:
         return None
     figure: Figure
@@ -91,23 +92,35 @@ def domain_figure(plt: Any, domain: dict[str, Any]) -> Figure | None:
     ):
         xs, heights, low, high = [], [], [], []
         for i, row in enumerate(rows):
-            figures = row[side] or {}
-            if figures.get("accuracy") is None:
+            quality, ci = _quality(row[side])
+            if quality is None:
                 continue
-            accuracy = figures["accuracy"]
-            ci = figures.get("accuracy_ci") or [accuracy, accuracy]
+            ci = ci or [quality, quality]
             xs.append(i + offset)
-            heights.append(accuracy)
-            low.append(max(0.0, accuracy - ci[0]))
-            high.append(max(0.0, ci[1] - accuracy))
+            heights.append(quality)
+            low.append(max(0.0, quality - ci[0]))
+            high.append(max(0.0, ci[1] - quality))
         if xs:
             axes.bar(xs, heights, width, yerr=[low, high], capsize=4, label=label, color=colour)
-    axes.set_xticks(range(len(rows)), [r["task"] for r in rows], parse_math=False)
+    names = [
+        r["task"] + (" (macro-F1)" if r.get("metric", "accuracy") != "accuracy" else "")
+        for r in rows
+    ]
+    axes.set_xticks(range(len(rows)), names, parse_math=False)
     axes.set_ylim(0.0, 1.05)
-    axes.set_ylabel("accuracy (95 % CI)")
+    axes.set_ylabel("quality (95 % CI)")
     axes.legend(loc="lower right", fontsize="small")
     axes.set_title(domain["name"], parse_math=False)
     return figure
+
+
+def _quality(side: dict[str, Any] | None) -> tuple[float | None, list[float] | None]:
+    """A leaderboard side's quality on its task's metric and its interval (records stored
+    before tasks named a metric have accuracy only)."""
+    figures = side or {}
+    if figures.get("quality") is not None:
+        return figures["quality"], figures.get("quality_ci")
+    return figures.get("accuracy"), figures.get("accuracy_ci")
 
 
 def cascade_figure(plt: Any, curves: dict[str, list[dict[str, Any]]]) -> Figure:

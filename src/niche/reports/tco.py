@@ -46,6 +46,7 @@ MONTH_DAYS = 30
 TOKENS_SOURCE = "estimated (MiniLM WordPiece tokens)"
 _SAMPLE = 10_000  # the newest records read for tokens and the cascade share
 _ESTIMATE_ROWS = 2_000  # the most dataset rows tokenised for an estimate
+_METRIC_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1"}
 
 
 @dataclass(frozen=True)
@@ -373,11 +374,19 @@ def _readiness(
         return "need more data", f"no champion yet ({labelled} labelled records: run niche loop)"
     if evaluation is None:
         return "need more data", "the champion has no evaluation"
-    bootstrap = ((evaluation.comparison or {}).get("paired_test") or {}).get("bootstrap")
+    comparison = evaluation.comparison or {}
+    metric = spec.metric
+    # On the task's metric: accuracy's is the paired test's bootstrap, another's is stored as
+    # paired_metric (an evaluation stored before the task named it has none: need more data).
+    if metric == "accuracy":
+        bootstrap = (comparison.get("paired_test") or {}).get("bootstrap")
+    else:
+        bootstrap = comparison.get("paired_metric") if comparison.get("metric") == metric else None
     if not bootstrap:
         return (
             "need more data",
-            f"evaluation #{evaluation.id} has no paired comparison with the general model",
+            f"evaluation #{evaluation.id} has no paired {_METRIC_NAMES[metric]} comparison "
+            "with the general model",
         )
     floor = spec.sla.min_quality_vs_general
     floor = 0.0 if floor is None else float(floor)
@@ -385,7 +394,7 @@ def _readiness(
     if low < floor:
         return (
             "keep general",
-            f"no significant gain over the general model: accuracy difference "
+            f"no significant gain over the general model: {_METRIC_NAMES[metric]} difference "
             f"{float(bootstrap['diff']):+.3f}, 95 % interval low {low:+.3f} < {floor:g}",
         )
     return "", ""

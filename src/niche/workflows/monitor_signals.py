@@ -219,7 +219,10 @@ def quality_signals(
                 + (f" ({len(both)} cascaded or shadowed ones, biased)" if both else ""),
             )
         )
-    floor = mon.min_accuracy if mon.min_accuracy is not None else spec.sla.min_quality
+    # sla.min_quality is on the task's metric: a floor for live accuracy only when that is it.
+    floor = mon.min_accuracy
+    if floor is None and spec.metric == "accuracy":
+        floor = spec.sla.min_quality
     gold = [r for r in ours if r.gold_label is not None and r.specialist_label is not None]
     if gold:
         correct = sum(r.specialist_label == r.gold_label for r in gold)
