@@ -371,6 +371,26 @@ SETTINGS: tuple[Setting, ...] = (
         "sets no max_tokens or max_completion_tokens.",
         int,
     ),
+    # -- the dashboard (`niche serve` at /ui) --
+    Setting(
+        "NICHE_UI_REFRESH_S",
+        10.0,
+        "Seconds between two refreshes of the dashboard's numbers in an open page; the figures "
+        "behind them are computed at most once per this many seconds, however many pages are open.",
+        float,
+    ),
+    Setting(
+        "NICHE_UI_SESSION_S",
+        28_800,
+        "Seconds a dashboard login lasts (the session cookie's Max-Age; default 8 hours).",
+        int,
+    ),
+    Setting(
+        "NICHE_UI_SINCE",
+        None,
+        "Traffic window of the dashboard's leaderboard figures: ISO-8601 or a duration back "
+        "from now (30d); unset: all captured traffic, as `niche leaderboard`.",
+    ),
     # -- monitoring alerts --
     Setting(
         "NICHE_ALERT_WEBHOOKS",

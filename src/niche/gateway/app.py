@@ -5,6 +5,11 @@ client, the cascade policy, capture, auth, metrics and the route table, and runs
 lifespan. What each route does lives in ``routes/``; how a task input is answered, in
 ``policy.py``. No framework on the hot path: routing is a dict lookup.
 
+Pages served beside the API (the dashboard at ``/ui``) are plug-ins: each :data:`PageFactory`
+gets the gateway and returns its routes. They live above the gateway (``niche.reports``), so
+they are found through the entry-point group ``niche.gateway_pages`` when the gateway is
+built, never imported by it.
+
     >>> app = Gateway(Settings())            # what `niche serve` runs on uvicorn
     >>> uvicorn.run(app, host="127.0.0.1", port=8000)
 """
@@ -14,8 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,7 +39,7 @@ from niche.gateway.routes.admin import AdminRoutes
 from niche.gateway.routes.feedback import FeedbackRoutes
 from niche.gateway.routes.native import NativeRoutes
 from niche.gateway.routes.openai import OpenAIRoutes
-from niche.gateway.routing import Dispatcher, RouteTable
+from niche.gateway.routing import Dispatcher, Route, RouteTable
 from niche.gateway.traffic import TrafficRecorder
 from niche.registry.deadletters import DeadLetterFile
 from niche.registry.store import Registry
@@ -42,16 +48,49 @@ from niche.settings import Settings
 if TYPE_CHECKING:
     from niche.encoders.base import Encoder
 
-__all__ = ["Gateway", "TaskAnswer", "create_app"]
+__all__ = [
+    "PAGES_ENTRY_POINT_GROUP",
+    "Gateway",
+    "PageFactory",
+    "TaskAnswer",
+    "create_app",
+    "installed_pages",
+]
 
 log = logging.getLogger("niche.gateway")
 
 SHUTDOWN_GRACE_S = 30.0
 
+PAGES_ENTRY_POINT_GROUP = "niche.gateway_pages"
+"""Entry points naming a :data:`PageFactory` (niche's dashboard: ``ui``)."""
+
+PageFactory = Callable[["Gateway"], Iterable[Route]]
+"""Pages served beside the API: ``factory(gateway)`` returns their routes."""
+
+
+def installed_pages() -> list[PageFactory]:
+    """Every factory of the ``niche.gateway_pages`` entry points; one that fails to load is
+    logged with its name and left out (the API is served whatever a page plug-in does)."""
+    factories: list[PageFactory] = []
+    for entry_point in metadata.entry_points(group=PAGES_ENTRY_POINT_GROUP):
+        try:
+            factories.append(entry_point.load())
+        except Exception as exc:  # a broken plug-in must not stop the gateway
+            log.error(
+                "gateway: the pages plug-in %r (%s) failed to load and is not served: %s",
+                entry_point.name,
+                entry_point.value,
+                exc,
+            )
+    return factories
+
 
 class Gateway:
     """The ASGI app. Build it with settings (and, in tests, a registry, encoder, loader,
-    random source, clock or wall clock: seconds since the epoch, traffic records' times)."""
+    random source, clock or wall clock: seconds since the epoch, traffic records' times).
+
+    ``pages``: the page factories to serve (None: every ``niche.gateway_pages`` entry point;
+    ``[]``: the API alone)."""
 
     def __init__(
         self,
@@ -64,6 +103,7 @@ class Gateway:
         rng: RandomSource | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        pages: Iterable[PageFactory] | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.config = config = config or GatewayConfig.from_settings(self.settings)
@@ -111,7 +151,7 @@ class Gateway:
         self.traffic = TrafficRecorder(
             self.metrics, self.capture, capture=config.capture, clock=wall_clock
         )
-        guard = Guard(
+        self.guard = guard = Guard(
             KeyCache(registry, ttl_s=config.refresh_s, stale_s=config.key_stale_s, clock=clock),
             pending_spend=self.capture.pending_spend,
         )
@@ -140,7 +180,13 @@ class Gateway:
             guard=guard, registry=registry, metrics=self.metrics, capture=self.capture
         )
         self.routes = RouteTable(
-            [*openai.routes(), *native.routes(), *feedback.routes(), *admin.routes()],
+            [
+                *openai.routes(),
+                *native.routes(),
+                *feedback.routes(),
+                *admin.routes(),
+                *self._pages(installed_pages() if pages is None else pages),
+            ],
             fallback=openai.fallback(),
         )
         self.http = Dispatcher(
@@ -151,6 +197,16 @@ class Gateway:
             body_timeout_s=config.body_timeout_s,
         )
         self.started = False
+
+    def _pages(self, factories: Iterable[PageFactory]) -> list[Route]:
+        routes: list[Route] = []
+        for factory in factories:
+            try:
+                routes.extend(factory(self))
+            except Exception as exc:  # as for a plug-in that fails to load
+                name = getattr(factory, "__qualname__", repr(factory))
+                log.error("gateway: the pages %r failed to build and are not served: %s", name, exc)
+        return routes
 
     def __repr__(self) -> str:
         return f"Gateway(registry={self.registry!r}, general={self.general!r})"

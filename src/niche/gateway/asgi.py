@@ -64,6 +64,7 @@ class Request:
         "path",
         "query",
         "receive",
+        "scheme",
         "started",
     )
 
@@ -72,6 +73,7 @@ class Request:
     ) -> None:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
+        self.scheme: str = scope.get("scheme", "http")
         self.query: bytes = scope.get("query_string", b"")
         self.headers: dict[bytes, bytes] = dict(scope.get("headers") or ())
         client = scope.get("client")

@@ -9,20 +9,34 @@ actual cost after (:meth:`KeyStore.reserve`, :meth:`KeyStore.settle`): the check
 hold are one transaction on the key's locked row, so gateway workers sharing the database
 never admit more than the budget allows. A reservation nobody settles (a crashed worker's)
 lapses at its expiry.
+
+A dashboard session (:meth:`KeyStore.open_session`) is a stateless token, signed with
+HMAC-SHA256 keyed by the admin key's stored secret hash: any gateway worker sharing the
+database can check it, it carries no secret, and it dies with its key's revocation.
+
+>>> record, token = registry.keys.open_session(secret, ttl_s=28_800)
+>>> registry.keys.session(token) == record
+True
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Final, NamedTuple
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from niche.errors import NotFoundError, ValidationError
+from niche.errors import (
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationError,
+)
 from niche.registry.models import ApiKeyRow, KeyReservationRow
 from niche.registry.records import KeyRecord, KeyReservation
 from niche.registry.stores.audit import write_event
@@ -55,6 +69,13 @@ def _amount(usd: float, what: str = "usd") -> float:
 
 def _secret_sha256(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+def _session_signature(secret_sha256: str, key_id: int, expires: int) -> str:
+    # Keyed by the stored hash, not the secret (which is never stored): any worker can sign
+    # and check, and a token names no secret. The purpose prefix keeps it a session token.
+    message = f"niche-ui-session:{key_id}:{expires}".encode("ascii")
+    return hmac.new(secret_sha256.encode("ascii"), message, hashlib.sha256).hexdigest()
 
 
 def key_record(row: ApiKeyRow) -> KeyRecord:
@@ -157,6 +178,65 @@ class KeyStore(Store):
                 )
             ).one_or_none()
             return key_record(row) if row is not None else None
+
+    def open_session(
+        self, secret: str, ttl_s: float, *, now: datetime | None = None
+    ) -> tuple[KeyRecord, str]:
+        """A dashboard session for the admin key whose secret this is: its record and a
+        token valid for ``ttl_s`` seconds (``{key id}.{expiry, epoch s}.{HMAC-SHA256}``).
+
+        Raises :class:`~niche.errors.AuthenticationError` for an unknown or revoked key and
+        :class:`~niche.errors.PermissionDeniedError` for a key without the ``admin`` scope.
+
+            >>> record, token = registry.keys.open_session(secret, ttl_s=28_800)
+        """
+        if ttl_s <= 0:
+            raise ValidationError(f"ttl_s must be positive, got {ttl_s!r}", param="ttl_s")
+        if not isinstance(secret, str) or not secret.strip():
+            raise AuthenticationError("give an admin API key (see `niche keys create`)")
+        digest = _secret_sha256(secret.strip())
+        with self.database.session() as session:
+            row = session.scalars(
+                select(ApiKeyRow).where(
+                    ApiKeyRow.secret_sha256 == digest, ApiKeyRow.revoked_at.is_(None)
+                )
+            ).one_or_none()
+            if row is None:
+                raise AuthenticationError("invalid API key (unknown or revoked)")
+            if row.scope != "admin":
+                raise PermissionDeniedError(
+                    f"key {row.prefix}… has scope {row.scope!r}; the dashboard needs an 'admin' key"
+                )
+            expires = int((now or self.database.now()).timestamp() + ttl_s)
+            token = f"{row.id}.{expires}.{_session_signature(digest, row.id, expires)}"
+            return key_record(row), token
+
+    def session(self, token: str, *, now: datetime | None = None) -> KeyRecord | None:
+        """The admin key of a token :meth:`open_session` gave, or None when the token is
+        malformed, forged, expired, or its key revoked.
+
+            >>> registry.keys.session(cookie_token)
+        """
+        if not isinstance(token, str):
+            return None
+        parts = token.split(".")
+        if len(parts) != 3 or not parts[0].isdecimal() or not parts[1].isdecimal():
+            return None
+        key_id, expires, signature = int(parts[0]), int(parts[1]), parts[2]
+        if (now or self.database.now()).timestamp() >= expires:
+            return None
+        with self.database.session() as session:
+            row = session.scalars(
+                select(ApiKeyRow).where(ApiKeyRow.id == key_id, ApiKeyRow.revoked_at.is_(None))
+            ).one_or_none()
+            if row is None or row.scope != "admin":
+                return None
+            expected = _session_signature(row.secret_sha256, row.id, expires)
+            if not hmac.compare_digest(
+                expected.encode("ascii"), signature.encode("ascii", "replace")
+            ):
+                return None
+            return key_record(row)
 
     def all(self) -> list[KeyRecord]:
         """Every API key, revoked ones included, oldest first.
