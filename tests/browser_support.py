@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -85,7 +86,7 @@ def screenshot(page: Any, name: str) -> Path:
 @dataclass
 class PageWatch:
     """Everything a page did that a clean page does not: console errors, uncaught
-    exceptions, failed requests, error responses (but ``allowed_statuses``) and requests to
+    exceptions, failed requests, error answers (but those :meth:`allow` names) and requests to
     any host but ``origin``; and every URL it requested (to check a secret never appears in
     one) and how many times it loaded a document."""
 
@@ -93,7 +94,7 @@ class PageWatch:
     errors: list[str] = field(default_factory=list)
     urls: list[str] = field(default_factory=list)
     loads: int = 0
-    allowed_statuses: set[int] = field(default_factory=set)
+    allowed: set[tuple[int, str]] = field(default_factory=set)
 
     def attach(self, page: Any) -> PageWatch:
         page.on("console", self._console)
@@ -109,9 +110,23 @@ class PageWatch:
         page.on("load", self._loaded)
         return self
 
+    def allow(self, status: int, path: str) -> None:
+        """An answer of ``status`` from ``path`` is expected (a refused login's 401): neither
+        it nor the console line Chromium logs for it is a problem."""
+        self.allowed.add((status, path))
+
+    def _allowed(self, status: int, url: str) -> bool:
+        return (status, urlsplit(url).path) in self.allowed
+
     def _console(self, message: Any) -> None:
-        if message.type == "error":
-            self.errors.append(f"console error: {message.text} at {message.location}")
+        if message.type != "error":
+            return
+        # Chromium logs every error answer as "Failed to load resource: ... status of 401".
+        status = re.search(r"status of (\d{3})", message.text)
+        url = str((message.location or {}).get("url", ""))
+        if status and self._allowed(int(status.group(1)), url):
+            return
+        self.errors.append(f"console error: {message.text} at {message.location}")
 
     def _request(self, request: Any) -> None:
         self.urls.append(request.url)
@@ -122,7 +137,7 @@ class PageWatch:
             self.errors.append(f"request to another host: {request.method} {request.url}")
 
     def _response(self, response: Any) -> None:
-        if response.status >= 400 and response.status not in self.allowed_statuses:
+        if response.status >= 400 and not self._allowed(response.status, response.url):
             self.errors.append(f"HTTP {response.status}: {response.request.method} {response.url}")
 
     def _loaded(self, _page: Any) -> None:
