@@ -18,6 +18,7 @@ def test_an_admin_key_opens_a_session_its_token_names_no_secret(registry) -> Non
     assert secret not in token and secret[3:] not in token
     key_id, expires, signature = token.split(".")
     assert int(key_id) == record.id and len(signature) == 64
+    assert int(expires) > 0
     assert registry.keys.session(token) == record
 
 

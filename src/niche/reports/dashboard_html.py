@@ -188,11 +188,14 @@ def overview_page(data: dict[str, Any], *, refresh_s: float, logout: bool = Fals
     fields = data["fields"]
     body = [
         "<h1>Portfolio</h1>",
+        '<p class="note">numbers refresh in place every '
+        f"{_e(f'{refresh_s:g}')} s; plots and tables are drawn with the page</p>",
         f"<p>portfolio score {_field('portfolio_score', fields['portfolio_score'], 'pct')}, "
-        f"vs general {_field('quality_vs_general', fields['quality_vs_general'], 'pts')}, "
-        f"{_field('tasks', fields['tasks'], 'int')} tasks, "
-        f"{_field('requests', fields['requests'], 'int')} requests, "
-        f"{_field('open_alerts', fields['open_alerts'], 'int')} open alerts</p>",
+        f"vs general {_field('portfolio_vs_general', fields['portfolio_vs_general'], 'pts')}, "
+        f"{_field('portfolio_tasks', fields['portfolio_tasks'], 'int')} tasks, "
+        f"{_field('portfolio_requests', fields['portfolio_requests'], 'int')} requests, "
+        f"{_field('portfolio_open_alerts', fields['portfolio_open_alerts'], 'int')} open "
+        "alerts</p>",
         f'<p class="note">traffic since {_e(data["since"] or "the first record")}; scores: '
         f"{_e(data['leaderboard']['formula'])}</p>",
     ]
@@ -207,7 +210,9 @@ def overview_page(data: dict[str, Any], *, refresh_s: float, logout: bool = Fals
         )
         for task in domain["tasks"]:
             figures = data["tasks"][task]
-            cells = [f'<td class="text"><a href="/ui/tasks/{_e(task)}">{_e(task)}</a></td>']
+            note = data["notes"].get(task)
+            remark = f' <span class="note">{_e(note)}</span>' if note else ""
+            cells = [f'<td class="text"><a href="/ui/tasks/{_e(task)}">{_e(task)}</a>{remark}</td>']
             cells += [
                 _field(name, figures[name], kind, tag="td") for name, _, kind in _OVERVIEW_COLUMNS
             ]
@@ -247,7 +252,9 @@ def task_page(
         f"{_field('accuracy', fields['accuracy'], 'acc')} vs general "
         f"{_field('general_accuracy', fields['general_accuracy'], 'acc')}; "
         f"{_field('requests', fields['requests'], 'int')} requests</p>",
-        f'<p class="note">labels: {_e(", ".join(data["labels"]) or "—")}</p>',
+        f'<p class="note">labels: {_e(", ".join(data["labels"]) or "—")}. The figures above '
+        f"refresh in place every {_e(f'{refresh_s:g}')} s; plots and tables are drawn with "
+        "the page (reload to redraw them)</p>",
     ]
     versions = [
         [

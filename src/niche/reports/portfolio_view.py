@@ -75,7 +75,9 @@ def overview(
 ) -> dict[str, Any]:
     """The overview: ``{"refreshed_at", "since", "fields": {"portfolio_score", …},
     "domains": [{"name", "score", "quality_vs_general", "tasks": [names]}],
-    "tasks": {name: figures}, "alerts": [...], "leaderboard": Leaderboard.to_dict()}``."""
+    "tasks": {name: figures}, "notes": {name: note}, "alerts": [...], "leaderboard":
+    Leaderboard.to_dict()}``; ``fields`` are ``portfolio_score``, ``portfolio_vs_general``,
+    ``portfolio_requests``, ``portfolio_tasks`` and ``portfolio_open_alerts``."""
     clock = now or datetime.now(UTC)
     board = leaderboard(settings, registry=registry, since=since, now=clock).to_dict()
     alerts = [alert.to_dict() for alert in registry.monitoring.alerts(state="open")]
@@ -85,10 +87,10 @@ def overview(
         "since": board["since"],
         "fields": {
             "portfolio_score": portfolio["score"],
-            "quality_vs_general": portfolio["quality_vs_general"],
-            "requests": portfolio["requests"],
-            "tasks": portfolio["tasks"],
-            "open_alerts": len(alerts),
+            "portfolio_vs_general": portfolio["quality_vs_general"],
+            "portfolio_requests": portfolio["requests"],
+            "portfolio_tasks": portfolio["tasks"],
+            "portfolio_open_alerts": len(alerts),
         },
         "domains": [
             {
@@ -101,6 +103,12 @@ def overview(
         ],
         "tasks": {
             row["task"]: row_fields(row) for domain in board["domains"] for row in domain["tasks"]
+        },
+        "notes": {
+            row["task"]: row["note"]
+            for domain in board["domains"]
+            for row in domain["tasks"]
+            if row["note"]
         },
         "alerts": alerts,
         "leaderboard": board,
