@@ -305,7 +305,7 @@ def keyed(homes: tuple[Path, Path], encoder_cache_dir: Path) -> Iterator[Keyed]:
         yield Keyed(url, admin, inference)
 
 
-def test_login_with_the_admin_key_sets_an_httponly_cookie_and_the_key_goes_nowhere(
+def test_login_with_the_admin_key_sets_an_httponly_cookie_the_key_goes_nowhere_logout_ends_it(
     keyed: Keyed, context: Any
 ) -> None:
     from playwright.sync_api import expect
@@ -354,6 +354,14 @@ def test_login_with_the_admin_key_sets_an_httponly_cookie_and_the_key_goes_nowhe
     assert admin not in page.content()
     leaked = [u for u in watch.urls if admin in u or keyed.inference in u]
     assert not leaked, f"a key in a URL the browser requested: {leaked}"
+    assert admin not in session["value"], "the session cookie is the key itself"
+
+    # Logging out ends the session: the overview asks for the key again.
+    page.locator("button#logout").click()
+    page.wait_for_url(re.compile(r"/ui/login(\?.*)?$"))
+    assert not [c for c in context.cookies() if c["name"] == "niche_session" and c["value"]]
+    page.goto(f"{url}/ui", wait_until="networkidle")
+    expect(page).to_have_url(re.compile(r"/ui/login(\?.*)?$"))
     watch.check()
 
 
