@@ -61,8 +61,9 @@ def require_chromium() -> str:
 
 
 def launch_args() -> list[str]:
-    # Chromium refuses its sandbox to root (CI runs as root).
-    return ["--no-sandbox"] if os.geteuid() == 0 else []
+    # As root (CI) Chromium will not start with its sandbox; a container's small /dev/shm
+    # would crash its renderers.
+    return ["--disable-dev-shm-usage", *(["--no-sandbox"] if os.geteuid() == 0 else [])]
 
 
 def artifacts_dir() -> Path:
