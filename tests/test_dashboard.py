@@ -477,3 +477,51 @@ def test_building_the_gateway_with_its_pages_imports_nothing_heavy(niche_home) -
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+async def test_without_keys_a_remote_client_is_not_let_in(portfolio, niche_home) -> None:
+    import httpx2
+
+    from tests.gateway_support import BASE_URL
+
+    app = _gateway(portfolio, niche_home)
+    await app.startup()
+    try:
+        transport = httpx2.ASGITransport(app=app, client=("10.0.0.7", 40000))
+        async with httpx2.AsyncClient(transport=transport, base_url=BASE_URL) as http:
+            page = await http.get("/ui")
+            data = await http.get("/ui/data/overview.json")
+            form = await http.get("/ui/login")
+    finally:
+        await app.shutdown()
+    assert (page.status_code, page.headers["location"]) == (303, "/ui/login")
+    assert data.status_code == 401
+    assert "no API key exists yet" in form.text
+
+
+async def test_many_open_pages_compute_the_figures_once(portfolio, niche_home, monkeypatch) -> None:
+    import asyncio
+
+    from niche.reports import portfolio_view
+
+    calls: list[str] = []
+    real = portfolio_view.overview
+
+    def counted(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        calls.append("overview")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(portfolio_view, "overview", counted)
+    app = _gateway(portfolio, niche_home)  # NICHE_UI_REFRESH_S: 10 s
+    async with in_process(app) as http:
+        answers = await asyncio.gather(
+            *(http.get("/ui/data/overview.json") for _ in range(20)),
+            *(http.get("/ui") for _ in range(5)),
+        )
+    assert {answer.status_code for answer in answers} == {200}
+    assert calls == ["overview"]
+    again = _gateway(portfolio, niche_home, ui_refresh_s=0.0)  # no caching: each computes
+    async with in_process(again) as http:
+        for _ in range(3):
+            await http.get("/ui/data/overview.json")
+    assert len(calls) == 4

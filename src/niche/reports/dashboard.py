@@ -34,7 +34,7 @@ import logging
 import threading
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from importlib import resources
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,7 +46,7 @@ from niche.errors import (
     NicheError,
     PermissionDeniedError,
 )
-from niche.gateway.asgi import Params, Request, Send, respond
+from niche.gateway.asgi import Handler, Params, Request, Send, respond
 from niche.gateway.auth import is_loopback
 from niche.gateway.protocol import INTERNAL_ERROR, client_message, error_response
 from niche.gateway.routing import Route
@@ -81,8 +81,6 @@ _STATIC: Final = {
 }
 _MAX_CACHED = 1_000
 _PLOTS = threading.Lock()  # pyplot's state is global: one figure at a time
-
-Handler = Callable[[Request, Send, Params], Awaitable[None]]
 
 
 def pages(gateway: Gateway) -> list[Route]:
@@ -215,7 +213,13 @@ class Dashboard:
         if await self._local(request):
             await self._redirect(send, "/ui")
             return
-        await self._send(send, 200, dashboard_html.login_page().encode())
+        message = None
+        if not await self.guard.keys.any_keys():
+            message = (
+                "no API key exists yet, so only 127.0.0.1 may open the dashboard without one; "
+                "create an admin key with `niche keys create --scope admin`"
+            )
+        await self._send(send, 200, dashboard_html.login_page(message=message).encode())
 
     async def login(self, request: Request, send: Send, params: Params) -> None:
         form = urllib.parse.parse_qs((await request.body()).decode("utf-8", "replace"))

@@ -130,6 +130,8 @@ def _document(
             '<html lang="en"><head><meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
             f"<title>{_e(title)}</title>",
+            # No favicon request (a 404 a browser would report as a console error).
+            '<link rel="icon" href="data:,">',
             '<link rel="stylesheet" href="/ui/static/dashboard.css">',
             '<script src="/ui/static/dashboard.js" defer></script>',
             f"</head><body{attributes}>",
