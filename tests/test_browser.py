@@ -1,7 +1,7 @@
 """The dashboard in a real browser: Debian's Chromium, headless, driven by Playwright against
 a live ``niche serve`` (a subprocess) on a small real portfolio — two tasks in two domains,
 each trained, evaluated and gated by the library's own workflow, real traffic sent through
-the predict route, two monitoring checks stored by ``niche monitor``.
+the predict route, two monitoring checks stored by the workflow ``niche monitor`` runs.
 
 Every page must load with no console error, no failed request and nothing from another host;
 its numbers must equal those of ``niche leaderboard --json`` and ``niche alerts --json`` run
@@ -32,6 +32,7 @@ from tests.browser_support import (
     PageWatch,
     build_portfolio,
     card_rows,
+    launch_args,
     live_server,
     niche_environ,
     niche_json,
@@ -122,8 +123,6 @@ def live(
 @pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
-
-    from tests.browser_support import launch_args
 
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
