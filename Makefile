@@ -1,8 +1,10 @@
 # niche — the one task runner, used the same way locally and by .ci/run.
 #   make demo    create .venv if missing, then run the quickstart on banking77
 #   make demo-loop  the closed loop end to end: traffic, distillation, drift, retraining
-#   make test    create .venv if missing, install PostgreSQL if missing, run the test suite
+#   make test    create .venv if missing, install PostgreSQL and Chromium if missing, run the
+#                test suite
 #   make postgres install PostgreSQL server binaries from Debian's packages if missing
+#   make chromium install Debian's Chromium if missing (the browser tests drive it headless)
 #   make bench   run benchmarks/ (writes benchmarks/results/*.json)
 #   make lint    ruff + mypy
 
@@ -15,7 +17,7 @@ export NICHE_DATASETS
 export HF_HUB_OFFLINE = 1
 export TOKENIZERS_PARALLELISM = false
 
-.PHONY: demo demo-loop test bench lint venv postgres clean
+.PHONY: demo demo-loop test bench lint venv postgres chromium clean
 
 venv: $(VENV)/.installed
 
@@ -58,7 +60,22 @@ else
 	@true
 endif
 
-test: venv postgres
+# The browser tests (tests/test_browser.py) drive the system Chromium through Playwright: its
+# own browser download cannot work offline. A no-op when `chromium` is on PATH.
+CHROMIUM = $(shell command -v chromium 2>/dev/null)
+
+chromium:
+ifeq ($(strip $(CHROMIUM)),)
+	$(SUDO) apt-get update -qq
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+else
+	@true
+endif
+
+# NICHE_REQUIRE_BROWSER: a missing Chromium fails the browser tests instead of skipping them.
+# Their screenshots go to NICHE_TEST_ARTIFACTS (default test-artifacts/).
+test: export NICHE_REQUIRE_BROWSER = 1
+test: venv postgres chromium
 	$(BIN)/python -m pytest -v
 
 # drift.py installs Evidently into its own virtualenv (benchmarks/.venvs/evidently: it needs
@@ -74,4 +91,4 @@ lint: venv
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .niche .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .niche .pytest_cache .mypy_cache .ruff_cache test-artifacts
