@@ -456,6 +456,8 @@ def test_a_page_plugin_that_fails_to_load_is_logged_and_skipped(
     found = [
         metadata.EntryPoint(name="broken", value="niche_no_such_plugin:pages", group=group),
         metadata.EntryPoint(name="ui", value="niche.reports.dashboard:pages", group=group),
+        # The same plug-in found twice (a stale install): served once, not a route clash.
+        metadata.EntryPoint(name="ui", value="niche.reports.dashboard:pages", group=group),
     ]
     monkeypatch.setattr(gateway_app.metadata, "entry_points", lambda group: found)
     app = Gateway(_settings(registry, niche_home), registry=registry, loader=_refuse)

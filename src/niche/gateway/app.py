@@ -69,10 +69,16 @@ PageFactory = Callable[["Gateway"], Iterable[Route]]
 
 
 def installed_pages() -> list[PageFactory]:
-    """Every factory of the ``niche.gateway_pages`` entry points; one that fails to load is
-    logged with its name and left out (the API is served whatever a page plug-in does)."""
+    """Every factory of the ``niche.gateway_pages`` entry points, each target once; one that
+    fails to load is logged with its name and left out (the API is served whatever a page
+    plug-in does)."""
     factories: list[PageFactory] = []
+    seen: set[str] = set()
     for entry_point in metadata.entry_points(group=PAGES_ENTRY_POINT_GROUP):
+        # The same plug-in found twice (a stale install beside the live one) is served once.
+        if entry_point.value in seen:
+            continue
+        seen.add(entry_point.value)
         try:
             factories.append(entry_point.load())
         except Exception as exc:  # a broken plug-in must not stop the gateway
