@@ -48,8 +48,8 @@ pytestmark = pytest.mark.slow
 TASKS = (SPAM_TASK, CARDS_TASK)
 OVERVIEW_FIELDS = (
     "champion",
-    "accuracy",
-    "general_accuracy",
+    "quality",
+    "general_quality",
     "vs_general",
     "traffic_share",
     "cascade_rate",
@@ -167,8 +167,8 @@ def _expected(row: dict[str, Any], open_alerts: int) -> dict[str, float | None]:
     mine, theirs = row["specialist"] or {}, row["general"] or {}
     return {
         "champion": row["champion"],
-        "accuracy": mine.get("accuracy"),
-        "general_accuracy": theirs.get("accuracy"),
+        "quality": mine.get("quality"),
+        "general_quality": theirs.get("quality"),
         "vs_general": row["difference"],
         "traffic_share": row["traffic_share"],
         "cascade_rate": row["cascade_rate"],
@@ -273,8 +273,8 @@ def test_task_page_loads_clean_with_every_section_and_the_json_numbers(
         {
             task: {
                 "champion": row["champion"],
-                "accuracy": row["specialist"]["accuracy"],
-                "general_accuracy": row["general"]["accuracy"],
+                "quality": row["specialist"]["quality"],
+                "general_quality": row["general"]["quality"],
                 "requests": row["requests"],
             }
         },

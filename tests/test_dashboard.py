@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 HOSTILE = "<script>alert(1)</script>"
 FIELDS = (
     "champion",
-    "accuracy",
-    "general_accuracy",
+    "quality",
+    "general_quality",
     "vs_general",
     "traffic_share",
     "cascade_rate",
@@ -160,8 +160,8 @@ async def test_the_overview_shows_the_leaderboards_numbers(portfolio, niche_home
             mine, theirs = row["specialist"], row["general"]
             expected = {
                 "champion": row["champion"],
-                "accuracy": mine["accuracy"],
-                "general_accuracy": theirs["accuracy"],
+                "quality": mine["quality"],
+                "general_quality": theirs["quality"],
                 "vs_general": row["difference"],
                 "traffic_share": row["traffic_share"],
                 "cascade_rate": row["cascade_rate"],
@@ -169,7 +169,11 @@ async def test_the_overview_shows_the_leaderboards_numbers(portfolio, niche_home
                 "open_alerts": row["open_alerts"],
             }
             assert shown[row["task"]] == {name: _raw(expected[name]) for name in FIELDS}
-            assert data["tasks"][row["task"]] == {**expected, "requests": row["requests"]}
+            assert data["tasks"][row["task"]] == {
+                **expected,
+                "requests": row["requests"],
+                "metric": row["metric"],
+            }
     # Hand-checked: spam has 10 of 12 records, 2 of them answered by the general model.
     assert shown["spam"]["traffic_share"] == repr(10 / 12)
     assert shown["spam"]["cascade_rate"] == "0.2"
@@ -203,12 +207,12 @@ async def test_the_task_page_and_an_unknown_task(portfolio, niche_home) -> None:
         assert f'<section id="{section}">' in page
     assert data["fields"] == {
         "champion": 1,
-        "accuracy": 0.9,
-        "general_accuracy": 0.85,
+        "quality": 0.9,
+        "general_quality": 0.85,
         "requests": 10,
     }
     assert 'data-field="requests" data-value="10"' in page
-    assert 'data-field="accuracy" data-value="0.9"' in page
+    assert 'data-field="quality" data-value="0.9"' in page
     assert "<td>0.900 [0.850, 0.940]</td>" in page.replace('<td class="num">', "<td>")
     assert "min_quality: passed (0.9 / 0.8)" in page  # the gate's check
     assert len(data["traffic"]) == 10 and data["traffic"][0]["route"] in ("general", "specialist")

@@ -41,8 +41,8 @@ FORMATS: Final[dict[str, Callable[[Any], str]]] = {
 
 _OVERVIEW_COLUMNS: Final = (
     ("champion", "champion", "version"),
-    ("accuracy", "accuracy", "acc"),
-    ("general_accuracy", "general", "acc"),
+    ("quality", "quality", "acc"),
+    ("general_quality", "general", "acc"),
     ("vs_general", "vs general", "pts"),
     ("traffic_share", "traffic", "pct"),
     ("cascade_rate", "cascade", "pct"),
@@ -214,6 +214,8 @@ def overview_page(data: dict[str, Any], *, refresh_s: float, logout: bool = Fals
             figures = data["tasks"][task]
             note = data["notes"].get(task)
             remark = f' <span class="note">{_e(note)}</span>' if note else ""
+            if figures.get("metric") == "macro_f1":  # quality and its difference are macro-F1
+                remark = ' <span class="note">(macro-F1)</span>' + remark
             cells = [f'<td class="text"><a href="/ui/tasks/{_e(task)}">{_e(task)}</a>{remark}</td>']
             cells += [
                 _field(name, figures[name], kind, tag="td") for name, _, kind in _OVERVIEW_COLUMNS
@@ -247,12 +249,13 @@ def task_page(
     ``evaluations``, ``drift`` (``timeline_svg`` and a table), ``traffic`` and ``alerts``."""
     fields = data["fields"]
     name = data["task"]
+    metric = "macro-F1" if data.get("metric") == "macro_f1" else "accuracy"
     body = [
         f'<h1 id="task-name">{_e(name)}</h1>',
         f"<p>domain {_e(data['domain'] or '(none)')}; champion "
-        f"{_field('champion', fields['champion'], 'version')}, accuracy "
-        f"{_field('accuracy', fields['accuracy'], 'acc')} vs general "
-        f"{_field('general_accuracy', fields['general_accuracy'], 'acc')}; "
+        f"{_field('champion', fields['champion'], 'version')}, {_e(metric)} "
+        f"{_field('quality', fields['quality'], 'acc')} vs general "
+        f"{_field('general_quality', fields['general_quality'], 'acc')}; "
         f"{_field('requests', fields['requests'], 'int')} requests</p>",
         f'<p class="note">labels: {_e(", ".join(data["labels"]) or "—")}. The figures above '
         f"refresh in place every {_e(f'{refresh_s:g}')} s; plots and tables are drawn with "

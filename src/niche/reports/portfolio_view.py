@@ -3,7 +3,7 @@ overview (the leaderboard, open alerts) and one task's page (versions, alias his
 decisions, evaluations, drift timeline, recent traffic).
 
     >>> data = overview(settings, registry=registry)
-    >>> data["tasks"]["banking77"]["accuracy"]       # = the leaderboard row's champion accuracy
+    >>> data["tasks"]["banking77"]["quality"]  # the leaderboard row's champion quality (its metric)
     0.91
     >>> task_view(registry, "banking77", board=data["leaderboard"])["fields"]["requests"]
     120
@@ -30,8 +30,8 @@ __all__ = ["OVERVIEW_FIELDS", "TASK_FIELDS", "TRAFFIC_SHOWN", "overview", "row_f
 
 OVERVIEW_FIELDS: Final = (
     "champion",
-    "accuracy",
-    "general_accuracy",
+    "quality",
+    "general_quality",
     "vs_general",
     "traffic_share",
     "cascade_rate",
@@ -40,7 +40,7 @@ OVERVIEW_FIELDS: Final = (
 )
 """The figures of a task's row on the overview (``data-field`` names), from its leaderboard row."""
 
-TASK_FIELDS: Final = ("champion", "accuracy", "general_accuracy", "requests")
+TASK_FIELDS: Final = ("champion", "quality", "general_quality", "requests")
 """The key figures of a task's page."""
 
 TRAFFIC_SHOWN: Final = 50
@@ -51,18 +51,20 @@ def row_fields(row: dict[str, Any] | None) -> dict[str, Any]:
     """A leaderboard row (``LeaderboardRow.to_dict()``) as the dashboard's figures; all None
     for a task the leaderboard does not list (yet)."""
     if row is None:
-        return dict.fromkeys((*OVERVIEW_FIELDS, "requests"))
+        return {**dict.fromkeys((*OVERVIEW_FIELDS, "requests")), "metric": None}
     mine, theirs = row["specialist"] or {}, row["general"] or {}
     return {
         "champion": row["champion"],
-        "accuracy": mine.get("accuracy"),
-        "general_accuracy": theirs.get("accuracy"),
+        # On the task's metric (accuracy or macro-F1), as the difference and the scores are.
+        "quality": mine.get("quality", mine.get("accuracy")),
+        "general_quality": theirs.get("quality", theirs.get("accuracy")),
         "vs_general": row["difference"],
         "traffic_share": row["traffic_share"],
         "cascade_rate": row["cascade_rate"],
         "cost_per_1m_usd": mine.get("cost_per_1m_usd"),
         "open_alerts": row["open_alerts"],
         "requests": row["requests"],
+        "metric": row.get("metric", "accuracy"),
     }
 
 
@@ -147,6 +149,7 @@ def task_view(
     return {
         "task": record.name,
         "domain": record.spec.domain,
+        "metric": record.spec.metric,
         "labels": list(record.spec.labels or []),
         "refreshed_at": (now or datetime.now(UTC)).isoformat(),
         "fields": {name: row_fields(row)[name] for name in TASK_FIELDS},
