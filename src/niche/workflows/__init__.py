@@ -60,6 +60,7 @@ from niche.workflows.general import GeneralCheck, check_general
 from niche.workflows.loop import LoopDecision, LoopFacts, loop_once, run_loop
 from niche.workflows.models import lineage, load_specialist, register_trained, show_model
 from niche.workflows.monitor import MonitorReport, monitor, parse_window
+from niche.workflows.portfolio import PortfolioResult, PortfolioTask, build_portfolio
 from niche.workflows.promote import PromotionOutcome, held_out_overlap, promote
 from niche.workflows.quickstart import QuickstartResult, quickstart
 from niche.workflows.replay import ReplayResult, replay
@@ -94,6 +95,8 @@ __all__ = [
     "LoopDecision",
     "LoopFacts",
     "MonitorReport",
+    "PortfolioResult",
+    "PortfolioTask",
     "PromotionOutcome",
     "PrunedTraffic",
     "QuickstartResult",
@@ -103,6 +106,7 @@ __all__ = [
     "alert_webhooks",
     "answered",
     "audit_events",
+    "build_portfolio",
     "check_general",
     "collect_garbage",
     "count_traffic",
