@@ -29,6 +29,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -301,13 +302,12 @@ def _serve_traffic(
     environ = _gateway_environ(settings)
     home = settings.home.resolve()
     clock = time.perf_counter()
-    with (
-        progress.task("starting the gateway (niche serve)", total=None),
-        _gateway(environ, home) as url,
-    ):
-        for task, _ in built:
-            if task.champion is not None:
-                wait_until_served(url, task.task, task.champion, timeout_s=60.0)
+    with ExitStack() as stack:
+        with progress.task("starting the gateway (niche serve)", total=None):
+            url = stack.enter_context(_gateway(environ, home))
+            for task, _ in built:
+                if task.champion is not None:
+                    wait_until_served(url, task.task, task.champion, timeout_s=60.0)
         gateway_s = time.perf_counter() - clock
         step("gateway", f"gateway at {url} (log: {home / 'gateway.log'})", url=url)
         clock = time.perf_counter()
