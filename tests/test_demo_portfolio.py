@@ -110,7 +110,11 @@ def test_the_portfolio_has_champions_by_domain_traffic_checks_verdicts_and_a_rep
     verdicts = {row["task"]: row["verdict"] for row in costs["tasks"]}
     assert set(verdicts) == set(rows)
     assert set(verdicts.values()) <= {"specialise", "keep general", "need more data"}
-    assert all(row["reason"] for row in costs["tasks"] if row["verdict"] != "specialise")
+    assert all(row["reason"] for row in costs["tasks"])
+    # Priced as a hosted frontier model (the zero-shot stand-in costs nothing), said as a source.
+    price = "general.price_input/output_per_1m_tokens_usd=2.5/10 USD per 1M"
+    assert all(any(price in source for source in row["sources"]) for row in costs["tasks"])
+    assert "specialise" in verdicts.values(), costs["tasks"]
     # The report's embedded JSON is exactly the two views, and shows each check's timeline.
     data = _embedded(report.html)
     assert data["leaderboard"] == board
@@ -145,6 +149,8 @@ def test_bad_input_is_refused_before_any_work(
         build_portfolio(Settings(), portfolio=[slices[0], slices[0]])
     with pytest.raises(ValidationError, match=re.escape("feedback share must be in [0, 1]")):
         build_portfolio(Settings(), portfolio=slices, feedback_share=1.5)
+    with pytest.raises(ValidationError, match=re.escape("got (-1.0, 10.0)")):
+        build_portfolio(Settings(), portfolio=slices, general_prices=(-1.0, 10.0))
     assert not (niche_home / "niche.db").exists()
 
 

@@ -48,6 +48,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PORTFOLIO",
+    "DEMO_GENERAL_PRICES",
+    "FEEDBACK_SHARE",
     "BuiltTask",
     "PortfolioResult",
     "PortfolioTask",
@@ -83,6 +85,12 @@ DEFAULT_PORTFOLIO: tuple[PortfolioTask, ...] = (
 """What ``make demo`` builds: BANKING77's support intents and CLINC150's banking assistant
 queries (two tasks of one domain), SMS spam, and CLINC150's travel queries; each task gets a
 different share of the traffic (200, 120, 150 and 100 requests)."""
+
+DEMO_GENERAL_PRICES = (2.5, 10.0)
+"""USD per 1M input and output tokens the demo prices its tasks' general model at: the list
+price of a hosted frontier model (GPT-4o's in 2025). The built-in zero-shot model answers in
+its place and costs nothing, so unpriced the cost of ownership could only say "keep general".
+A task with a priced or an ``openai`` general model keeps its own."""
 
 FEEDBACK_SHARE = 0.2
 """The share of the replayed requests whose gold label is posted back as feedback."""
@@ -157,6 +165,7 @@ def build_portfolio(
     *,
     portfolio: Sequence[PortfolioTask] = DEFAULT_PORTFOLIO,
     retrain: bool = False,
+    general_prices: tuple[float, float] | None = DEMO_GENERAL_PRICES,
     feedback_share: float = FEEDBACK_SHARE,
     seed: int | None = None,
     on_step: Callable[[DemoStep], None] | None = None,
@@ -165,13 +174,17 @@ def build_portfolio(
     """Build ``portfolio`` in the settings' registry, replay its traffic through a gateway and
     check each task once (see the module); ``on_step`` is called with each step as it ends.
 
+    ``general_prices`` (USD per 1M input, output tokens; None: leave them) price the general
+    model of each task whose general model is the unpriced zero-shot one (see
+    :data:`DEMO_GENERAL_PRICES`).
+
     Bad input (no task, a task listed twice, a share or a request count out of range) is a
     :class:`~niche.errors.ValidationError` before any work.
 
     >>> build_portfolio(portfolio=DEFAULT_PORTFOLIO[:2], retrain=True).tasks[0].built
     'trained'
     """
-    _check(portfolio, feedback_share)
+    _check(portfolio, feedback_share, general_prices)
     settings, registry = resolve(settings, None)
     seed = settings.get("NICHE_SEED") if seed is None else seed
     started = time.monotonic()
@@ -187,7 +200,9 @@ def build_portfolio(
         for number, item in enumerate(portfolio, 1):
             where = f"[{number}/{len(portfolio)}] {item.name} ({item.source}, domain {item.domain})"
             with progress.task(where, total=None):
-                task, rows = _build(item, settings, registry, retrain, seed, progress)
+                task, rows = _build(
+                    item, settings, registry, retrain, general_prices, seed, progress
+                )
             built.append((task, rows))
             step("task", _task_line(task), **task.to_dict())
         timings["build"] = round(time.perf_counter() - clock, 3)
@@ -211,7 +226,11 @@ def build_portfolio(
 # -- the steps ------------------------------------------------------------------------------
 
 
-def _check(portfolio: Sequence[PortfolioTask], feedback_share: float) -> None:
+def _check(
+    portfolio: Sequence[PortfolioTask],
+    feedback_share: float,
+    general_prices: tuple[float, float] | None,
+) -> None:
     if not portfolio:
         raise ValidationError("the portfolio needs at least one task", param="portfolio")
     names = [item.name for item in portfolio]
@@ -230,6 +249,14 @@ def _check(portfolio: Sequence[PortfolioTask], feedback_share: float) -> None:
         raise ValidationError(
             f"feedback share must be in [0, 1], got {feedback_share}", param="feedback_share"
         )
+    if general_prices is not None and (
+        len(general_prices) != 2 or not all(price >= 0 for price in general_prices)
+    ):
+        raise ValidationError(
+            "general prices are two USD amounts per 1M tokens (input, output), not negative; "
+            f"got {general_prices!r}",
+            param="general_prices",
+        )
 
 
 def _build(
@@ -237,6 +264,7 @@ def _build(
     settings: Settings,
     registry: Registry,
     retrain: bool,
+    prices: tuple[float, float] | None,
     seed: int,
     progress: Progress,
 ) -> tuple[BuiltTask, Rows]:
@@ -246,7 +274,7 @@ def _build(
 
     champion = None if retrain else _champion(registry, item.name)
     if champion is not None:
-        _tag(registry, item)
+        _tag(registry, item, prices)
         accuracy, general = _stored_accuracy(registry, champion)
         task = BuiltTask(
             task=item.name,
@@ -268,7 +296,7 @@ def _build(
         registry=registry,
         progress=progress,
     )
-    _tag(registry, item)
+    _tag(registry, item, prices)
     evaluation = result.evaluation.to_dict()
     champion = _champion(registry, item.name)
     task = BuiltTask(
@@ -384,11 +412,23 @@ def _champion(registry: Registry, task: str) -> ModelVersionRecord | None:
         return None
 
 
-def _tag(registry: Registry, item: PortfolioTask) -> None:
+def _tag(registry: Registry, item: PortfolioTask, prices: tuple[float, float] | None) -> None:
     """Tag a task that has no domain yet (one made by an earlier quickstart) with the
-    portfolio's; a domain the user gave it stays."""
-    if registry.tasks.get(item.name).spec.domain is None:
-        registry.tasks.update(item.name, domain=item.domain)
+    portfolio's, and price its general model when it is the unpriced zero-shot one; a domain
+    or prices the user gave it stay."""
+    spec = registry.tasks.get(item.name).spec
+    changes: dict[str, Any] = {}
+    if spec.domain is None:
+        changes["domain"] = item.domain
+    general = spec.general
+    unpriced = not (general.price_input_per_1m_tokens_usd or general.price_output_per_1m_tokens_usd)
+    if prices is not None and general.kind == "zero-shot" and unpriced:
+        changes["general"] = {
+            "price_input_per_1m_tokens_usd": float(prices[0]),
+            "price_output_per_1m_tokens_usd": float(prices[1]),
+        }
+    if changes:
+        registry.tasks.update(item.name, **changes)
 
 
 def _domain(registry: Registry, item: PortfolioTask) -> str:
