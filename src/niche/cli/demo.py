@@ -132,7 +132,7 @@ def demo_portfolio_command(
     started = time.perf_counter()
     # One build: the page and what is printed here are the same figures.
     page = build_report(settings)
-    path = page.write(report if report is not None else settings.home / "report.html")
+    path = page.write(report if report is not None else settings.home.resolve() / "report.html")
     seconds = round(time.perf_counter() - started, 3)
     board, costs = page.data["leaderboard"], page.data["tco"]
     if json_out:
