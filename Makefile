@@ -1,5 +1,5 @@
 # niche — the one task runner, used the same way locally and by .ci/run.
-#   make demo    create .venv if missing, then run the quickstart on banking77
+#   make demo    create .venv if missing, then build the demo portfolio (niche demo portfolio)
 #   make demo-loop  the closed loop end to end: traffic, distillation, drift, retraining
 #   make test    create .venv if missing, install PostgreSQL and Chromium if missing, run the
 #                test suite
@@ -35,9 +35,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 
 # Outside make the CLI finds the same datasets and registry once the printed line is pasted.
 demo: venv
-	@echo "==> niche quickstart: datasets from $(NICHE_DATASETS), registry in $${NICHE_HOME:-$(CURDIR)/.niche}"
+	@echo "==> niche demo portfolio: datasets from $(NICHE_DATASETS), registry in $${NICHE_HOME:-$(CURDIR)/.niche}"
 	@echo "    (outside make: cd $(CURDIR) && export NICHE_DATASETS=$(NICHE_DATASETS) HF_HUB_OFFLINE=1)"
-	$(BIN)/niche quickstart
+	$(BIN)/niche demo portfolio
 
 # A gateway on a free port in a throw-away NICHE_HOME, the built-in zero-shot general model.
 demo-loop: venv

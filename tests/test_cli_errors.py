@@ -121,6 +121,13 @@ CASES: dict[tuple[str, ...], list[Case]] = {
             ("--shift",),
         ),
     ],
+    ("demo", "portfolio"): [
+        Case(
+            ["demo", "portfolio", "--report", "/nonexistent/dir/report.html"],
+            2,
+            ("--report '/nonexistent/dir/report.html'", "no directory '/nonexistent/dir'"),
+        )
+    ],
     ("demo", "loop"): [
         Case(["demo", "loop", "--domains", "banking"], 2, ("--domains takes two domains",))
     ],

@@ -49,6 +49,11 @@ def leaderboard_command(
     if json_out:
         print_json(payload)
         return
+    print_leaderboard(payload)
+
+
+def print_leaderboard(payload: dict[str, Any]) -> None:
+    """Print a ``Leaderboard.to_dict()``: one table per domain, then the portfolio's line."""
     console = make_console()
     if not payload["domains"]:
         console.print("no tasks yet (create one: niche tasks create NAME)", markup=False)

@@ -46,7 +46,7 @@ def tco_command(
     if json_out:
         print_json(payload)
         return
-    _print(payload)
+    print_tco(payload)
 
 
 def _usd(value: float | None) -> str:
@@ -66,7 +66,9 @@ def _pct(value: float | None) -> str:
     return "" if value is None else f"{value:.1f} %"
 
 
-def _print(payload: dict[str, Any]) -> None:
+def print_tco(payload: dict[str, Any], *, sources: bool = True) -> None:
+    """Print a ``TcoReport.to_dict()``: the table, the portfolio's line and (``sources``)
+    where every input came from."""
     rows = payload["tasks"]
     table(
         f"Total cost of ownership over {payload['months']} months",
@@ -99,6 +101,8 @@ def _print(payload: dict[str, Any]) -> None:
         f"gCO2e {_pair(total['emissions_gco2e'])}",
         markup=False,
     )
+    if not sources:
+        return
     console.print("inputs: " + "; ".join(payload["sources"]), markup=False)
     for row in rows:
         console.print(f"{row['task']}: " + "; ".join(row["sources"]), markup=False)

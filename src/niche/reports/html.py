@@ -76,14 +76,16 @@ class Report:
         return target
 
 
-def check_out_path(path: str | os.PathLike[str]) -> Path:
-    """``path`` as a Path when a file can be written there, else ValidationError naming it."""
+def check_out_path(path: str | os.PathLike[str], *, option: str = "--out") -> Path:
+    """``path`` as a Path when a file can be written there, else ValidationError naming it
+    (as the command's ``option``)."""
     target = Path(path)
+    param = option.lstrip("-")
     if target.is_dir():
-        raise ValidationError(f"--out {str(target)!r} is a directory", param="out")
+        raise ValidationError(f"{option} {str(target)!r} is a directory", param=param)
     if not target.parent.is_dir():
         raise ValidationError(
-            f"--out {str(target)!r}: no directory {str(target.parent)!r}", param="out"
+            f"{option} {str(target)!r}: no directory {str(target.parent)!r}", param=param
         )
     return target
 

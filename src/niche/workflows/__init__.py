@@ -61,6 +61,7 @@ from niche.workflows.loop import LoopDecision, loop_once, run_loop
 from niche.workflows.loop_policy import LoopFacts
 from niche.workflows.models import lineage, load_specialist, register_trained, show_model
 from niche.workflows.monitor import MonitorReport, monitor, parse_window
+from niche.workflows.portfolio import PortfolioResult, PortfolioTask, build_portfolio
 from niche.workflows.promote import PromotionOutcome, held_out_overlap, promote
 from niche.workflows.quickstart import QuickstartResult, quickstart
 from niche.workflows.replay import ReplayResult, replay
@@ -95,6 +96,8 @@ __all__ = [
     "LoopDecision",
     "LoopFacts",
     "MonitorReport",
+    "PortfolioResult",
+    "PortfolioTask",
     "PromotionOutcome",
     "PrunedTraffic",
     "QuickstartResult",
@@ -104,6 +107,7 @@ __all__ = [
     "alert_webhooks",
     "answered",
     "audit_events",
+    "build_portfolio",
     "check_general",
     "collect_garbage",
     "count_traffic",

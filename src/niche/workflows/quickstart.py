@@ -102,6 +102,7 @@ def quickstart(
     settings: Settings | None = None,
     *,
     task: str | None = None,
+    domain: str | None = None,
     seed: int | None = None,
     registry: Registry | None = None,
     progress: Progress = NO_PROGRESS,
@@ -109,6 +110,7 @@ def quickstart(
     """Curate, train, register, evaluate against the general model, and attempt promotion.
 
     A refused promotion is part of the result (``result.promotion.refused``), not an error.
+    ``domain`` is the domain tag of a task created here (an existing task keeps its own).
 
     >>> quickstart(DataSpec(data=Path("tickets.csv"), text_col="body", label_col="queue")).task
     'tickets'
@@ -131,6 +133,7 @@ def quickstart(
         seed=seed,
         registry=registry,
         label_descriptions=curated.loaded.label_descriptions,
+        domain=domain,
         progress=progress,
     )
     timings.update(retrained.timings_s)

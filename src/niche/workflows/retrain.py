@@ -57,6 +57,7 @@ def train_evaluate_promote(
     seed: int | None = None,
     registry: Registry | None = None,
     label_descriptions: dict[str, str] | None = None,
+    domain: str | None = None,
     actor: str | None = None,
     before_step: Callable[[str], None] | None = None,
     progress: Progress = NO_PROGRESS,
@@ -67,8 +68,9 @@ def train_evaluate_promote(
 
     A refused gate is part of the result (``retrained.promotion.refused``), not an error; a
     step that fails raises, and what the earlier steps registered stays (a model version
-    trained but never promoted leaves the champion serving). ``label_descriptions`` are for
-    a task created here (and the zero-shot general model); an existing task's own are used.
+    trained but never promoted leaves the champion serving). ``label_descriptions`` (for the
+    zero-shot general model) and ``domain`` (the domain tag) are for a task created here; an
+    existing task's own are used.
 
     >>> train_evaluate_promote(version, task="tickets", actor="loop:host:1").promotion.refused
     False
@@ -93,6 +95,7 @@ def train_evaluate_promote(
         seed=seed,
         registry=registry,
         label_descriptions=label_descriptions,
+        domain=domain,
         progress=progress,
     )
     timings["train"] = round(time.perf_counter() - started, 3)

@@ -42,10 +42,13 @@ def ensure_task_for(
     registry: Registry,
     *,
     label_descriptions: dict[str, str] | None = None,
+    domain: str | None = None,
 ) -> TaskRecord:
-    """The task ``name``, created from the dataset's label set when it does not exist yet.
+    """The task ``name``, created from the dataset's label set (and ``domain`` as its domain
+    tag) when it does not exist yet; an existing task is returned as it is.
 
-    >>> ensure_task_for(version, "tickets", registry).spec.labels
+    >>> ensure_task_for(version, "tickets", registry, domain="support").spec.domain
+    'support'
     """
     from niche.registry.tasks import TaskSpec
 
@@ -54,6 +57,7 @@ def ensure_task_for(
             name=name,
             labels=version.label_set,
             label_descriptions=dict(label_descriptions or {}),
+            domain=domain,
         )
     )
 
@@ -69,6 +73,7 @@ def train_and_register(
     fraction: float = 1.0,
     registry: Registry | None = None,
     label_descriptions: dict[str, str] | None = None,
+    domain: str | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> ModelVersionRecord:
     """Train a specialist of ``kind`` on ``dataset`` and register it as ``task``'s next version.
@@ -77,7 +82,7 @@ def train_and_register(
     one. ``kind`` names an installed specialist kind (``niche.specialists.available_kinds()``;
     an unknown one is refused listing them). ``task`` defaults to a name derived from the
     dataset's source, created when missing (with ``label_descriptions`` for its zero-shot
-    general model). ``fraction`` trains on that share of each label's rows (a deliberately
+    general model, and ``domain`` as its domain tag). ``fraction`` trains on that share of each label's rows (a deliberately
     weak baseline). The specialist is fitted before anything is written, so data it refuses
     leaves no dataset version or task behind. A model version of ``task`` already trained
     from the same dataset version is said on ``progress``, and so is training that gives an
@@ -108,7 +113,7 @@ def train_and_register(
     trained = train(version, kind, context, fraction=fraction)
     if not isinstance(dataset, str):
         save_dataset(version, settings, registry=registry)
-    ensure_task_for(version, task, registry, label_descriptions=label_descriptions)
+    ensure_task_for(version, task, registry, label_descriptions=label_descriptions, domain=domain)
     record = register_trained(trained, task, settings, registry=registry)
     if record.version in earlier:
         _say(
