@@ -325,7 +325,8 @@ def _serve_traffic(
     """Replay each task's share through one gateway; its URL, the seconds the replays took
     and the seconds the gateway took to start (and to serve every champion)."""
     from niche.workflows.demo import _gateway
-    from niche.workflows.replay import replay_rows, wait_until_served
+    from niche.workflows.gateway_client import wait_until_served
+    from niche.workflows.replay import replay_rows
 
     environ = _gateway_environ(settings)
     home = settings.home.resolve()
