@@ -177,7 +177,7 @@ def demo_loop(
             labels=len(labels),
             home=str(where),
         )
-        with _gateway(environ, where) as url:
+        with serve_subprocess(environ, where) as url:
             step("gateway", f"gateway at {url} (log: {where / 'gateway.log'})", url=url)
             shift = f"after={2 * requests},domain={second}"
 
@@ -319,7 +319,7 @@ def _free_port() -> int:
 
 
 @contextmanager
-def _gateway(environ: dict[str, str], home: Path) -> Iterator[str]:
+def serve_subprocess(environ: dict[str, str], home: Path) -> Iterator[str]:
     """``niche serve`` in a subprocess on a free port, until it answers /healthz; stopped
     (SIGTERM: it flushes its records) at the end."""
     port = _free_port()

@@ -324,7 +324,7 @@ def _serve_traffic(
 ) -> tuple[str, float, float]:
     """Replay each task's share through one gateway; its URL, the seconds the replays took
     and the seconds the gateway took to start (and to serve every champion)."""
-    from niche.workflows.demo import _gateway
+    from niche.workflows.demo import serve_subprocess
     from niche.workflows.gateway_client import wait_until_served
     from niche.workflows.replay import replay_rows
 
@@ -333,7 +333,7 @@ def _serve_traffic(
     clock = time.perf_counter()
     with ExitStack() as stack:
         with progress.task("starting the gateway (niche serve)", total=None):
-            url = stack.enter_context(_gateway(environ, home))
+            url = stack.enter_context(serve_subprocess(environ, home))
             for task, _ in built:
                 if task.champion is not None:
                     wait_until_served(url, task.task, task.champion, timeout_s=60.0)
