@@ -1,6 +1,6 @@
 """Training benchmark: niche's specialist kinds against SetFit 1.2.0, on the same rows, in one run.
 
-    .venv/bin/python benchmarks/training.py            # or: make bench  (~1 h on 2 cores)
+    .venv/bin/python benchmarks/training.py            # or: make bench  (~1 h on 2 quiet cores)
     .venv/bin/python benchmarks/training.py --quick    # a CLINC150 domain, 2 rows per label,
                                                        # SetFit with 1 iteration; writes nothing
     .venv/bin/python benchmarks/training.py --kinds text --kind-option text:c=1 --rounds 1
