@@ -79,11 +79,14 @@ test: venv postgres chromium
 	$(BIN)/python -m pytest -v
 
 # drift.py installs Evidently into its own virtualenv (benchmarks/.venvs/evidently: it needs
-# pandas < 3) the first time, and runs it in a subprocess on the same windows.
+# pandas < 3) the first time, and runs it in a subprocess on the same windows; training.py
+# does the same with SetFit 1.2.0 (benchmarks/.venvs/setfit, torch 2.13.0 pinned first) and
+# takes about an hour on 2 cores, most of it SetFit's.
 bench: venv
 	$(BIN)/python benchmarks/encoder.py
 	$(BIN)/python benchmarks/gateway.py
 	$(BIN)/python benchmarks/drift.py
+	$(BIN)/python benchmarks/training.py
 
 lint: venv
 	$(BIN)/ruff check src tests benchmarks
