@@ -35,7 +35,15 @@ from niche.specialists.base import (
     check_text_inputs,
 )
 from niche.specialists.context import Clock, FitContext, LoadContext
-from niche.specialists.head_selection import HeadChoice, choose_head, one_blas_thread
+from niche.specialists.head_selection import (
+    C_GRID,
+    CV_FOLDS,
+    CV_MAX_ROWS,
+    SKEW_RATIO,
+    HeadChoice,
+    choose_head,
+    one_blas_thread,
+)
 from niche.specialists.saving import CONFIG_FILE, read_config, staged_directory, write_config
 
 __all__ = ["TextKind", "TextSpecialist", "fit_temperature", "softmax"]
@@ -406,6 +414,13 @@ class TextKind(SpecialistKind):
             "metric": context.metric,
             "encoder_id": context.encoder.id,
             "format_version": FORMAT_VERSION,
+            # What the search tries: a change of the grid must not reuse an older choice.
+            "head_selection": {
+                "grid": list(C_GRID),
+                "folds": CV_FOLDS,
+                "max_rows": CV_MAX_ROWS,
+                "skew_ratio": SKEW_RATIO,
+            },
         }
 
     def load(self, directory: Path, context: LoadContext) -> TextSpecialist:
