@@ -316,7 +316,9 @@ def test_usage_adds_up():
 
 def test_the_text_kind_fits_what_text_specialist_fits(fitted, encoder, banking_slice):
     train_texts, train_labels, test_texts, _ = banking_slice
-    via_kind = get_kind("text").fit(train_texts, train_labels, FitContext(encoder=encoder, seed=0))
+    # TextSpecialist's default head is C=10; the kind's default chooses C by cross-validation.
+    pinned = FitContext(encoder=encoder, seed=0, options={"c": 10.0})
+    via_kind = get_kind("text").fit(train_texts, train_labels, pinned)
     assert isinstance(via_kind, TextSpecialist)
     assert via_kind.get_params() == fitted.get_params()
     assert np.array_equal(via_kind.coef_, fitted.coef_)
@@ -324,7 +326,14 @@ def test_the_text_kind_fits_what_text_specialist_fits(fitted, encoder, banking_s
     other = get_kind("text").fit(
         train_texts, train_labels, FitContext(encoder=encoder, seed=1, options={"c": 1.0})
     )
-    assert other.get_params() == {"c": 1.0, "max_iter": 2000, "calibration_size": 0.1, "seed": 1}
+    assert other.get_params() == {
+        "c": 1.0,
+        "class_weight": None,
+        "metric": "accuracy",
+        "max_iter": 2000,
+        "calibration_size": 0.1,
+        "seed": 1,
+    }
 
 
 def test_the_zero_shot_kind_fits_from_the_label_set(encoder, banking_slice, tmp_path):

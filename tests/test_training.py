@@ -76,7 +76,9 @@ def test_train_records_the_same_lineage_as_before(sms_version, encoder):
         "labels",
         "encoder_id",
         "params",
+        "head",
         "temperature",
+        "head_cache",
         "fit_seconds",
         "trained_at",
         "niche_version",
@@ -87,7 +89,24 @@ def test_train_records_the_same_lineage_as_before(sms_version, encoder):
     assert lineage["train_rows"] == len(sms_version.splits["train"])
     assert lineage["labels"] == 2
     assert lineage["encoder_id"] == encoder.id
-    assert lineage["params"] == {"c": 10.0, "max_iter": 2000, "calibration_size": 0.1, "seed": 0}
+    assert lineage["params"] == {
+        "c": 10.0,
+        "class_weight": None,
+        "metric": "accuracy",
+        "max_iter": 2000,
+        "calibration_size": 0.1,
+        "seed": 0,
+    }
+    assert lineage["head"] == {
+        "c": 10.0,
+        "class_weight": None,
+        "chosen_by": "given",
+        "cv_metric": None,
+        "cv_scores": {},
+        "cv_rows": 0,
+        "cv_folds": 0,
+    }
+    assert lineage["head_cache"] == "miss"
     assert lineage["temperature"] == specialist.temperature_
     assert lineage["fit_seconds"] == 1.5
     assert lineage["trained_at"] == "2026-03-01T12:00:00+00:00"

@@ -85,7 +85,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "NICHE_CACHE_DIR",
         lambda s: str(s.home / "cache"),
-        "Directory for the exported encoder and the embedding cache.",
+        "Directory for the exported encoder, the embedding cache and the head cache.",
     ),
     Setting(
         "NICHE_CPU_HOUR_USD",
@@ -113,6 +113,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("NICHE_ENCODER_BATCH_SIZE", 64, "Texts per encoder batch.", int),
     Setting("NICHE_ENCODER_MAX_TOKENS", 256, "Texts are truncated to this many tokens.", int),
+    Setting(
+        "NICHE_HEAD_CACHE",
+        True,
+        "Whether training reuses a head fitted before on the same data, kind, options, "
+        "encoder and metric (cached under NICHE_CACHE_DIR/heads) instead of refitting.",
+        bool,
+    ),
     Setting("NICHE_SEED", 0, "Seed for splits, bootstrap resampling and training.", int),
     Setting(
         "NICHE_BOOTSTRAP_RESAMPLES",

@@ -174,6 +174,16 @@ class SpecialistKind(ABC):
         """What to record about a fitted specialist beyond the dataset (encoder, parameters)."""
         return {}
 
+    def fit_identity(self, context: FitContext) -> dict[str, Any] | None:
+        """Everything besides the training rows that decides what :meth:`fit` returns (its
+        resolved options, the encoder's id, the metric…), as JSON-ready values; or None
+        (the default): this kind's fits are not cached.
+
+        Two fits on the same rows with equal identities must save the same bytes: then
+        :func:`niche.training.train` reuses a cached fit (``NICHE_HEAD_CACHE``) instead.
+        """
+        return None
+
     def check_inputs(self, inputs: object) -> TextInputs:
         """``inputs`` unchanged if this kind takes them; :class:`ValidationError` otherwise."""
         if self.input_kind == "text":

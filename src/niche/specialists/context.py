@@ -18,13 +18,17 @@ from types import MappingProxyType
 from typing import Any
 
 from niche.encoders.base import Encoder
+from niche.errors import ValidationError
 from niche.progress import NO_PROGRESS, Progress
 from niche.settings import Settings
 
-__all__ = ["Clock", "FitContext", "LoadContext"]
+__all__ = ["FIT_METRICS", "Clock", "FitContext", "LoadContext"]
 
 Clock = Callable[[], float]
 """A monotonic clock in seconds, e.g. :func:`time.perf_counter` (the default)."""
+
+FIT_METRICS = ("accuracy", "macro_f1")
+"""What a fit may tune for: a task's metric (:data:`niche.registry.tasks.METRICS`)."""
 
 
 class LoadContext:
@@ -74,12 +78,15 @@ class LoadContext:
 
 
 class FitContext(LoadContext):
-    """A :class:`LoadContext` plus what fitting needs: seed, progress and the kind's options.
+    """A :class:`LoadContext` plus what fitting needs: seed, progress, the kind's options and
+    the task's metric.
 
     ``seed`` defaults to ``NICHE_SEED``; ``options`` are checked against the kind's own
     (:meth:`~niche.specialists.SpecialistKind.resolve_options`): a misspelt one is refused.
+    ``metric`` (one of :data:`FIT_METRICS`) is what a kind that tunes itself tunes for, e.g.
+    the text kind's cross-validated head.
 
-        >>> FitContext(encoder=encoder, seed=0, options={"c": 1.0})
+        >>> FitContext(encoder=encoder, seed=0, options={"c": 1.0}, metric="macro_f1")
     """
 
     def __init__(
@@ -92,8 +99,14 @@ class FitContext(LoadContext):
         seed: int | None = None,
         progress: Progress = NO_PROGRESS,
         options: Mapping[str, Any] | None = None,
+        metric: str = "accuracy",
     ) -> None:
+        if metric not in FIT_METRICS:
+            raise ValidationError(
+                f"metric must be one of {', '.join(FIT_METRICS)}, got {metric!r}", param="metric"
+            )
         super().__init__(settings, encoder=encoder, embedding_cache=embedding_cache, clock=clock)
         self.seed: int = self.settings.get("NICHE_SEED") if seed is None else seed
         self.progress = progress
         self.options: Mapping[str, Any] = MappingProxyType(dict(options or {}))
+        self.metric = metric

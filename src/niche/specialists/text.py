@@ -6,13 +6,16 @@
     >>> spec.save("models/banking77")   # head.safetensors + config.json, never pickle
 
 Confidences are calibrated by temperature scaling on a held-out slice of the training rows.
+Without an explicit ``c``, the head's regularisation (and class weighting, for a skewed label
+set) is chosen by cross-validation on the training rows, scored on ``metric``
+(:mod:`niche.specialists.head_selection`); the choice is saved with the head.
 :class:`TextKind` is the ``text`` kind that fits and loads it (``get_kind("text")``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -20,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from niche.encoders import Encoder
-from niche.errors import ArtifactError, ConfigurationError, NotFittedError
+from niche.errors import ArtifactError, ConfigurationError, NotFittedError, ValidationError
 from niche.progress import NO_PROGRESS, Progress
 from niche.specialists.base import (
     Predictions,
@@ -32,6 +35,15 @@ from niche.specialists.base import (
     check_text_inputs,
 )
 from niche.specialists.context import Clock, FitContext, LoadContext
+from niche.specialists.head_selection import (
+    C_GRID,
+    CV_FOLDS,
+    CV_MAX_ROWS,
+    SKEW_RATIO,
+    HeadChoice,
+    choose_head,
+    one_blas_thread,
+)
 from niche.specialists.saving import CONFIG_FILE, read_config, staged_directory, write_config
 
 __all__ = ["TextKind", "TextSpecialist", "fit_temperature", "softmax"]
@@ -81,9 +93,12 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
 class TextSpecialist:
     """A text classifier: ``encoder`` embeddings → logistic regression → calibrated softmax.
 
-    Parameters are stored as given; :meth:`fit` or :meth:`load` does the work. Learned state
-    ends in ``_``: ``coef_`` (n_labels, dim), ``intercept_``, ``label_set_``, ``temperature_``.
-    ``clock`` times each :meth:`predict`, recorded as the predictions' usage.
+    Parameters are stored as given; :meth:`fit` or :meth:`load` does the work. ``c`` is the
+    inverse regularisation, ``None`` to choose it (and ``class_weight``) by cross-validation
+    on ``metric`` (``accuracy`` or ``macro_f1``). Learned state ends in ``_``: ``coef_``
+    (n_labels, dim), ``intercept_``, ``label_set_``, ``temperature_``, ``head_`` (the
+    :class:`~niche.specialists.head_selection.HeadChoice`). ``clock`` times each
+    :meth:`predict`, recorded as the predictions' usage.
     """
 
     kind = "text"
@@ -92,7 +107,9 @@ class TextSpecialist:
         self,
         encoder: Encoder,
         *,
-        c: float = 10.0,
+        c: float | None = 10.0,
+        class_weight: str | None = None,
+        metric: str = "accuracy",
         max_iter: int = 2000,
         calibration_size: float = 0.1,
         seed: int = 0,
@@ -100,6 +117,8 @@ class TextSpecialist:
     ) -> None:
         self.encoder = encoder
         self.c = c
+        self.class_weight = class_weight
+        self.metric = metric
         self.max_iter = max_iter
         self.calibration_size = calibration_size
         self.seed = seed
@@ -109,6 +128,8 @@ class TextSpecialist:
         """The constructor parameters (without the encoder), as recorded in lineage."""
         return {
             "c": self.c,
+            "class_weight": self.class_weight,
+            "metric": self.metric,
             "max_iter": self.max_iter,
             "calibration_size": self.calibration_size,
             "seed": self.seed,
@@ -126,8 +147,9 @@ class TextSpecialist:
     ) -> TextSpecialist:
         """Embed ``texts`` and fit the head; calibrate the temperature on a held-out slice.
 
-        The head is fitted on the rows outside the calibration slice, the temperature on the
-        slice, then the head is refitted on every row (the temperature carries over).
+        Without ``c``, C and class weighting are first chosen by cross-validation on every
+        row. The head is fitted on the rows outside the calibration slice, the temperature on
+        the slice, then the head is refitted on every row (the temperature carries over).
         """
         if len(texts) != len(labels):
             raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
@@ -142,8 +164,26 @@ class TextSpecialist:
         index = {label: i for i, label in enumerate(label_set)}
         targets = np.fromiter((index[label] for label in labels), dtype=np.int64, count=len(labels))
 
+        with one_blas_thread():
+            return self._fit_head(embeddings, targets, label_set, progress)
+
+    def _fit_head(
+        self,
+        embeddings: np.ndarray,
+        targets: np.ndarray,
+        label_set: list[str],
+        progress: Progress,
+    ) -> TextSpecialist:
+        if self.c is None:
+            with progress.task("choosing the head by cross-validation", total=None):
+                choice = choose_head(
+                    embeddings, targets, metric=self.metric, seed=self.seed, max_iter=self.max_iter
+                )
+        else:
+            choice = HeadChoice(c=float(self.c), class_weight=self.class_weight)
+
         with progress.task("fitting the head", total=2) as advance:
-            head = self._new_head()
+            head = self._new_head(choice)
             fit_rows, calib_rows = self._calibration_split(targets)
             temperature = 1.0
             if len(calib_rows) and len(set(targets[fit_rows].tolist())) == len(label_set):
@@ -162,6 +202,7 @@ class TextSpecialist:
         self.intercept_ = np.ascontiguousarray(intercept, dtype=np.float32)
         self.label_set_ = label_set
         self.temperature_ = temperature
+        self.head_ = choice
         self.encoder_id_ = self.encoder.id
         return self
 
@@ -178,11 +219,15 @@ class TextSpecialist:
             fit_rows.append(rows[n_calib:])
         return np.sort(np.concatenate(fit_rows)), np.sort(np.concatenate(calib_rows))
 
-    def _new_head(self) -> Any:
+    def _new_head(self, choice: HeadChoice) -> Any:
         from sklearn.linear_model import LogisticRegression
 
         return LogisticRegression(
-            C=self.c, max_iter=self.max_iter, random_state=self.seed, warm_start=True
+            C=choice.c,
+            class_weight=choice.class_weight,
+            max_iter=self.max_iter,
+            random_state=self.seed,
+            warm_start=True,
         )
 
     @staticmethod
@@ -240,6 +285,7 @@ class TextSpecialist:
             "labels": list(self.label_set_),
             "temperature": self.temperature_,
             "params": self.get_params(),
+            "head": self.head_.to_dict(),
         }
 
     def save(self, directory: str | Path) -> Path:
@@ -285,6 +331,13 @@ class TextSpecialist:
         spec.label_set_ = list(config["labels"])
         spec.temperature_ = float(config["temperature"])
         spec.encoder_id_ = config["encoder_id"]
+        head = config.get("head")
+        # An artifact saved before heads were chosen by CV: its head had the params' C.
+        spec.head_ = (
+            HeadChoice.from_dict(head)
+            if isinstance(head, dict)
+            else HeadChoice(c=float(spec.c if spec.c is not None else 10.0))
+        )
         if spec.coef_.shape != (len(spec.label_set_), encoder.dim):
             raise ArtifactError(
                 f"{head_path}: weights of shape {spec.coef_.shape} do not match "
@@ -297,22 +350,56 @@ class TextSpecialist:
 class TextKind(SpecialistKind):
     """The ``text`` kind: a frozen encoder + a calibrated logistic-regression head.
 
-    Options: ``c`` (inverse regularisation), ``max_iter``, ``calibration_size``.
+    Options: ``c`` (inverse regularisation; ``None``, the default, chooses it and the class
+    weighting by cross-validation on the context's metric), ``class_weight`` (``None`` or
+    ``"balanced"``, with an explicit ``c``), ``max_iter``, ``calibration_size``.
 
         >>> spec = get_kind("text").fit(texts, labels, FitContext(encoder=encoder))
+        >>> spec.head_.chosen_by
+        'cross-validation'
     """
 
     name = "text"
     input_kind = "text"
-    options = MappingProxyType({"c": 10.0, "max_iter": 2000, "calibration_size": 0.1})
+    options = MappingProxyType(
+        {"c": None, "class_weight": None, "max_iter": 2000, "calibration_size": 0.1}
+    )
+
+    def resolve_options(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The options with ``given`` applied, each checked (``c`` > 0 or None, …)."""
+        options = super().resolve_options(given)
+        c = options["c"]
+        if c is not None:
+            if isinstance(c, bool) or not isinstance(c, int | float) or not c > 0:
+                raise ValidationError(
+                    f"text kind option c must be a positive number or None, got {c!r}",
+                    param="c",
+                )
+            options["c"] = float(c)
+        if options["class_weight"] not in (None, "balanced"):
+            raise ValidationError(
+                "text kind option class_weight must be None or 'balanced', got "
+                f"{options['class_weight']!r}",
+                param="class_weight",
+            )
+        if options["class_weight"] is not None and c is None:
+            raise ValidationError(
+                "text kind option class_weight needs an explicit c (without one, both are "
+                "chosen by cross-validation)",
+                param="class_weight",
+            )
+        return options
 
     def fit(self, inputs: TextInputs, labels: Sequence[str], context: FitContext) -> TextSpecialist:
-        """Fit a :class:`TextSpecialist` on the context's encoder with ``context.seed``."""
+        """Fit a :class:`TextSpecialist` on the context's encoder with ``context.seed``,
+        tuned for ``context.metric``."""
         checked = check_fit_arguments(self, inputs, labels)
         options = self.resolve_options(context.options)
         specialist = TextSpecialist(
             context.encoder,
-            c=float(options["c"]),
+            c=options["c"],
+            class_weight=options["class_weight"],
+            metric=context.metric,
             max_iter=int(options["max_iter"]),
             calibration_size=float(options["calibration_size"]),
             seed=context.seed,
@@ -320,16 +407,34 @@ class TextKind(SpecialistKind):
         )
         return specialist.fit(inputs, checked, progress=context.progress)
 
+    def fit_identity(self, context: FitContext) -> dict[str, Any]:
+        """Everything but the rows that decides the head: options, metric, encoder, format."""
+        return {
+            "options": self.resolve_options(context.options),
+            "metric": context.metric,
+            "encoder_id": context.encoder.id,
+            "format_version": FORMAT_VERSION,
+            # What the search tries: a change of the grid must not reuse an older choice.
+            "head_selection": {
+                "grid": list(C_GRID),
+                "folds": CV_FOLDS,
+                "max_rows": CV_MAX_ROWS,
+                "skew_ratio": SKEW_RATIO,
+            },
+        }
+
     def load(self, directory: Path, context: LoadContext) -> TextSpecialist:
         """The :class:`TextSpecialist` in ``directory``, on the context's encoder."""
         return TextSpecialist.load(directory, context.encoder, clock=context.clock)
 
     def lineage(self, specialist: Predictor) -> dict[str, Any]:
-        """The encoder, the parameters and the fitted temperature."""
+        """The encoder, the parameters, the head's chosen C and class weighting (with their
+        cross-validation scores) and the fitted temperature."""
         if not isinstance(specialist, TextSpecialist):
             raise TypeError(f"the text kind describes a TextSpecialist, not {specialist!r}")
         return {
             "encoder_id": specialist.encoder_id_,
             "params": specialist.get_params(),
+            "head": specialist.head_.to_dict(),
             "temperature": specialist.temperature_,
         }

@@ -20,7 +20,7 @@ import numpy as np
 
 from niche.data import DatasetVersion
 from niche.errors import ConfigurationError, ValidationError
-from niche.specialists import FitContext, Specialist, get_kind
+from niche.specialists import FitContext, Specialist, SpecialistKind, get_kind
 
 __all__ = ["TrainedModel", "code_version", "stratified_sample", "train"]
 
@@ -77,6 +77,38 @@ def code_version() -> dict[str, str | None]:
     return {"niche_version": __version__, "git_revision": revision}
 
 
+def _fit_or_reuse(
+    kind: SpecialistKind,
+    version: DatasetVersion,
+    split: str,
+    fraction: float,
+    texts: list[str],
+    labels: list[str],
+    context: FitContext,
+) -> tuple[Specialist, str | None]:
+    """The fitted specialist and whether it came from the head cache (None: not cacheable)."""
+    from niche.training.head_cache import HeadCache, cache_key, fit_key_parts
+
+    identity = kind.fit_identity(context)
+    if identity is None:
+        return kind.fit(texts, labels, context), None
+    if not context.settings.get("NICHE_HEAD_CACHE"):
+        return kind.fit(texts, labels, context), "off"
+    parts = fit_key_parts(version, split, fraction, context.seed, kind.name, identity)
+    key = cache_key(parts)
+    cache = HeadCache(context.settings.cache_dir / "heads")
+    cached = cache.get(key, kind, context)
+    if cached is not None:
+        with context.progress.task(
+            f"reusing the head fitted before (cache {key[:12]})", total=None
+        ):
+            pass
+        return cached, "hit"
+    specialist = kind.fit(texts, labels, context)
+    cache.put(key, parts, specialist)
+    return specialist, "miss"
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -93,9 +125,15 @@ def train(
 ) -> TrainedModel:
     """Fit a specialist of ``kind`` on ``version``'s ``split``, with its lineage.
 
-    ``context`` carries the settings, the encoder, the seed, progress and the kind's options
-    (default: ``FitContext()``). ``fraction`` < 1 trains on a stratified sample (seeded by
-    ``context.seed``); ``clock`` times the fit and ``now`` stamps it.
+    ``context`` carries the settings, the encoder, the seed, progress, the kind's options and
+    the task's metric (default: ``FitContext()``). ``fraction`` < 1 trains on a stratified
+    sample (seeded by ``context.seed``); ``clock`` times the fit and ``now`` stamps it.
+
+    A kind with a :meth:`~niche.specialists.SpecialistKind.fit_identity` (the text kind) is
+    fitted once per dataset version, split, fraction, seed and identity: a second call loads
+    the head cached under ``NICHE_CACHE_DIR/heads`` (:mod:`niche.training.head_cache`) and
+    lineage says ``head_cache: hit`` (``miss`` when fitted, ``off`` when ``NICHE_HEAD_CACHE``
+    is false).
 
     >>> trained = train(version, "text", FitContext(encoder=encoder, options={"c": 1.0}))
     >>> trained.lineage["params"]["c"]
@@ -114,7 +152,9 @@ def train(
     if fraction != 1.0:
         texts, labels = stratified_sample(texts, labels, fraction, seed=context.seed)
     started = clock()
-    specialist = specialist_kind.fit(texts, labels, context)
+    specialist, cached = _fit_or_reuse(
+        specialist_kind, version, split, fraction, texts, labels, context
+    )
     fit_seconds = clock() - started
     lineage = {
         "kind": specialist.kind,
@@ -124,6 +164,7 @@ def train(
         "train_fraction": fraction,
         "labels": len(specialist.label_set),
         **specialist_kind.lineage(specialist),
+        **({"head_cache": cached} if cached is not None else {}),
         "fit_seconds": round(fit_seconds, 3),
         "trained_at": now().isoformat(timespec="seconds"),
         **code_version(),

@@ -19,16 +19,20 @@ def train_text_specialist(
     version: DatasetVersion,
     encoder: Encoder,
     *,
-    c: float = 10.0,
+    c: float | None = None,
+    metric: str = "accuracy",
     seed: int = 0,
     fraction: float = 1.0,
     progress: Progress = NO_PROGRESS,
 ) -> TrainedModel:
-    """Fit a text specialist on ``version``'s train split.
+    """Fit a text specialist on ``version``'s train split (``c=None``: the head's C and class
+    weighting chosen by cross-validation on ``metric``).
 
     >>> trained = train_text_specialist(version, default_encoder())
     >>> trained.lineage["dataset_fingerprint"] == version.fingerprint
     True
     """
-    context = FitContext(encoder=encoder, seed=seed, progress=progress, options={"c": c})
+    context = FitContext(
+        encoder=encoder, seed=seed, progress=progress, options={"c": c}, metric=metric
+    )
     return train(version, "text", context, fraction=fraction)

@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from niche.data import DatasetVersion
 from niche.encoders import Encoder, default_encoder
@@ -74,6 +75,7 @@ def train_and_register(
     registry: Registry | None = None,
     label_descriptions: dict[str, str] | None = None,
     domain: str | None = None,
+    options: Mapping[str, Any] | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> ModelVersionRecord:
     """Train a specialist of ``kind`` on ``dataset`` and register it as ``task``'s next version.
@@ -87,6 +89,9 @@ def train_and_register(
     leaves no dataset version or task behind. A model version of ``task`` already trained
     from the same dataset version is said on ``progress``, and so is training that gives an
     existing version's very bytes (that version is returned; nothing new is registered).
+    ``options`` are the kind's fit options (e.g. ``{"c": 10.0}`` for a fixed text head); a
+    kind that tunes itself tunes for the task's metric (an existing task's; accuracy for one
+    created here). A head fitted before on the same data is reused (``NICHE_HEAD_CACHE``).
 
     >>> train_and_register(version, task="tickets", fraction=0.05).version
     2
@@ -109,7 +114,14 @@ def train_and_register(
     if callable(load):
         with progress.task("loading the encoder (exported to ONNX on first use)", total=None):
             load()
-    context = FitContext(settings, encoder=encoder, seed=seed, progress=progress)
+    context = FitContext(
+        settings,
+        encoder=encoder,
+        seed=seed,
+        progress=progress,
+        options=options,
+        metric=_task_metric(task, registry),
+    )
     trained = train(version, kind, context, fraction=fraction)
     if not isinstance(dataset, str):
         save_dataset(version, settings, registry=registry)
@@ -122,6 +134,16 @@ def train_and_register(
             "byte for byte; nothing new registered",
         )
     return record
+
+
+def _task_metric(task: str, registry: Registry) -> str:
+    """The metric of ``task`` when it exists; the default (accuracy) for one created here."""
+    from niche.errors import TaskNotFoundError
+
+    try:
+        return registry.tasks.get(task).spec.metric
+    except TaskNotFoundError:
+        return "accuracy"
 
 
 def _trained_from(
