@@ -85,15 +85,16 @@ def _fit_or_reuse(
     texts: list[str],
     labels: list[str],
     context: FitContext,
-) -> tuple[Specialist, str | None]:
-    """The fitted specialist and whether it came from the head cache (None: not cacheable)."""
+) -> tuple[Specialist, str | None, float | None]:
+    """The fitted specialist, whether it came from the head cache (None: not cacheable) and,
+    for a cached one, the seconds its original fit took (what training it cost)."""
     from niche.training.head_cache import HeadCache, cache_key, fit_key_parts
 
     identity = kind.fit_identity(context)
     if identity is None:
-        return kind.fit(texts, labels, context), None
+        return kind.fit(texts, labels, context), None, None
     if not context.settings.get("NICHE_HEAD_CACHE"):
-        return kind.fit(texts, labels, context), "off"
+        return kind.fit(texts, labels, context), "off", None
     parts = fit_key_parts(version, split, fraction, context.seed, kind.name, identity)
     key = cache_key(parts)
     cache = HeadCache(context.settings.cache_dir / "heads")
@@ -103,10 +104,12 @@ def _fit_or_reuse(
             f"reusing the head fitted before (cache {key[:12]})", total=None
         ):
             pass
-        return cached, "hit"
+        specialist, original_seconds = cached
+        return specialist, "hit", original_seconds
+    started = time.perf_counter()
     specialist = kind.fit(texts, labels, context)
-    cache.put(key, parts, specialist)
-    return specialist, "miss"
+    cache.put(key, parts, specialist, fit_seconds=time.perf_counter() - started)
+    return specialist, "miss", None
 
 
 def _utc_now() -> datetime:
@@ -152,10 +155,14 @@ def train(
     if fraction != 1.0:
         texts, labels = stratified_sample(texts, labels, fraction, seed=context.seed)
     started = clock()
-    specialist, cached = _fit_or_reuse(
+    specialist, cached, original_seconds = _fit_or_reuse(
         specialist_kind, version, split, fraction, texts, labels, context
     )
     fit_seconds = clock() - started
+    # A reused head cost its original fit: TCO reads fit_seconds as the training cost.
+    reuse = {} if original_seconds is None else {"reuse_seconds": round(fit_seconds, 3)}
+    if original_seconds is not None:
+        fit_seconds = original_seconds
     lineage = {
         "kind": specialist.kind,
         "dataset_fingerprint": version.fingerprint,
@@ -166,6 +173,7 @@ def train(
         **specialist_kind.lineage(specialist),
         **({"head_cache": cached} if cached is not None else {}),
         "fit_seconds": round(fit_seconds, 3),
+        **reuse,
         "trained_at": now().isoformat(timespec="seconds"),
         **code_version(),
     }

@@ -99,9 +99,12 @@ class HeadCache:
         """The directory of ``key``'s entry (it may not exist)."""
         return self.root / key
 
-    def get(self, key: str, kind: SpecialistKind, context: FitContext) -> Specialist | None:
-        """The specialist cached under ``key``, loaded by ``kind``; None when there is none
-        or the entry is corrupt (logged as a warning: the caller refits and overwrites it)."""
+    def get(
+        self, key: str, kind: SpecialistKind, context: FitContext
+    ) -> tuple[Specialist, float | None] | None:
+        """The specialist cached under ``key``, loaded by ``kind``, and the seconds its fit
+        took when it was cached (None: not recorded); None when there is no entry or it is
+        corrupt (logged as a warning: the caller refits and overwrites it)."""
         entry = self.path(key)
         manifest_path = entry / ENTRY_FILE
         if not manifest_path.is_file():
@@ -119,14 +122,23 @@ class HeadCache:
             for name, digest in files.items():
                 if _file_digest(entry / name) != digest:
                     raise _CorruptEntry(f"{name} fails its SHA-256")
-            return kind.load(entry / _MODEL_DIR, context)
+            fit_seconds = manifest.get("fit_seconds")
+            recorded = float(fit_seconds) if isinstance(fit_seconds, int | float) else None
+            return kind.load(entry / _MODEL_DIR, context), recorded
         except (OSError, ValueError, KeyError, TypeError, AttributeError, NicheError) as exc:
             logger.warning("%s: ignoring a corrupt head cache entry (%s); refitting", entry, exc)
             return None
 
-    def put(self, key: str, parts: dict[str, Any], specialist: Specialist) -> Path | None:
-        """Save ``specialist`` as ``key``'s entry, atomically; None (and a warning logged)
-        when it cannot be written."""
+    def put(
+        self,
+        key: str,
+        parts: dict[str, Any],
+        specialist: Specialist,
+        *,
+        fit_seconds: float | None = None,
+    ) -> Path | None:
+        """Save ``specialist`` as ``key``'s entry with the seconds its fit took, atomically;
+        None (and a warning logged) when it cannot be written."""
         entry = self.path(key)
         try:
             with staged_directory(entry) as staging:
@@ -141,6 +153,7 @@ class HeadCache:
                     "key": key,
                     "parts": parts,
                     "files": files,
+                    "fit_seconds": fit_seconds,
                 }
                 manifest["checksum"] = _manifest_checksum(manifest)
                 (staging / ENTRY_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
