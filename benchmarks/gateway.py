@@ -20,7 +20,13 @@ limits it. Measured, one after another (each server alone on core 0):
 - niche-task: the same gateway, `model: sms_spam`, a short SMS as the message: answered by the
   task's champion specialist (micro-batched encoder + classifier), no upstream call. The task is
   created first in a throwaway NICHE_HOME by niche's quickstart on the sms_spam catalog dataset
-  (curate, train, evaluate, gate; ~1.5 min), unless --niche-home names a prepared one.
+  (curate, train, evaluate, gate; ~1.5 min), unless --niche-home names a prepared one. Its
+  champion is the `text` kind (MiniLM encoder + head);
+- niche-task-two-stage: the same task path after a `text-two-stage` version (a static-embedding
+  first tier before the same MiniLM specialist; trained on the same dataset version when the
+  home has none) is made champion, in a fresh `niche serve`: its gate is run, and the move is
+  forced when the gate refuses (the result records the gate's checks and `forced`). Each of the
+  two kinds is made champion again before its own server starts, so a reused home works too.
 
 Each measurement follows an unrecorded 1 s warm-up at the same concurrency, and records how busy
 the CPUs were for 1 s before it, servers idle (`background_cpu_busy_pct`, a warning above 10 %):
@@ -77,6 +83,8 @@ PASS_THROUGH_BODY = {
 }
 SMS = "Running late, be there in 10. Can you order me a flat white?"
 TASK_BODY = {"model": TASK, "messages": [{"role": "user", "content": SMS}]}
+# The task path is measured once per kind, each as the task's champion in its own server.
+TASK_KINDS = {"niche-task": "text", "niche-task-two-stage": "text-two-stage"}
 CHAT_PATH = "/v1/chat/completions"
 STUB_ANSWER = "ok"  # what benchmarks/stub_upstream.py always answers
 
@@ -431,6 +439,78 @@ def prepare_task(niche_bin: Path, env: Mapping[str, str], home: Path) -> dict[st
     }
 
 
+def niche_json(niche_bin: Path, env: Mapping[str, str], *argv: str) -> tuple[int, Any]:
+    """Run `niche ARGV --json`; its exit status and parsed output (None when not JSON)."""
+    done = subprocess.run(
+        [str(niche_bin), *argv, "--json"],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        return done.returncode, json.loads(done.stdout)
+    except ValueError:
+        return done.returncode, {"stderr": done.stderr.strip()[-1000:]}
+
+
+def prepare_kinds(niche_bin: Path, env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """The newest version of each of :data:`TASK_KINDS`' kinds for the task, training the
+    two-stage one on the text one's dataset version when the home has none."""
+    status, models = niche_json(niche_bin, env, "models", "list", TASK)
+    if status != 0 or not isinstance(models, list):
+        raise BenchmarkError(f"`niche models list {TASK}` failed ({status}): {models}")
+    newest = {model["kind"]: model for model in models}  # newest last
+    if "text" not in newest:
+        raise BenchmarkError(f"task {TASK} has no `text` model version to measure")
+    if "text-two-stage" not in newest:
+        fingerprint = newest["text"]["dataset_fingerprint"]
+        print(f"training a text-two-stage version of {TASK} …", flush=True)
+        started = time.perf_counter()
+        status, model = niche_json(
+            niche_bin, env, "train", fingerprint, "--task", TASK, "--kind", "text-two-stage"
+        )
+        if status != 0:
+            raise BenchmarkError(f"`niche train --kind text-two-stage` failed ({status}): {model}")
+        model["train_s"] = round(time.perf_counter() - started, 1)
+        newest["text-two-stage"] = model
+    kinds = {}
+    for kind in TASK_KINDS.values():
+        model = newest[kind]
+        lineage = model.get("lineage", {})
+        kinds[kind] = {
+            "model_version": model["version"],
+            "fit_seconds": lineage.get("fit_seconds"),
+            **({"train_s": model["train_s"]} if "train_s" in model else {}),
+            **({"threshold": lineage["threshold"]} if "threshold" in lineage else {}),
+            **({"validation": lineage["validation"]} if "validation" in lineage else {}),
+        }
+    return kinds
+
+
+def make_champion(niche_bin: Path, env: Mapping[str, str], kind: str, version: int) -> dict:
+    """Promote ``version`` to the task's champion through its gate; forced when refused."""
+    status, decision = niche_json(niche_bin, env, "promote", TASK, str(version))
+    forced = False
+    if status == 4:  # the gate refused: record why, then move the alias anyway to measure it
+        why = f"benchmarks/gateway.py: measure the task path of the {kind} kind"
+        forced_status, forced_decision = niche_json(
+            niche_bin, env, "promote", TASK, str(version), "--force", "--why", why
+        )
+        if forced_status != 0:
+            raise BenchmarkError(f"forcing {TASK} v{version} failed: {forced_decision}")
+        forced = True
+    elif status != 0:
+        raise BenchmarkError(f"`niche promote {TASK} {version}` failed ({status}): {decision}")
+    checks = decision.get("checks", []) if isinstance(decision, dict) else []
+    return {
+        "passed": decision.get("passed") if isinstance(decision, dict) else None,
+        "already": decision.get("already") if isinstance(decision, dict) else None,
+        "forced": forced,
+        "checks": {check["name"]: check.get("detail") for check in checks},
+    }
+
+
 # -- run -------------------------------------------------------------------------------------
 
 
@@ -474,8 +554,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         workdir = Path(tmp)
         home = Path(args.niche_home).resolve() if args.niche_home else workdir / "niche-home"
         niche_env = {**base_env, "NICHE_HOME": str(home), "NICHE_DATASETS": datasets_dir()}
+        kinds_info: dict[str, dict[str, Any]] = {}
         if niche_missing is None:
             task_info = prepare_task(niche_bin, niche_env, home)  # before any server: 2 cores
+            kinds_info = prepare_kinds(niche_bin, niche_env)
+            task_info["kinds"] = kinds_info
 
         stub_port = free_port()
         stub_argv = ["taskset", "-c", CLIENT_CORE, python, str(STUB), "--port", str(stub_port)]
@@ -505,40 +588,45 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 logs["litellm"] = server.problems()
 
             if niche_missing is not None:
-                for name in ("niche-pass-through", "niche-task"):
+                for name in ("niche-pass-through", *TASK_KINDS):
                     skipped[name] = niche_missing
                 print(f"  niche skipped: {niche_missing}", flush=True)
             else:
-                port = free_port()
                 env = {
                     **niche_env,
                     "NICHE_GENERAL_BASE_URL": f"{stub_url}/v1",
                     "NICHE_GENERAL_MODEL": MODEL,
                 }
-                argv = ["taskset", "-c", SUT_CORE, str(niche_bin), "serve", "--host", "127.0.0.1"]
-                argv += ["--port", str(port), "--workers", "1"]
-                with running("niche", argv, env, workdir) as server:
-                    url = f"http://127.0.0.1:{port}"
-                    ready_s = wait_ready(server, f"{url}/readyz", timeout=120)
-                    # The task's specialist may load after /readyz: wait for its first answer.
-                    wait_ready(server, url + CHAT_PATH, timeout=120, body=TASK_BODY)
-                    pass_sample = check_answer("niche", url + CHAT_PATH, PASS_THROUGH_BODY, {})
-                    task_sample = check_answer("niche", url + CHAT_PATH, TASK_BODY, {})
-                    if task_sample["content"] == STUB_ANSWER:
-                        raise BenchmarkError(
-                            f"niche answered model {TASK!r} with the upstream stub's answer "
-                            f"{task_sample['content']!r}: the task path was not taken"
-                        )
-                    samples["niche-pass-through"], samples["niche-task"] = pass_sample, task_sample
-                    samples["niche_ready_s"] = round(ready_s, 2)
-                    for name, body in (
-                        ("niche-pass-through", PASS_THROUGH_BODY),
-                        ("niche-task", TASK_BODY),
-                    ):
-                        systems[name] = measure(name, url + CHAT_PATH, body, {}, duration)
-                    logs["niche"] = server.problems()
-                    if not server.alive():
-                        raise BenchmarkError(f"niche exited under load:\n{server.tail()}")
+                for task_system, kind in TASK_KINDS.items():
+                    version = kinds_info[kind]["model_version"]
+                    kinds_info[kind]["gate"] = make_champion(niche_bin, niche_env, kind, version)
+                    port = free_port()
+                    argv = ["taskset", "-c", SUT_CORE, str(niche_bin), "serve"]
+                    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+                    with running(f"niche-{kind}", argv, env, workdir) as server:
+                        url = f"http://127.0.0.1:{port}"
+                        ready_s = wait_ready(server, f"{url}/readyz", timeout=120)
+                        # The task's specialist may load after /readyz: wait for its answer.
+                        wait_ready(server, url + CHAT_PATH, timeout=120, body=TASK_BODY)
+                        task_sample = check_answer("niche", url + CHAT_PATH, TASK_BODY, {})
+                        if task_sample["content"] == STUB_ANSWER:
+                            raise BenchmarkError(
+                                f"niche answered model {TASK!r} with the upstream stub's answer "
+                                f"{task_sample['content']!r}: the task path was not taken"
+                            )
+                        samples[task_system] = task_sample
+                        plan = [(task_system, TASK_BODY)]
+                        if kind == "text":  # the pass-through path once, beside the text kind
+                            samples["niche-pass-through"] = check_answer(
+                                "niche", url + CHAT_PATH, PASS_THROUGH_BODY, {}
+                            )
+                            samples["niche_ready_s"] = round(ready_s, 2)
+                            plan.insert(0, ("niche-pass-through", PASS_THROUGH_BODY))
+                        for name, body in plan:
+                            systems[name] = measure(name, url + CHAT_PATH, body, {}, duration)
+                        logs[f"niche-{kind}"] = server.problems()
+                        if not server.alive():
+                            raise BenchmarkError(f"niche exited under load:\n{server.tail()}")
             logs["stub"] = stub.problems()
 
     for name, rows in systems.items():
@@ -551,11 +639,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not row["valid"]
     )
     ratios = {}
-    for name in ("niche-pass-through", "niche-task"):
+    for name in ("niche-pass-through", *TASK_KINDS):
         for key in (f"c{c}" for c in CONCURRENCY):
             ratios[f"{name.replace('-', '_')}_vs_litellm_rps_{key}"] = ratio(
                 systems.get(name, {}).get(key), systems["litellm"].get(key)
             )
+    for key in (f"c{c}" for c in CONCURRENCY):
+        ratios[f"niche_task_two_stage_vs_niche_task_rps_{key}"] = ratio(
+            systems.get("niche-task-two-stage", {}).get(key), systems.get("niche-task", {}).get(key)
+        )
     result = {
         "benchmark": "gateway",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -578,6 +670,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "litellm": "master key, no database, LITELLM_LOG=ERROR, set_verbose false, "
             "LITELLM_LOCAL_MODEL_COST_MAP=True, --num_workers 1",
             "niche": "niche serve --workers 1, default NICHE_GATEWAY_* settings, no API key",
+            "task_kinds": dict(TASK_KINDS),
         },
         "task": task_info,
         "systems": systems,

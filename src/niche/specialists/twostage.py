@@ -25,7 +25,9 @@ sha256 fingerprint: loading refuses a static model whose files differ.
 
 from __future__ import annotations
 
+import threading
 import time
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -324,11 +326,24 @@ class TwoStageKind(SpecialistKind):
         }
     )
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._static: weakref.WeakKeyDictionary[LoadContext, Any] = weakref.WeakKeyDictionary()
+
     def static_encoder(self, context: LoadContext) -> Any:
-        """The static encoder of ``context.settings.cache_dir``, loaded and verified."""
+        """The static encoder of ``context.settings.cache_dir``, loaded and verified.
+
+        One per context, like its MiniLM encoder: a gateway loading many two-stage
+        specialists through one context reads (and verifies) the static model once.
+        """
         from niche.encoders.static import StaticEncoder
 
-        return StaticEncoder(cache_dir=context.settings.cache_dir).load()
+        with self._lock:
+            encoder = self._static.get(context)
+            if encoder is None:
+                encoder = StaticEncoder(cache_dir=context.settings.cache_dir)
+                self._static[context] = encoder
+        return encoder.load()
 
     def fit(
         self, inputs: TextInputs, labels: Sequence[str], context: FitContext
