@@ -203,3 +203,14 @@ def test_a_threshold_outside_zero_to_one_is_refused(context: LoadContext) -> Non
     with pytest.raises(ValidationError, match=r"threshold must lie in \[0, 1\]") as caught:
         get_kind(KIND).fit(["a", "b"], ["x", "y"], fit_context(context, threshold=1.5))
     assert caught.value.param == "threshold"
+
+
+def test_a_static_embedding_does_not_depend_on_its_batch(static_cache: Path, rows) -> None:
+    _, _, test_texts, _ = rows
+    encoder = StaticEncoder(cache_dir=static_cache)
+    batch = encoder.encode([*test_texts, "", "[UNK]"])
+    alone = np.stack([encoder.encode([text])[0] for text in test_texts])
+    assert np.array_equal(alone, batch[: len(test_texts)])
+    assert np.allclose(np.linalg.norm(alone, axis=1), 1.0, atol=1e-6)
+    assert not batch[-2:].any()  # a text of no known token: zeros, not NaN
+    assert encoder.encode([]).shape == (0, 256)

@@ -276,18 +276,17 @@ class StaticEncoder:
         assert self.table_ is not None
         out = np.zeros((len(texts), STATIC_DIM), dtype=np.float32)
         if len(texts):
-            encodings = self.tokenizer_.encode_batch_fast(list(texts), add_special_tokens=False)
-            ids = [np.asarray(e.ids, dtype=np.int64) for e in encodings]
-            if self.unk_id_ is not None:
-                ids = [row[row != self.unk_id_] for row in ids]
-            lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
-            present = lengths > 0
-            if present.any():
-                flat = self.table_[np.concatenate([row for row in ids if len(row)])]
-                starts = np.concatenate([[0], np.cumsum(lengths[present])[:-1]])
-                sums = np.add.reduceat(flat, starts, axis=0)
-                norms = np.linalg.norm(sums, axis=1, keepdims=True)
-                out[present] = sums / np.maximum(norms, 1e-12)
+            table, unk = self.table_, self.unk_id_
+            # One small gather per text: ~2x faster here than one gather of every token of the
+            # batch (whose temporary array leaves the cache) followed by a segment sum.
+            for i, encoding in enumerate(
+                self.tokenizer_.encode_batch_fast(list(texts), add_special_tokens=False)
+            ):
+                ids = [token for token in encoding.ids if token != unk]
+                if ids:
+                    out[i] = table[ids].sum(axis=0)
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            out /= np.maximum(norms, 1e-12)
         if progress is not None:
             progress(len(texts))
         return out
