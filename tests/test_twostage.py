@@ -5,8 +5,12 @@ The static model is distilled once per test run into the run's encoder cache (~1
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -76,8 +80,12 @@ def test_the_two_stage_kind_passes_check_predictor(
     assert passed == tuple(Rule)
 
 
+def tree(directory: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in directory.iterdir()}
+
+
 @pytest.mark.slow
-def test_save_and_load_give_identical_predictions(
+def test_save_and_load_give_identical_predictions_and_bytes(
     context: LoadContext, rows, tmp_path: Path
 ) -> None:
     train_texts, train_labels, test_texts, _ = rows
@@ -89,15 +97,69 @@ def test_save_and_load_give_identical_predictions(
     assert np.array_equal(after.probabilities, before.probabilities)
     assert after.label_set == sorted(set(train_labels))
     assert after.usage is not None and after.usage.compute_s > 0
+    # The artifact carries the static model it was fitted with, byte for byte.
+    cached = ensure_static(Path(context.settings.cache_dir))
     config = json.loads((tmp_path / "model" / "config.json").read_text())
+    files = tree(tmp_path / "model")
+    assert sorted(files) == [
+        "config.json",
+        "heads.safetensors",
+        "static-tokenizer.json",
+        "static.safetensors",
+    ]
+    assert files["static.safetensors"] == tree(cached)[EMBEDDINGS_FILE]
+    assert files["static-tokenizer.json"] == tree(cached)["tokenizer.json"]
     assert config["static_model"] == {
         "id": "all-MiniLM-L6-v2/model2vec-256",
         "sha256": StaticEncoder(cache_dir=context.settings.cache_dir).fingerprint,
+        "files": {
+            name: {"sha256": files[name], "bytes": (tmp_path / "model" / name).stat().st_size}
+            for name in ("static.safetensors", "static-tokenizer.json")
+        },
     }
-    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
-        "config.json",
-        "heads.safetensors",
-    ]
+    # Saving the loaded one again gives the same bytes (model ids are digests of them).
+    assert tree(loaded.save(tmp_path / "again")) == files
+
+
+LOAD_ALONE = """
+import json, sys
+from pathlib import Path
+from niche.settings import Settings
+from niche.specialists import LoadContext, get_kind
+
+cache, model, texts = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+context = LoadContext(Settings(cache_dir=cache), embedding_cache=False)
+got = get_kind("text-two-stage").load(model, context).predict(texts)
+heavy = sorted(m for m in ("torch", "transformers", "model2vec") if m in sys.modules)
+print(json.dumps({"labels": got.labels, "probabilities": got.probabilities.tolist(), "heavy": heavy}))
+"""
+
+
+@pytest.mark.slow
+def test_a_specialist_loads_in_a_fresh_cache_without_torch_or_a_distillation(
+    context: LoadContext, fitted: Path, static_cache: Path, rows, tmp_path: Path
+) -> None:
+    """Another machine: a cache holding only the MiniLM export, no static model, and a
+    process that never imports torch (checked in a subprocess's sys.modules)."""
+    _, _, test_texts, _ = rows
+    cache = tmp_path / "cache"
+    (export,) = static_cache.glob("encoders/*onnx-int8")
+    shutil.copytree(export, cache / "encoders" / export.name)
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_ALONE, str(cache), str(fitted), json.dumps(test_texts)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.splitlines()[-1])
+    assert got["heavy"] == []
+    assert sorted(p.name for p in (cache / "encoders").iterdir()) == [export.name]
+    expected = get_kind(KIND).load(fitted, context).predict(test_texts)
+    assert got["labels"] == expected.labels
+    assert np.allclose(got["probabilities"], expected.probabilities, atol=1e-6)
 
 
 def copy_of_cache(static_cache: Path, tmp_path: Path) -> Path:
@@ -106,40 +168,64 @@ def copy_of_cache(static_cache: Path, tmp_path: Path) -> Path:
     return cache
 
 
-@pytest.mark.slow
-def test_a_corrupted_static_model_is_refused(
-    context: LoadContext, fitted: Path, static_cache: Path, tmp_path: Path
-) -> None:
-    cache = copy_of_cache(static_cache, tmp_path)
-    (embeddings,) = cache.glob(f"encoders/*model2vec*/{EMBEDDINGS_FILE}")
-    data = bytearray(embeddings.read_bytes())
+def flip_a_byte(path: Path) -> bytes:
+    data = bytearray(path.read_bytes())
     data[-7] ^= 0xFF
-    embeddings.write_bytes(bytes(data))
-    corrupted = LoadContext(Settings(cache_dir=str(cache)), encoder=context.encoder)
-    with pytest.raises(ChecksumMismatchError, match=r"embeddings\.safetensors.*sha256 mismatch"):
-        get_kind(KIND).load(fitted, corrupted)
+    path.write_bytes(bytes(data))
+    return bytes(data)
 
 
 @pytest.mark.slow
-def test_another_static_model_than_the_trained_ones_is_refused(
-    context: LoadContext, fitted: Path, static_cache: Path, tmp_path: Path
+def test_a_corrupted_static_model_in_the_artifact_is_refused(
+    context: LoadContext, fitted: Path, tmp_path: Path
 ) -> None:
-    """A static model distilled again (other bytes, a consistent manifest) is not the one the
-    heads were fitted on."""
-    import hashlib
+    model = tmp_path / "model"
+    shutil.copytree(fitted, model)
+    flip_a_byte(model / "static.safetensors")
+    with pytest.raises(ChecksumMismatchError, match=r"static\.safetensors.*sha256 mismatch"):
+        get_kind(KIND).load(model, context)
+    # A consistent config.json of edited hashes does not hide it: the fingerprint differs.
+    config = json.loads((model / "config.json").read_text())
+    data = (model / "static.safetensors").read_bytes()
+    config["static_model"]["files"]["static.safetensors"]["sha256"] = hashlib.sha256(
+        data
+    ).hexdigest()
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="is not that of its files"):
+        get_kind(KIND).load(model, context)
+    shutil.rmtree(model)
+    shutil.copytree(fitted, model)
+    (model / "static-tokenizer.json").unlink()
+    with pytest.raises(ArtifactError, match=r"static-tokenizer\.json: cannot be read"):
+        get_kind(KIND).load(model, context)
 
+
+@pytest.mark.slow
+def test_a_specialist_keeps_its_static_model_whatever_the_cache_holds(
+    context: LoadContext, fitted: Path, static_cache: Path, rows, tmp_path: Path
+) -> None:
+    """A cache whose static model was distilled again (other bytes, a consistent manifest)
+    changes nothing for a saved specialist; fitting with a corrupt one is refused."""
+    _, _, test_texts, _ = rows
     cache = copy_of_cache(static_cache, tmp_path)
     (embeddings,) = cache.glob(f"encoders/*model2vec*/{EMBEDDINGS_FILE}")
-    data = bytearray(embeddings.read_bytes())
-    data[-7] ^= 0xFF
-    embeddings.write_bytes(bytes(data))
     manifest_path = embeddings.parent / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
+    data = flip_a_byte(embeddings)
     manifest["files"][EMBEDDINGS_FILE]["sha256"] = hashlib.sha256(data).hexdigest()
     manifest_path.write_text(json.dumps(manifest))
     other = LoadContext(Settings(cache_dir=str(cache)), encoder=context.encoder)
-    with pytest.raises(ArtifactError, match="distilled again or changed; retrain"):
-        get_kind(KIND).load(fitted, other)
+    expected = get_kind(KIND).load(fitted, context).predict(test_texts)
+    got = get_kind(KIND).load(fitted, other).predict(test_texts)
+    assert np.array_equal(got.probabilities, expected.probabilities)
+    assert (
+        StaticEncoder(cache_dir=cache).fingerprint
+        != get_kind(KIND).load(fitted, other).static_fingerprint_
+    )
+
+    flip_a_byte(embeddings)  # back to the distilled bytes, which the manifest no longer lists
+    with pytest.raises(ChecksumMismatchError, match=r"embeddings\.safetensors.*sha256 mismatch"):
+        get_kind(KIND).fit(["a", "b", "c"], ["x", "y", "x"], fit_context(other))
 
 
 @pytest.mark.slow

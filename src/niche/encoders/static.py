@@ -15,7 +15,13 @@ model2vec's own ``distill`` extra needs ``transformers<5.4``, which the pinned o
 
 The model is a folder ``<cache_dir>/encoders/all-MiniLM-L6-v2--model2vec-256/`` holding
 ``embeddings.safetensors``, ``tokenizer.json`` and ``manifest.json`` (sha256 of both), built
-under a temporary name and renamed into place; every load verifies the checksums.
+under a temporary name and renamed into place; every load verifies the checksums. The cache
+is only where a distillation is built and reused at fit time: a specialist keeps the bytes of
+the model it was fitted with (:meth:`StaticEncoder.files`) and loads them back with
+:meth:`StaticEncoder.from_files`, which needs neither torch nor the cache.
+
+    >>> StaticEncoder.from_files(encoder.files(), where=Path("models/v1")).fingerprint
+    '9c1e…'
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import re
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +46,12 @@ from niche.errors import EncoderError
 __all__ = [
     "EMBEDDINGS_FILE",
     "STATIC_DIM",
+    "STATIC_FILES",
     "STATIC_ID",
     "StaticEncoder",
     "distil_static",
     "ensure_static",
+    "files_fingerprint",
     "static_fingerprint",
 ]
 
@@ -51,6 +59,8 @@ STATIC_DIM = 256
 STATIC_ID = f"{MODEL_NAME}/model2vec-{STATIC_DIM}"
 EMBEDDINGS_FILE = "embeddings.safetensors"
 TOKENIZER_FILE = "tokenizer.json"
+# The files of a static model, as its manifest (and fingerprint) names them.
+STATIC_FILES = (EMBEDDINGS_FILE, TOKENIZER_FILE)
 MANIFEST_FORMAT = 1
 SIF_COEFFICIENT = 1e-4
 # model2vec's default: the reserved [unusedN] rows are never produced by the tokenizer.
@@ -199,24 +209,63 @@ def static_fingerprint(manifest: dict[str, Any]) -> str:
     return hashlib.sha256(lines.encode("utf-8")).hexdigest()
 
 
+def files_fingerprint(files: Mapping[str, bytes]) -> str:
+    """The :func:`static_fingerprint` of a static model given as its files' bytes.
+
+    >>> files_fingerprint(encoder.files()) == encoder.fingerprint
+    True
+    """
+    return static_fingerprint(
+        {
+            "files": {
+                name: {"sha256": hashlib.sha256(data).hexdigest()} for name, data in files.items()
+            }
+        }
+    )
+
+
 class StaticEncoder:
     """The distilled static model as an :class:`~niche.encoders.Encoder` (256 dimensions).
 
-    Loaded on first use (or :meth:`load`), distilled first if ``cache_dir`` lacks it; the
-    files are checked against their manifest's sha256 on every load. :attr:`fingerprint` is
-    the model's :func:`static_fingerprint`, which a specialist records to refuse another one.
+    Either from ``cache_dir``, loaded on first use (or :meth:`load`) and distilled first if the
+    cache lacks it, its files checked against their manifest's sha256; or from the bytes of
+    its files with :meth:`from_files` (how a specialist loads the model it was saved with).
+    :attr:`fingerprint` is the model's :func:`static_fingerprint`, which a specialist records.
     """
 
     def __init__(self, *, cache_dir: Path, max_tokens: int = _MAX_TOKENS) -> None:
-        self.cache_dir = Path(cache_dir)
+        self.cache_dir: Path | None = Path(cache_dir)
         self.max_tokens = max_tokens
         self._lock = threading.Lock()
         self.table_: np.ndarray | None = None
         self.tokenizer_: Any = None
+        self.files_: dict[str, bytes] = {}
         self.fingerprint_ = ""
+        self.where_ = self.cache_dir
+
+    @classmethod
+    def from_files(
+        cls, files: Mapping[str, bytes], *, where: Path, max_tokens: int = _MAX_TOKENS
+    ) -> StaticEncoder:
+        """The static model whose files (:data:`STATIC_FILES`) hold ``files``' bytes, already
+        verified by the caller; ``where`` names them in errors. No cache, no torch.
+
+            >>> StaticEncoder.from_files(encoder.files(), where=Path("models/v1")).dim
+            256
+        """
+        missing = [name for name in STATIC_FILES if name not in files]
+        if missing:
+            raise EncoderError(f"{where}: the static model lacks {', '.join(missing)}")
+        encoder = cls.__new__(cls)
+        encoder.cache_dir = None
+        encoder.max_tokens = max_tokens
+        encoder._lock = threading.Lock()
+        encoder.where_ = Path(where)
+        encoder._set({name: bytes(files[name]) for name in STATIC_FILES})
+        return encoder
 
     def __repr__(self) -> str:
-        return f"StaticEncoder({STATIC_ID!r}, cache_dir={str(self.cache_dir)!r})"
+        return f"StaticEncoder({STATIC_ID!r}, from {str(self.where_)!r})"
 
     @property
     def id(self) -> str:
@@ -232,6 +281,12 @@ class StaticEncoder:
         self.load()
         return self.fingerprint_
 
+    def files(self) -> dict[str, bytes]:
+        """The verified bytes of the model's files, by name (loads it first): what a
+        specialist saves to be loaded without the cache."""
+        self.load()
+        return dict(self.files_)
+
     def load(self) -> StaticEncoder:
         """Read and verify the model now (it is otherwise read on first ``encode``)."""
         with self._lock:
@@ -240,10 +295,7 @@ class StaticEncoder:
         return self
 
     def _load(self) -> None:
-        from safetensors import SafetensorError
-        from safetensors.numpy import load
-        from tokenizers import Tokenizer
-
+        assert self.cache_dir is not None  # from_files sets the table
         folder = ensure_static(self.cache_dir)
         manifest = read_manifest(folder)
         if manifest.get("encoder_id") != STATIC_ID or manifest.get("dim") != STATIC_DIM:
@@ -251,20 +303,34 @@ class StaticEncoder:
                 f"{folder} holds {manifest.get('encoder_id')!r} (dim {manifest.get('dim')}), "
                 f"not {STATIC_ID!r} (dim {STATIC_DIM}); delete it to distil it again"
             )
-        table_bytes = read_verified(folder, manifest, EMBEDDINGS_FILE)
-        tokenizer_bytes = read_verified(folder, manifest, TOKENIZER_FILE)
+        self.where_ = folder
+        self._set({name: read_verified(folder, manifest, name) for name in STATIC_FILES})
+
+    def _set(self, files: dict[str, bytes]) -> None:
+        """Parse the (verified) files: the float16 table, widened to float32, and the
+        tokenizer."""
+        from safetensors.numpy import load
+        from tokenizers import Tokenizer
+
+        where = self.where_
         try:
-            table = load(table_bytes)["embeddings"].astype(np.float32)
-            tokenizer = Tokenizer.from_str(tokenizer_bytes.decode("utf-8"))
-        except (SafetensorError, KeyError, ValueError, Exception) as exc:
-            raise EncoderError(f"{folder} holds an unreadable static model: {exc}") from exc
-        if table.shape[1] != STATIC_DIM:
-            raise EncoderError(f"{folder / EMBEDDINGS_FILE}: rows of {table.shape[1]} dimensions")
+            table = load(files[EMBEDDINGS_FILE])["embeddings"].astype(np.float32)
+            tokenizer = Tokenizer.from_str(files[TOKENIZER_FILE].decode("utf-8"))
+        except Exception as exc:  # safetensors, tokenizers and UTF-8 errors alike
+            raise EncoderError(f"{where} holds an unreadable static model: {exc}") from exc
+        if table.ndim != 2 or table.shape[1] != STATIC_DIM:
+            raise EncoderError(f"{where}: a static table of shape {table.shape}, not (n, 256)")
+        if tokenizer.get_vocab_size() > len(table):
+            raise EncoderError(
+                f"{where}: a static table of {len(table)} rows for a vocabulary of "
+                f"{tokenizer.get_vocab_size()} tokens"
+            )
         tokenizer.no_padding()
         tokenizer.enable_truncation(self.max_tokens)
         self.unk_id_ = tokenizer.token_to_id("[UNK]")
         self.tokenizer_ = tokenizer
-        self.fingerprint_ = static_fingerprint(manifest)
+        self.files_ = files
+        self.fingerprint_ = files_fingerprint(files)
         self.table_ = table
 
     def encode(

@@ -18,25 +18,37 @@ The threshold is chosen at fit time on a stratified validation slice of the trai
 both tiers are fitted on the rest, and the threshold is the lowest at which the combined
 accuracy on the slice is at most ``max_loss`` (0.005) below the MiniLM tier's alone; then both
 tiers are refitted on every row. An explicit ``threshold`` option skips the choice
-(0: every text to the static tier; 1: every text to MiniLM). The artifact is
-``heads.safetensors`` (both heads) + ``config.json``, which names the static model's id and
-sha256 fingerprint: loading refuses a static model whose files differ.
+(0: every text to the static tier; 1: every text to MiniLM).
+
+The artifact is self-contained: ``heads.safetensors`` (both heads), the static model the
+static head was fitted on (``static.safetensors``, the float16 table, and
+``static-tokenizer.json``, ~16 MB together) and ``config.json``, which records the static
+model's id, fingerprint and each of its files' sha256. Loading verifies them (a corrupt file
+is a :class:`~niche.errors.ChecksumMismatchError`) and needs neither the cache, nor a
+distillation, nor torch: a specialist fitted on one machine serves on another.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from niche.encoders import Encoder
-from niche.errors import ArtifactError, ConfigurationError, ValidationError
+from niche.errors import (
+    ArtifactError,
+    ChecksumMismatchError,
+    ConfigurationError,
+    EncoderError,
+    ValidationError,
+)
 from niche.progress import Progress
 from niche.specialists.base import (
     Predictions,
@@ -51,12 +63,19 @@ from niche.specialists.context import Clock, FitContext, LoadContext
 from niche.specialists.saving import CONFIG_FILE, read_config, staged_directory, write_config
 from niche.specialists.text import TextSpecialist
 
+if TYPE_CHECKING:
+    from niche.encoders.static import StaticEncoder
+
 __all__ = ["TwoStageKind", "TwoStageSpecialist", "choose_threshold"]
 
 KIND = "text-two-stage"
 HEADS_FILE = "heads.safetensors"
 FORMAT_VERSION = 1
 TIERS = ("static", "minilm")
+# The static model's files in the artifact -> their names in the static model's manifest.
+STATIC_ARTIFACT_FILES = MappingProxyType(
+    {"static.safetensors": "embeddings.safetensors", "static-tokenizer.json": "tokenizer.json"}
+)
 
 
 def choose_threshold(
@@ -174,7 +193,14 @@ class TwoStageSpecialist:
             "kind": self.kind,
             "labels": self.label_set,
             "threshold": self.threshold_,
-            "static_model": {"id": self.static.encoder_id_, "sha256": self.static_fingerprint_},
+            "static_model": {
+                "id": self.static.encoder_id_,
+                "sha256": self.static_fingerprint_,
+                "files": {
+                    name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+                    for name, data in self.static_files().items()
+                },
+            },
             "encoder_id": self.minilm.encoder_id_,
             "tiers": {
                 name: {"temperature": tier.temperature_, "params": tier.get_params()}
@@ -184,8 +210,19 @@ class TwoStageSpecialist:
             "validation": dict(self.validation_),
         }
 
+    def static_files(self) -> dict[str, bytes]:
+        """The static model's files as the artifact names them, their bytes unchanged."""
+        from niche.encoders.static import StaticEncoder
+
+        encoder = self.static.encoder
+        if not isinstance(encoder, StaticEncoder):
+            raise ConfigurationError(f"the static tier runs on {encoder!r}, not a static model")
+        files = encoder.files()
+        return {name: files[source] for name, source in STATIC_ARTIFACT_FILES.items()}
+
     def save(self, directory: str | Path) -> Path:
-        """Write ``heads.safetensors`` + ``config.json`` into ``directory`` atomically."""
+        """Write the heads, the static model and ``config.json`` into ``directory``
+        atomically; the same specialist always gives the same bytes."""
         from safetensors.numpy import save_file
 
         target = Path(directory)
@@ -194,7 +231,10 @@ class TwoStageSpecialist:
             tensors[f"{name}.coef"] = tier.coef_
             tensors[f"{name}.intercept"] = tier.intercept_
         with staged_directory(target) as staging:
+            # No safetensors metadata (see TextSpecialist.save): model ids digest these bytes.
             save_file(tensors, str(staging / HEADS_FILE))
+            for name, data in self.static_files().items():
+                (staging / name).write_bytes(data)
             write_config(staging, self.config())
         return target
 
@@ -203,17 +243,20 @@ class TwoStageSpecialist:
         cls,
         directory: str | Path,
         encoder: Encoder,
-        static_encoder: Any,
         *,
+        shared: MutableMapping[str, StaticEncoder] | None = None,
         clock: Clock = time.perf_counter,
     ) -> TwoStageSpecialist:
-        """Load a saved one; ``encoder`` and ``static_encoder`` must be those it was fitted on.
+        """Load a saved one; ``encoder`` must be the MiniLM encoder it was fitted on.
 
-        The static model's files are verified against their manifest, and its fingerprint
-        against the one in ``config.json``: another static model is an :class:`ArtifactError`.
+        The static model comes from the artifact itself, each file checked against the sha256
+        in ``config.json``. ``shared`` maps fingerprints to static encoders already loaded: one
+        of the same fingerprint is used instead of a second copy (and this one is added).
         """
         from safetensors import SafetensorError
         from safetensors.numpy import load_file
+
+        from niche.encoders.static import STATIC_ID
 
         directory = Path(directory)
         heads_path = directory / HEADS_FILE
@@ -224,6 +267,7 @@ class TwoStageSpecialist:
         try:
             labels = list(config["labels"])
             static_model = config["static_model"]
+            static_records = {name: static_model["files"][name] for name in STATIC_ARTIFACT_FILES}
             tiers_config = config["tiers"]
             threshold = float(config["threshold"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -236,20 +280,13 @@ class TwoStageSpecialist:
                 f"{encoder.id!r} was given",
                 path=directory,
             )
-        if static_model.get("id") != static_encoder.id:
+        if static_model.get("id") != STATIC_ID:
             raise ArtifactError(
-                f"{directory}: trained with static model {static_model.get('id')!r} but "
-                f"{static_encoder.id!r} was given",
+                f"{directory}: trained with static model {static_model.get('id')!r}; this "
+                f"niche knows {STATIC_ID!r}",
                 path=directory,
             )
-        actual = static_encoder.fingerprint  # reads and verifies the files against the manifest
-        if static_model.get("sha256") != actual:
-            raise ArtifactError(
-                f"{directory}: trained with static model {static_model.get('id')} of sha256 "
-                f"{static_model.get('sha256')}, but the one in {static_encoder.cache_dir} has "
-                f"{actual}: it was distilled again or changed; retrain this specialist",
-                path=directory,
-            )
+        static_encoder = _load_static(directory, static_model, static_records, shared)
         try:
             tensors = load_file(str(heads_path))
         except (SafetensorError, OSError) as exc:
@@ -278,11 +315,61 @@ class TwoStageSpecialist:
             tiers[0],
             tiers[1],
             threshold=threshold,
-            static_fingerprint=actual,
+            static_fingerprint=static_encoder.fingerprint,
             params=dict(config.get("params", {})),
             validation=dict(config.get("validation", {})),
             clock=clock,
         )
+
+
+def _load_static(
+    directory: Path,
+    static_model: dict[str, Any],
+    records: dict[str, Any],
+    shared: MutableMapping[str, StaticEncoder] | None,
+) -> StaticEncoder:
+    """The artifact's static model, its files verified against ``config.json``."""
+    from niche.encoders.static import StaticEncoder, files_fingerprint
+
+    files: dict[str, bytes] = {}
+    for name, source in STATIC_ARTIFACT_FILES.items():
+        path = directory / name
+        try:
+            data = path.read_bytes()
+            expected = str(records[name]["sha256"])
+        except OSError as exc:
+            raise ArtifactError(
+                f"{path}: cannot be read ({exc}); a {KIND} specialist keeps its static model",
+                path=path,
+            ) from exc
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(
+                f"{directory / CONFIG_FILE}: records no sha256 for {name}", path=directory
+            ) from exc
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != expected:
+            raise ChecksumMismatchError(
+                f"{path} (the static model of this {KIND} specialist)",
+                expected=expected,
+                actual=actual,
+            )
+        files[source] = data
+    fingerprint = files_fingerprint(files)
+    if fingerprint != static_model.get("sha256"):
+        raise ArtifactError(
+            f"{directory / CONFIG_FILE}: the static model's fingerprint "
+            f"{static_model.get('sha256')} is not that of its files ({fingerprint})",
+            path=directory,
+        )
+    if shared is not None and (known := shared.get(fingerprint)) is not None:
+        return known
+    try:
+        encoder = StaticEncoder.from_files(files, where=directory)
+    except EncoderError as exc:
+        raise ArtifactError(str(exc), path=directory) from exc
+    if shared is not None:
+        shared[fingerprint] = encoder
+    return encoder
 
 
 def _validation_split(
@@ -307,7 +394,8 @@ class TwoStageKind(SpecialistKind):
     Options: ``threshold`` (None: chosen on a validation slice), ``validation_size`` (0.2),
     ``max_loss`` (0.005 accuracy against MiniLM alone on that slice), ``c`` and
     ``static_c`` (each tier's inverse regularisation), ``max_iter``, ``calibration_size``.
-    The static model is distilled into ``settings.cache_dir`` on first use (``train`` extra).
+    Fitting distils the static model into ``settings.cache_dir`` on first use (``train``
+    extra) and saves a copy of it in each artifact; loading reads only the artifact.
 
         >>> spec = get_kind("text-two-stage").fit(texts, labels, FitContext(settings, encoder=e))
     """
@@ -328,22 +416,31 @@ class TwoStageKind(SpecialistKind):
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._static: weakref.WeakKeyDictionary[LoadContext, Any] = weakref.WeakKeyDictionary()
+        # The static models loaded through this kind, by fingerprint: a gateway loading many
+        # two-stage specialists of one static model keeps one copy of it (~32 MB) in memory.
+        self._shared: weakref.WeakValueDictionary[str, StaticEncoder] = (
+            weakref.WeakValueDictionary()
+        )
+        self._fitting: weakref.WeakKeyDictionary[LoadContext, StaticEncoder] = (
+            weakref.WeakKeyDictionary()
+        )
 
-    def static_encoder(self, context: LoadContext) -> Any:
-        """The static encoder of ``context.settings.cache_dir``, loaded and verified.
+    def static_encoder(self, context: LoadContext) -> StaticEncoder:
+        """The static encoder to fit with: the distillation in ``context.settings.cache_dir``
+        (made there first if absent, which needs the ``train`` extra), loaded and verified.
 
-        One per context, like its MiniLM encoder: a gateway loading many two-stage
-        specialists through one context reads (and verifies) the static model once.
+        One per context: fitting many specialists through one context reads the model once.
         """
         from niche.encoders.static import StaticEncoder
 
         with self._lock:
-            encoder = self._static.get(context)
+            encoder = self._fitting.get(context)
             if encoder is None:
                 encoder = StaticEncoder(cache_dir=context.settings.cache_dir)
-                self._static[context] = encoder
-        return encoder.load()
+                self._fitting[context] = encoder
+        encoder.load()
+        with self._lock:
+            return self._shared.setdefault(encoder.fingerprint, encoder)
 
     def fit(
         self, inputs: TextInputs, labels: Sequence[str], context: FitContext
@@ -420,10 +517,12 @@ class TwoStageKind(SpecialistKind):
         )
 
     def load(self, directory: Path, context: LoadContext) -> TwoStageSpecialist:
-        """The :class:`TwoStageSpecialist` in ``directory``; its static model verified."""
-        return TwoStageSpecialist.load(
-            directory, context.encoder, self.static_encoder(context), clock=context.clock
-        )
+        """The :class:`TwoStageSpecialist` in ``directory``, with the static model saved in
+        it (verified); neither the cache nor torch is needed."""
+        with self._lock:
+            return TwoStageSpecialist.load(
+                directory, context.encoder, shared=self._shared, clock=context.clock
+            )
 
     def lineage(self, specialist: Predictor) -> dict[str, Any]:
         """Both encoders, the parameters, each tier's temperature, the threshold and how it
