@@ -20,7 +20,8 @@ from niche.encoders.static import EMBEDDINGS_FILE, StaticEncoder, ensure_static
 from niche.errors import ArtifactError, ChecksumMismatchError, ValidationError
 from niche.settings import Settings
 from niche.specialists import FitContext, LoadContext, get_kind
-from niche.specialists.twostage import TwoStageSpecialist, choose_threshold
+from niche.specialists.tiers import choose_threshold
+from niche.specialists.twostage import TwoStageSpecialist
 from niche.testing import Rule, check_predictor
 from tests.test_specialists import read_banking
 
