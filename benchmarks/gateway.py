@@ -20,7 +20,22 @@ limits it. Measured, one after another (each server alone on core 0):
 - niche-task: the same gateway, `model: sms_spam`, a short SMS as the message: answered by the
   task's champion specialist (micro-batched encoder + classifier), no upstream call. The task is
   created first in a throwaway NICHE_HOME by niche's quickstart on the sms_spam catalog dataset
-  (curate, train, evaluate, gate; ~1.5 min), unless --niche-home names a prepared one.
+  (curate, train, evaluate, gate; ~1.5 min), unless --niche-home names a prepared one. Its
+  champion is the `text` kind (MiniLM encoder + head);
+- niche-task-two-stage: the same task path after a `text-two-stage` version (a static-embedding
+  first tier before the same MiniLM specialist; trained on the same dataset version when the
+  home has none) is made champion, in a fresh `niche serve`: its gate is run, and the move is
+  forced when the gate refuses (the result records the gate's checks and `forced`). Each of the
+  two kinds is made champion again before its own server starts, so a reused home works too;
+- niche-banking77-mixed and niche-banking77-mixed-two-stage: the task path with VARIED requests,
+  in the same two servers: a `banking77` task made by the same quickstart flow (the full
+  BANKING77 training split; its two-stage version trained as above), and `wrk` cycling through
+  one request per BANKING77 test text (3,080, shuffled; benchmarks/gateway_mixed.py). One
+  body, as hey sends, takes one route only (on sms_spam the two-stage threshold chosen is 0:
+  MiniLM never runs), so the task rows above are an upper bound; these rows also give the
+  share of the requests sent that the static tier answered (`static_share`) and that needed no
+  general-model cascade (`specialist_share`), from routing the texts offline with the measured
+  model version (a text's route does not depend on its batch).
 
 Each measurement follows an unrecorded 1 s warm-up at the same concurrency, and records how busy
 the CPUs were for 1 s before it, servers idle (`background_cpu_busy_pct`, a warning above 10 %):
@@ -29,8 +44,8 @@ A non-2xx status or a transport error makes that measurement, and the run, inval
 status 1; 2 when a server fails to start). Writes benchmarks/results/gateway.json (rps, p50/p99,
 added latency, ratios niche / LiteLLM, versions, commit, CPU, date) and prints a short table.
 
-Needs `hey` on PATH (Debian: apt-get install hey), `taskset` (util-linux), PyPI the first time
-(LiteLLM's virtualenv), and the catalog dataset under NICHE_DATASETS (../shared/datasets when
+Needs `hey` and `wrk` on PATH (Debian: apt-get install hey wrk), `taskset` (util-linux), PyPI
+the first time (LiteLLM's virtualenv), and the catalog dataset under NICHE_DATASETS (../shared/datasets when
 unset). Options: --duration S, --quick, --niche-home DIR (reuse a prepared task), --niche-bin.
 """
 
@@ -57,6 +72,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from gateway_mixed import routes_of, traffic_shares, write_bodies, wrk
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "gateway.json"
 STUB = ROOT / "benchmarks" / "stub_upstream.py"
@@ -77,6 +94,14 @@ PASS_THROUGH_BODY = {
 }
 SMS = "Running late, be there in 10. Can you order me a flat white?"
 TASK_BODY = {"model": TASK, "messages": [{"role": "user", "content": SMS}]}
+# The task path is measured once per kind, each as the task's champion in its own server.
+TASK_KINDS = {"niche-task": "text", "niche-task-two-stage": "text-two-stage"}
+# ... and with varied requests (every BANKING77 test text, cycled by wrk) on a banking77 task.
+MIXED_TASK = "banking77"
+MIXED_KINDS = {
+    "niche-banking77-mixed": "text",
+    "niche-banking77-mixed-two-stage": "text-two-stage",
+}
 CHAT_PATH = "/v1/chat/completions"
 STUB_ANSWER = "ok"  # what benchmarks/stub_upstream.py always answers
 
@@ -317,8 +342,43 @@ def measure(
         }
         flag = "" if row["valid"] else f"  INVALID: {row['status_codes']} {row['errors']}"
         print(
-            f"  {name:20s} c={concurrency:<3d} {row['rps'] or 0:10.1f} req/s  "
+            f"  {name:31s} c={concurrency:<3d} {row['rps'] or 0:10.1f} req/s  "
             f"p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms{flag}",
+            flush=True,
+        )
+    return rows
+
+
+def measure_mixed(
+    name: str, url: str, bodies: Path, routes: dict[str, Any], duration_s: float
+) -> dict[str, dict[str, Any]]:
+    """Like :func:`measure`, with wrk cycling through ``bodies``; each row also gives the
+    shares of the requests sent that the static tier and the specialist answered."""
+    rows: dict[str, dict[str, Any]] = {}
+    for concurrency in CONCURRENCY:
+        background = cpu_busy_pct()
+        if background is not None and background > BUSY_WARNING_PCT:
+            print(f"  warning: the CPUs were {background} % busy before this run", flush=True)
+        try:
+            wrk(url, bodies, concurrency=concurrency, duration_s=WARMUP_S, client_core=CLIENT_CORE)
+            row = wrk(
+                url, bodies, concurrency=concurrency, duration_s=duration_s, client_core=CLIENT_CORE
+            )
+        except RuntimeError as exc:
+            raise BenchmarkError(str(exc)) from exc
+        shares = traffic_shares(routes, row["requests"])
+        rows[f"c{concurrency}"] = {
+            "concurrency": concurrency,
+            **row,
+            "static_share": shares["static"],
+            "specialist_share": shares["specialist"],
+            "background_cpu_busy_pct": background,
+        }
+        flag = "" if row["valid"] else f"  INVALID: non-2xx {row['non_2xx']} {row['errors']}"
+        print(
+            f"  {name:31s} c={concurrency:<3d} {row['rps'] or 0:10.1f} req/s  "
+            f"p50 {row['p50_ms']} ms  p99 {row['p99_ms']} ms  static tier "
+            f"{shares['static']}  no cascade {shares['specialist']}{flag}",
             flush=True,
         )
     return rows
@@ -389,8 +449,11 @@ def datasets_dir() -> str:
     return os.environ.get("NICHE_DATASETS") or str(ROOT.parent / "shared" / "datasets")
 
 
-def prepare_task(niche_bin: Path, env: Mapping[str, str], home: Path) -> dict[str, Any]:
-    """Give ``home`` a `sms_spam` task with a champion (quickstart), unless it has one.
+def prepare_task(
+    niche_bin: Path, env: Mapping[str, str], home: Path, task: str = TASK
+) -> dict[str, Any]:
+    """Give ``home`` a ``task`` (a catalog dataset's name) with a champion (quickstart),
+    unless it has one.
 
     `niche quickstart` runs in its own process, so that none of its threads, caches or memory
     stay behind in this one while the servers are measured.
@@ -400,14 +463,14 @@ def prepare_task(niche_bin: Path, env: Mapping[str, str], home: Path) -> dict[st
     from niche.settings import Settings
 
     with contextlib.suppress(NicheError):
-        champion = Registry(settings=Settings(env)).promotions.get(TASK, "champion")
+        champion = Registry(settings=Settings(env)).promotions.get(task, "champion")
         if champion is not None:
-            print(f"task {TASK} already has champion v{champion.version} in {home}", flush=True)
-            return {"task": TASK, "model_version": champion.version, "prepared": "reused"}
-    print(f"preparing task {TASK} in {home} (niche quickstart: curate, train, gate) …", flush=True)
+            print(f"task {task} already has champion v{champion.version} in {home}", flush=True)
+            return {"task": task, "model_version": champion.version, "prepared": "reused"}
+    print(f"preparing task {task} in {home} (niche quickstart: curate, train, gate) …", flush=True)
     started = time.perf_counter()
     done = subprocess.run(
-        [str(niche_bin), "quickstart", "--dataset", TASK, "--json"],
+        [str(niche_bin), "quickstart", "--dataset", task, "--json"],
         env=dict(env),
         capture_output=True,
         text=True,
@@ -415,19 +478,95 @@ def prepare_task(niche_bin: Path, env: Mapping[str, str], home: Path) -> dict[st
     )
     if done.returncode != 0:
         raise BenchmarkError(
-            f"`niche quickstart --dataset {TASK}` failed ({done.returncode}): "
+            f"`niche quickstart --dataset {task}` failed ({done.returncode}): "
             f"{done.stderr.strip()[-1000:]}"
         )
     report = json.loads(done.stdout)
     gate = report["gate"]
-    if report["registry"]["task"] != TASK or not (gate["moved"] or gate["already"]):
-        raise BenchmarkError(f"quickstart did not promote a champion for {TASK}: {gate}")
+    if report["registry"]["task"] != task or not (gate["moved"] or gate["already"]):
+        raise BenchmarkError(f"quickstart did not promote a champion for {task}: {gate}")
     return {
-        "task": TASK,
+        "task": task,
         "model_version": report["registry"]["model_version"],
         "test_accuracy": round(report["specialist"]["accuracy"], 4),
         "prepared": "niche quickstart",
         "prepare_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def niche_json(niche_bin: Path, env: Mapping[str, str], *argv: str) -> tuple[int, Any]:
+    """Run `niche ARGV --json`; its exit status and parsed output (None when not JSON)."""
+    done = subprocess.run(
+        [str(niche_bin), *argv, "--json"],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        return done.returncode, json.loads(done.stdout)
+    except ValueError:
+        return done.returncode, {"stderr": done.stderr.strip()[-1000:]}
+
+
+def prepare_kinds(
+    niche_bin: Path, env: Mapping[str, str], task: str = TASK
+) -> dict[str, dict[str, Any]]:
+    """The newest version of each of :data:`TASK_KINDS`' kinds for ``task``, training the
+    two-stage one on the text one's dataset version when the home has none."""
+    status, models = niche_json(niche_bin, env, "models", "list", task)
+    if status != 0 or not isinstance(models, list):
+        raise BenchmarkError(f"`niche models list {task}` failed ({status}): {models}")
+    newest = {model["kind"]: model for model in models}  # newest last
+    if "text" not in newest:
+        raise BenchmarkError(f"task {task} has no `text` model version to measure")
+    if "text-two-stage" not in newest:
+        fingerprint = newest["text"]["dataset_fingerprint"]
+        print(f"training a text-two-stage version of {task} …", flush=True)
+        started = time.perf_counter()
+        status, model = niche_json(
+            niche_bin, env, "train", fingerprint, "--task", task, "--kind", "text-two-stage"
+        )
+        if status != 0:
+            raise BenchmarkError(f"`niche train --kind text-two-stage` failed ({status}): {model}")
+        model["train_s"] = round(time.perf_counter() - started, 1)
+        newest["text-two-stage"] = model
+    kinds = {}
+    for kind in TASK_KINDS.values():
+        model = newest[kind]
+        lineage = model.get("lineage", {})
+        kinds[kind] = {
+            "model_version": model["version"],
+            "fit_seconds": lineage.get("fit_seconds"),
+            **({"train_s": model["train_s"]} if "train_s" in model else {}),
+            **({"threshold": lineage["threshold"]} if "threshold" in lineage else {}),
+            **({"validation": lineage["validation"]} if "validation" in lineage else {}),
+        }
+    return kinds
+
+
+def make_champion(
+    niche_bin: Path, env: Mapping[str, str], kind: str, version: int, task: str = TASK
+) -> dict:
+    """Promote ``version`` to the task's champion through its gate; forced when refused."""
+    status, decision = niche_json(niche_bin, env, "promote", task, str(version))
+    forced = False
+    if status == 4:  # the gate refused: record why, then move the alias anyway to measure it
+        why = f"benchmarks/gateway.py: measure the task path of the {kind} kind"
+        forced_status, forced_decision = niche_json(
+            niche_bin, env, "promote", task, str(version), "--force", "--why", why
+        )
+        if forced_status != 0:
+            raise BenchmarkError(f"forcing {task} v{version} failed: {forced_decision}")
+        forced = True
+    elif status != 0:
+        raise BenchmarkError(f"`niche promote {task} {version}` failed ({status}): {decision}")
+    checks = decision.get("checks", []) if isinstance(decision, dict) else []
+    return {
+        "passed": decision.get("passed") if isinstance(decision, dict) else None,
+        "already": decision.get("already") if isinstance(decision, dict) else None,
+        "forced": forced,
+        "checks": {check["name"]: check.get("detail") for check in checks},
     }
 
 
@@ -452,9 +591,9 @@ def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     duration = 3.0 if args.quick else args.duration
-    for tool in ("hey", "taskset"):
+    for tool in ("hey", "wrk", "taskset"):
         if shutil.which(tool) is None:
-            hint = "apt-get install hey" if tool == "hey" else "apt-get install util-linux"
+            hint = f"apt-get install {tool}" if tool != "taskset" else "apt-get install util-linux"
             raise BenchmarkError(f"`{tool}` is not on PATH; install it first ({hint})")
     if len(os.sched_getaffinity(0)) < 2:
         raise BenchmarkError("needs two usable CPU cores (0 and 1) for pinning")
@@ -474,8 +613,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         workdir = Path(tmp)
         home = Path(args.niche_home).resolve() if args.niche_home else workdir / "niche-home"
         niche_env = {**base_env, "NICHE_HOME": str(home), "NICHE_DATASETS": datasets_dir()}
+        kinds_info: dict[str, dict[str, Any]] = {}
+        mixed_kinds: dict[str, dict[str, Any]] = {}
+        routes: dict[str, dict[str, Any]] = {}
+        bodies = workdir / f"{MIXED_TASK}-bodies.jsonl"
         if niche_missing is None:
             task_info = prepare_task(niche_bin, niche_env, home)  # before any server: 2 cores
+            kinds_info = prepare_kinds(niche_bin, niche_env)
+            task_info["kinds"] = kinds_info
+            mixed_info = prepare_task(niche_bin, niche_env, home, MIXED_TASK)
+            mixed_kinds = prepare_kinds(niche_bin, niche_env, MIXED_TASK)
+            texts = write_bodies(bodies, Path(datasets_dir()), MIXED_TASK)
+            for kind, info in mixed_kinds.items():
+                print(f"routing {len(texts)} {MIXED_TASK} test texts with its {kind} …", flush=True)
+                try:
+                    routes[kind] = routes_of(
+                        python, niche_env, MIXED_TASK, info["model_version"], texts, workdir
+                    )
+                except RuntimeError as exc:
+                    raise BenchmarkError(str(exc)) from exc
+                info["cascade_threshold"] = routes[kind]["cascade_threshold"]
+                info["shares_of_the_texts"] = traffic_shares(routes[kind], len(texts))
+            mixed_info |= {"kinds": mixed_kinds, "request_texts": len(texts)}
+            task_info = {**task_info, "mixed": mixed_info}
 
         stub_port = free_port()
         stub_argv = ["taskset", "-c", CLIENT_CORE, python, str(STUB), "--port", str(stub_port)]
@@ -505,40 +665,59 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 logs["litellm"] = server.problems()
 
             if niche_missing is not None:
-                for name in ("niche-pass-through", "niche-task"):
+                for name in ("niche-pass-through", *TASK_KINDS, *MIXED_KINDS):
                     skipped[name] = niche_missing
                 print(f"  niche skipped: {niche_missing}", flush=True)
             else:
-                port = free_port()
                 env = {
                     **niche_env,
                     "NICHE_GENERAL_BASE_URL": f"{stub_url}/v1",
                     "NICHE_GENERAL_MODEL": MODEL,
                 }
-                argv = ["taskset", "-c", SUT_CORE, str(niche_bin), "serve", "--host", "127.0.0.1"]
-                argv += ["--port", str(port), "--workers", "1"]
-                with running("niche", argv, env, workdir) as server:
-                    url = f"http://127.0.0.1:{port}"
-                    ready_s = wait_ready(server, f"{url}/readyz", timeout=120)
-                    # The task's specialist may load after /readyz: wait for its first answer.
-                    wait_ready(server, url + CHAT_PATH, timeout=120, body=TASK_BODY)
-                    pass_sample = check_answer("niche", url + CHAT_PATH, PASS_THROUGH_BODY, {})
-                    task_sample = check_answer("niche", url + CHAT_PATH, TASK_BODY, {})
-                    if task_sample["content"] == STUB_ANSWER:
-                        raise BenchmarkError(
-                            f"niche answered model {TASK!r} with the upstream stub's answer "
-                            f"{task_sample['content']!r}: the task path was not taken"
+                mixed_systems = dict(zip(TASK_KINDS.values(), MIXED_KINDS, strict=True))
+                for task_system, kind in TASK_KINDS.items():
+                    version = kinds_info[kind]["model_version"]
+                    kinds_info[kind]["gate"] = make_champion(niche_bin, niche_env, kind, version)
+                    mixed_version = mixed_kinds[kind]["model_version"]
+                    mixed_kinds[kind]["gate"] = make_champion(
+                        niche_bin, niche_env, kind, mixed_version, MIXED_TASK
+                    )
+                    mixed_body = json.loads(bodies.read_text(encoding="utf-8").split("\n", 1)[0])
+                    port = free_port()
+                    argv = ["taskset", "-c", SUT_CORE, str(niche_bin), "serve"]
+                    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+                    with running(f"niche-{kind}", argv, env, workdir) as server:
+                        url = f"http://127.0.0.1:{port}"
+                        ready_s = wait_ready(server, f"{url}/readyz", timeout=120)
+                        # The tasks' specialists may load after /readyz: wait for their answers.
+                        wait_ready(server, url + CHAT_PATH, timeout=120, body=TASK_BODY)
+                        wait_ready(server, url + CHAT_PATH, timeout=120, body=mixed_body)
+                        task_sample = check_answer("niche", url + CHAT_PATH, TASK_BODY, {})
+                        if task_sample["content"] == STUB_ANSWER:
+                            raise BenchmarkError(
+                                f"niche answered model {TASK!r} with the upstream stub's answer "
+                                f"{task_sample['content']!r}: the task path was not taken"
+                            )
+                        samples[task_system] = task_sample
+                        mixed_system = mixed_systems[kind]
+                        samples[mixed_system] = check_answer(
+                            "niche", url + CHAT_PATH, mixed_body, {}
                         )
-                    samples["niche-pass-through"], samples["niche-task"] = pass_sample, task_sample
-                    samples["niche_ready_s"] = round(ready_s, 2)
-                    for name, body in (
-                        ("niche-pass-through", PASS_THROUGH_BODY),
-                        ("niche-task", TASK_BODY),
-                    ):
-                        systems[name] = measure(name, url + CHAT_PATH, body, {}, duration)
-                    logs["niche"] = server.problems()
-                    if not server.alive():
-                        raise BenchmarkError(f"niche exited under load:\n{server.tail()}")
+                        plan = [(task_system, TASK_BODY)]
+                        if kind == "text":  # the pass-through path once, beside the text kind
+                            samples["niche-pass-through"] = check_answer(
+                                "niche", url + CHAT_PATH, PASS_THROUGH_BODY, {}
+                            )
+                            samples["niche_ready_s"] = round(ready_s, 2)
+                            plan.insert(0, ("niche-pass-through", PASS_THROUGH_BODY))
+                        for name, body in plan:
+                            systems[name] = measure(name, url + CHAT_PATH, body, {}, duration)
+                        systems[mixed_system] = measure_mixed(
+                            mixed_system, url + CHAT_PATH, bodies, routes[kind], duration
+                        )
+                        logs[f"niche-{kind}"] = server.problems()
+                        if not server.alive():
+                            raise BenchmarkError(f"niche exited under load:\n{server.tail()}")
             logs["stub"] = stub.problems()
 
     for name, rows in systems.items():
@@ -551,11 +730,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not row["valid"]
     )
     ratios = {}
-    for name in ("niche-pass-through", "niche-task"):
+    for name in ("niche-pass-through", *TASK_KINDS):
         for key in (f"c{c}" for c in CONCURRENCY):
             ratios[f"{name.replace('-', '_')}_vs_litellm_rps_{key}"] = ratio(
                 systems.get(name, {}).get(key), systems["litellm"].get(key)
             )
+    for key in (f"c{c}" for c in CONCURRENCY):
+        ratios[f"niche_task_two_stage_vs_niche_task_rps_{key}"] = ratio(
+            systems.get("niche-task-two-stage", {}).get(key), systems.get("niche-task", {}).get(key)
+        )
+        text_system, two_stage_system = MIXED_KINDS
+        ratios[f"niche_banking77_mixed_two_stage_vs_text_rps_{key}"] = ratio(
+            systems.get(two_stage_system, {}).get(key), systems.get(text_system, {}).get(key)
+        )
     result = {
         "benchmark": "gateway",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -578,6 +765,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "litellm": "master key, no database, LITELLM_LOG=ERROR, set_verbose false, "
             "LITELLM_LOCAL_MODEL_COST_MAP=True, --num_workers 1",
             "niche": "niche serve --workers 1, default NICHE_GATEWAY_* settings, no API key",
+            "task_kinds": dict(TASK_KINDS),
+            "mixed_kinds": dict(MIXED_KINDS),
+            "mixed_load": "wrk -t1 (client core), a Lua script cycling through one chat request "
+            f"per {MIXED_TASK} test text (shuffled, seed 0); route shares computed offline by "
+            "the measured model version, weighted by how often each text was sent",
         },
         "task": task_info,
         "systems": systems,
@@ -643,7 +835,7 @@ def print_table(result: dict[str, Any]) -> None:
         f"{versions_['niche']} @ {versions_['niche_commit']}; "
         f"{result['settings']['duration_s']:g} s per run"
     )
-    header = f"{'system':20s} {'c':>3s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}"
+    header = f"{'system':31s} {'c':>3s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s}"
     print(header + f" {'+p50 ms':>8s} {'+p99 ms':>8s} {'non-2xx':>8s}")
 
     def cell(value: Any) -> str:
@@ -652,14 +844,19 @@ def print_table(result: dict[str, Any]) -> None:
     for name, rows in result["systems"].items():
         for row in rows.values():
             bad = row["non_2xx"] + sum(row["errors"].values())
+            shares = ""
+            if row.get("static_share") is not None:
+                shares = (
+                    f"  static {row['static_share']:.0%} no-cascade {row['specialist_share']:.0%}"
+                )
             print(
-                f"{name:20s} {row['concurrency']:3d} {row['rps'] or 0:9.1f} "
+                f"{name:31s} {row['concurrency']:3d} {row['rps'] or 0:9.1f} "
                 f"{cell(row['p50_ms']):>8s} {cell(row['p99_ms']):>8s} "
                 f"{cell(row.get('added_p50_ms')):>8s} {cell(row.get('added_p99_ms')):>8s} "
-                f"{bad:8d}"
+                f"{bad:8d}{shares}"
             )
     for name, why in result["skipped"].items():
-        print(f"{name:20s} skipped: {why}")
+        print(f"{name:31s} skipped: {why}")
     for key, value in result["ratios"].items():
         if value is not None:
             print(f"{key}: {value}x")
