@@ -60,6 +60,7 @@ from niche.specialists.base import (
     check_text_inputs,
 )
 from niche.specialists.context import Clock, FitContext, LoadContext
+from niche.specialists.head_selection import DEFAULT_C, HeadChoice
 from niche.specialists.saving import CONFIG_FILE, read_config, staged_directory, write_config
 from niche.specialists.text import TextSpecialist
 from niche.specialists.tiers import choose_threshold, validation_split
@@ -157,7 +158,11 @@ class TwoStageSpecialist:
             },
             "encoder_id": self.minilm.encoder_id_,
             "tiers": {
-                name: {"temperature": tier.temperature_, "params": tier.get_params()}
+                name: {
+                    "temperature": tier.temperature_,
+                    "params": tier.get_params(),
+                    "head": tier.head_.to_dict(),
+                }
                 for name, tier in zip(TIERS, (self.static, self.minilm), strict=True)
             },
             "params": dict(self.params),
@@ -257,6 +262,12 @@ class TwoStageSpecialist:
                 raise ArtifactError(f"{heads_path}: no tensor {exc}", path=heads_path) from exc
             tier.label_set_ = labels
             tier.temperature_ = float(tiers_config[name]["temperature"])
+            head = tiers_config[name].get("head")
+            tier.head_ = (
+                HeadChoice.from_dict(head)
+                if isinstance(head, dict)
+                else HeadChoice(c=float(tier.c if tier.c is not None else DEFAULT_C))
+            )
             tier.encoder_id_ = tier_encoder.id
             if tier.coef_.shape != (len(labels), tier_encoder.dim):
                 raise ArtifactError(
@@ -331,7 +342,9 @@ class TwoStageKind(SpecialistKind):
 
     Options: ``threshold`` (None: chosen on a validation slice), ``validation_size`` (0.2),
     ``max_loss`` (0.005 accuracy against MiniLM alone on that slice), ``c`` and
-    ``static_c`` (each tier's inverse regularisation), ``max_iter``, ``calibration_size``.
+    ``static_c`` (each tier's inverse regularisation; None, the default: chosen by
+    cross-validation on the task's metric, like the text kind's), ``max_iter``,
+    ``calibration_size``.
     Fitting distils the static model into ``settings.cache_dir`` on first use (``train``
     extra) and saves a copy of it in each artifact; loading reads only the artifact.
 
@@ -345,8 +358,8 @@ class TwoStageKind(SpecialistKind):
             "threshold": None,
             "validation_size": 0.2,
             "max_loss": 0.005,
-            "c": 10.0,
-            "static_c": 10.0,
+            "c": None,
+            "static_c": None,
             "max_iter": 2000,
             "calibration_size": 0.1,
         }
@@ -408,7 +421,8 @@ class TwoStageKind(SpecialistKind):
             ):
                 tier = TextSpecialist(
                     encoder,
-                    c=float(c),
+                    c=None if c is None else float(c),
+                    metric=context.metric,
                     max_iter=int(options["max_iter"]),
                     calibration_size=float(options["calibration_size"]),
                     seed=context.seed,
@@ -477,6 +491,10 @@ class TwoStageKind(SpecialistKind):
                 **specialist.params,
                 "c": specialist.minilm.c,
                 "static_c": specialist.static.c,
+            },
+            "heads": {
+                "static": specialist.static.head_.to_dict(),
+                "minilm": specialist.minilm.head_.to_dict(),
             },
             "temperatures": {
                 "static": specialist.static.temperature_,
