@@ -47,10 +47,11 @@ def encoder_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def encoder(encoder_cache_dir: Path):
-    """The real int8 ONNX encoder with an embedding cache, shared by the whole run."""
+    """The real ONNX encoder (the default static int8) with an embedding cache, shared by the
+    whole run."""
     from niche.encoders import CachedEncoder, EmbeddingCache, OnnxEncoder
 
-    onnx = OnnxEncoder(precision="int8", cache_dir=encoder_cache_dir).load()
+    onnx = OnnxEncoder(precision="int8-static", cache_dir=encoder_cache_dir).load()
     return CachedEncoder(onnx, EmbeddingCache(encoder_cache_dir / "embeddings.sqlite"))
 
 

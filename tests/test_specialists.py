@@ -104,8 +104,8 @@ def test_batch_and_single_predictions_agree(predictor, banking_slice):
     for i, text in enumerate(texts):
         single = predictor.predict([text])
         assert single.labels[0] == batch.labels[i]
-        # int8 dynamic quantisation scales activations per batch: tiny differences only.
-        assert single.confidences[0] == pytest.approx(batch.confidences[i], abs=0.05)
+        # Static int8 scales are constants of the graph (dynamic int8 needed abs=0.05).
+        assert single.confidences[0] == pytest.approx(batch.confidences[i], abs=1e-5)
 
 
 def test_predictions_are_deterministic(predictor, banking_slice):

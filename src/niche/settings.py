@@ -102,8 +102,9 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "NICHE_ENCODER_PRECISION",
-        "int8",
-        "Precision of the ONNX text encoder: int8 (dynamic quantisation) or fp32.",
+        "int8-static",
+        "Precision of the ONNX text encoder: int8-static (activation scales calibrated once: "
+        "a text's vector does not depend on its batch), int8 (dynamic quantisation) or fp32.",
     ),
     Setting(
         "NICHE_ENCODER_THREADS",

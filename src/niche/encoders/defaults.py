@@ -2,7 +2,7 @@
 
 >>> encoder = default_encoder()
 >>> encoder.id
-'all-MiniLM-L6-v2/onnx-int8'
+'all-MiniLM-L6-v2/onnx-int8-static'
 """
 
 from __future__ import annotations
@@ -15,8 +15,12 @@ from niche.settings import Settings
 __all__ = ["default_encoder"]
 
 
-def default_encoder(settings: Settings | None = None, *, cache: bool = True) -> Encoder:
+def default_encoder(
+    settings: Settings | None = None, *, cache: bool = True, precision: str | None = None
+) -> Encoder:
     """An :class:`OnnxEncoder` configured by ``settings``, behind the embedding cache.
+
+    ``precision`` overrides ``NICHE_ENCODER_PRECISION`` (to load a model trained on another).
 
     The export and the cache file (``embeddings.sqlite``) both live in ``settings.cache_dir``.
     Nothing is loaded or created until the first ``encode``.
@@ -26,7 +30,7 @@ def default_encoder(settings: Settings | None = None, *, cache: bool = True) -> 
     """
     settings = Settings() if settings is None else settings
     encoder = OnnxEncoder(
-        precision=settings.get("NICHE_ENCODER_PRECISION"),
+        precision=precision or settings.get("NICHE_ENCODER_PRECISION"),
         threads=settings.get("NICHE_ENCODER_THREADS"),
         batch_size=settings.get("NICHE_ENCODER_BATCH_SIZE"),
         max_tokens=settings.get("NICHE_ENCODER_MAX_TOKENS"),

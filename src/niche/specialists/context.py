@@ -2,6 +2,8 @@
 
     >>> context = LoadContext(settings)                     # the encoder is built on first use
     >>> predictor = get_kind("text").load(directory, context)
+    >>> context.encoder_for("all-MiniLM-L6-v2/onnx-int8").id   # a model trained on another
+    'all-MiniLM-L6-v2/onnx-int8'
     >>> fitted = get_kind("text").fit(texts, labels, FitContext(encoder=encoder, seed=3))
 
 A kind that needs no encoder (a remote endpoint, gradient boosting on tables) never builds
@@ -55,6 +57,7 @@ class LoadContext:
         self.embedding_cache = embedding_cache
         self.clock = clock
         self._encoder = encoder
+        self._others: dict[str, Encoder] = {}
         self._lock = threading.Lock()
 
     @property
@@ -66,6 +69,35 @@ class LoadContext:
 
                 self._encoder = default_encoder(self.settings, cache=self.embedding_cache)
             return self._encoder
+
+    def encoder_for(self, encoder_id: str) -> Encoder:
+        """The encoder whose id is ``encoder_id``: the shared one if it has that id, else one
+        built from the settings with that precision (once per id, cached like the shared one),
+        so a specialist trained on another precision loads after the default changed.
+
+        An id niche cannot build gives the shared encoder: the kind then refuses it by name.
+
+            >>> context.encoder_for("all-MiniLM-L6-v2/onnx-int8").id
+            'all-MiniLM-L6-v2/onnx-int8'
+        """
+        shared = self.encoder
+        if shared.id == encoder_id:
+            return shared
+        from niche.encoders.export import precision_of
+
+        precision = precision_of(encoder_id)
+        if precision is None:
+            return shared
+        with self._lock:
+            other = self._others.get(encoder_id)
+            if other is None:
+                from niche.encoders import default_encoder
+
+                other = default_encoder(
+                    self.settings, cache=self.embedding_cache, precision=precision
+                )
+                self._others[encoder_id] = other
+            return other
 
     @property
     def has_encoder(self) -> bool:

@@ -424,8 +424,16 @@ class TextKind(SpecialistKind):
         }
 
     def load(self, directory: Path, context: LoadContext) -> TextSpecialist:
-        """The :class:`TextSpecialist` in ``directory``, on the context's encoder."""
-        return TextSpecialist.load(directory, context.encoder, clock=context.clock)
+        """The :class:`TextSpecialist` in ``directory``, on the encoder it was trained with
+        (:meth:`LoadContext.encoder_for`: the shared one when the ids match)."""
+        encoder = context.encoder
+        config_path = Path(directory) / CONFIG_FILE
+        if config_path.is_file():
+            config = read_config(Path(directory), kind=self.name, format_version=FORMAT_VERSION)
+            saved = config.get("encoder_id")
+            if isinstance(saved, str):
+                encoder = context.encoder_for(saved)
+        return TextSpecialist.load(directory, encoder, clock=context.clock)
 
     def lineage(self, specialist: Predictor) -> dict[str, Any]:
         """The encoder, the parameters, the head's chosen C and class weighting (with their

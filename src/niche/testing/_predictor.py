@@ -63,10 +63,11 @@ def check_predictor(
     (default ``atol``) bounds what may move with an input's batch-mates: an input alone vs
     inside the batch, and a rebuild in another process (whose embedding cache, if any, may
     hold vectors computed in other batches). Where both sides carry probabilities, whole
-    rows are compared, so a near tie may change its label within the tolerance. int8
-    dynamic quantisation scales activations per batch tensor: on BANKING77 rows an int8 text
+    rows are compared, so a near tie may change its label within the tolerance. niche's
+    default static int8 encoder gives a text the same vector in any batch (``1e-6`` holds);
+    dynamic int8 scales activations per batch tensor: on BANKING77 rows an int8 text
     specialist's confidences moved by up to 0.03 alone vs in a batch of 16 (0.06 in a batch
-    of 96), zero-shot's (cosines / 0.05) by up to 0.05 (0.16): niche's suite passes
+    of 96), zero-shot's (cosines / 0.05) by up to 0.05 (0.16), so it needs
     ``batch_atol=0.05`` and ``0.1`` on 16 rows. ``timeout_s`` bounds the threads and the
     rebuild.
 
