@@ -144,7 +144,8 @@ def test_a_specialist_loads_in_a_fresh_cache_without_torch_or_a_distillation(
     process that never imports torch (checked in a subprocess's sys.modules)."""
     _, _, test_texts, _ = rows
     cache = tmp_path / "cache"
-    (export,) = static_cache.glob("encoders/*onnx-int8")
+    export = static_cache / "encoders" / context.encoder.id.replace("/", "--")
+    assert export.is_dir(), sorted(p.name for p in (static_cache / "encoders").iterdir())
     shutil.copytree(export, cache / "encoders" / export.name)
     done = subprocess.run(
         [sys.executable, "-c", LOAD_ALONE, str(cache), str(fitted), json.dumps(test_texts)],

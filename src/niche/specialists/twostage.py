@@ -471,9 +471,15 @@ class TwoStageKind(SpecialistKind):
     def load(self, directory: Path, context: LoadContext) -> TwoStageSpecialist:
         """The :class:`TwoStageSpecialist` in ``directory``, with the static model saved in
         it (verified); neither the cache nor torch is needed."""
+        encoder = context.encoder
+        if (Path(directory) / CONFIG_FILE).is_file():
+            saved = read_config(Path(directory), kind=KIND, format_version=FORMAT_VERSION)
+            if isinstance(saved.get("encoder_id"), str):
+                # The MiniLM tier's own encoder: a model trained on another precision keeps it.
+                encoder = context.encoder_for(saved["encoder_id"])
         with self._lock:
             return TwoStageSpecialist.load(
-                directory, context.encoder, shared=self._shared, clock=context.clock
+                directory, encoder, shared=self._shared, clock=context.clock
             )
 
     def lineage(self, specialist: Predictor) -> dict[str, Any]:
