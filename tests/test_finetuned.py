@@ -74,6 +74,10 @@ def test_a_save_and_load_round_trip_predicts_the_same(saved: Path, tmp_path: Pat
     first, second = loaded.predict(texts), again.predict(texts)
     assert first.labels == second.labels
     np.testing.assert_array_equal(first.probabilities, second.probabilities)
+    # Its own encoder (what monitoring embeds traffic with) gives the same probabilities.
+    own = loaded.predict_proba_embeddings(loaded.encoder.encode(texts))
+    np.testing.assert_array_equal(own, first.probabilities)
+    assert loaded.encoder.id.startswith("all-MiniLM-L6-v2/fine-tuned-onnx-int8/")
     # It learned the domain: far above the 1/15 of chance on rows it never saw.
     assert np.mean(np.asarray(first.labels) == np.asarray(labels)) > 0.6
     assert sorted(p.name for p in (tmp_path / "copy").iterdir()) == [

@@ -50,7 +50,7 @@ from niche.specialists.finetuning import (
 from niche.specialists.saving import CONFIG_FILE, read_config, staged_directory, write_config
 from niche.specialists.text import fit_temperature, softmax
 
-__all__ = ["FineTunedKind", "FineTunedSpecialist", "check_options"]
+__all__ = ["FineTunedEncoder", "FineTunedKind", "FineTunedSpecialist", "check_options"]
 
 KIND = "text-finetuned"
 FORMAT_VERSION = 1
@@ -116,6 +116,38 @@ def check_options(options: Mapping[str, Any]) -> FineTuneOptions:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class FineTunedEncoder:
+    """A fine-tuned specialist's own encoder, as an :class:`~niche.encoders.Encoder`: what
+    monitoring embeds live traffic with to check its input drift.
+
+    Its ``id`` names the exact graph (the digest of its ``model.onnx``): two versions' vectors
+    are never mixed under one id.
+
+        >>> specialist.encoder.encode(["what is my balance"]).shape
+        (1, 384)
+    """
+
+    def __init__(self, specialist: FineTunedSpecialist) -> None:
+        self.specialist = specialist
+
+    @property
+    def id(self) -> str:
+        """``all-MiniLM-L6-v2/fine-tuned-onnx-int8/<first 16 hex of model.onnx's sha256>``."""
+        return f"{ENCODER_ID}/{self.specialist.config_['files'][MODEL_FILE]['sha256'][:16]}"
+
+    @property
+    def dim(self) -> int:
+        """Width of the vectors: 384."""
+        return int(self.specialist.config_["dim"])
+
+    def encode(self, texts: Sequence[str], *, progress: Any = None) -> np.ndarray:
+        """L2-normalised float32 embeddings, one row per text, in input order."""
+        vectors = self.specialist.embed(texts)
+        if progress is not None:
+            progress(len(texts))
+        return vectors
 
 
 class FineTunedSpecialist:
@@ -237,14 +269,27 @@ class FineTunedSpecialist:
             result[rows] = out
         return result
 
+    @property
+    def encoder(self) -> FineTunedEncoder:
+        """Its own (fine-tuned) encoder; the shared one is never used."""
+        self._check_fitted()
+        return FineTunedEncoder(self)
+
     def logits(self, texts: Sequence[str]) -> np.ndarray:
         """The head's uncalibrated scores (n, n_labels), float64."""
-        embeddings = self.embed(texts)
+        return self._logits(self.embed(texts))
+
+    def _logits(self, embeddings: np.ndarray) -> np.ndarray:
         return (embeddings @ self.coef_.T + self.intercept_).astype(np.float64)
+
+    def predict_proba_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities (n, n_labels) for embeddings of :attr:`encoder`."""
+        self._check_fitted()
+        return softmax(self._logits(embeddings) / self.temperature_)
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Calibrated probabilities (n, n_labels) over :attr:`label_set`."""
-        return softmax(self.logits(texts) / self.temperature_)
+        return self.predict_proba_embeddings(self.embed(texts))
 
     def predict(self, inputs: TextInputs) -> Predictions:
         """Labels and calibrated confidences for ``inputs`` (texts), with their compute time."""
