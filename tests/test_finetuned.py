@@ -217,3 +217,38 @@ def test_the_gate_decides_between_a_frozen_champion_and_a_finetuned_one(
     expected = {"champion": tuned.version if outcome.moved else frozen.version}
     assert registry.promotions.aliases("bank") == expected
     assert outcome.moved == outcome.decision.passed
+
+
+# -- served through the same gateway ------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_the_gateway_serves_it_as_a_champion(
+    saved: Path, niche_home: Path, encoder_cache_dir: Path, gateway
+) -> None:
+    from niche.registry import Registry
+    from niche.registry.artifacts import ArtifactStore
+    from niche.registry.tasks import TaskSpec
+    from tests.gateway_support import in_process
+
+    settings = Settings(home=str(niche_home), cache_dir=str(encoder_cache_dir))
+    served = FineTunedSpecialist.load(saved)
+    artifact = ArtifactStore.from_settings(settings).put_dir(saved)
+    with Registry(settings=settings) as registry:
+        registry.tasks.create(TaskSpec(name="bank", labels=served.label_set))
+        registry.models.register(
+            "bank",
+            kind="text-finetuned",
+            artifact_digest=artifact.digest,
+            artifact_uri=artifact.uri,
+            dataset_fingerprint="clinc150-banking-slice",
+            lineage={},
+        )
+        registry.promotions.move("bank", "champion", 1, actor="test", reason="fixture")
+    texts, _ = _rows("test", 1)
+    async with in_process(gateway(settings)) as http:
+        response = await http.post("/v1/tasks/bank/predict", json={"inputs": texts[:5]})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["label"] for p in predictions] == served.predict(texts[:5]).labels
+    assert {(p["alias"], p["model_version"]) for p in predictions} == {("champion", 1)}
