@@ -44,6 +44,7 @@ __all__ = [
     "FineTuneOptions",
     "FineTuneResult",
     "fine_tune",
+    "quantize",
     "stratified_holdout",
 ]
 
