@@ -62,6 +62,22 @@ CASES: dict[tuple[str, ...], list[Case]] = {
             2,
             ("unknown specialist kind 'nosuch'", "known kinds:", "text", "zero-shot"),
         ),
+        Case(
+            ["train", "deadbeef", "--kind", "text-finetuned", "--epochs", "0"],
+            2,
+            ("specialist kind 'text-finetuned': option epochs must be >= 1, got 0",),
+        ),
+        Case(
+            ["train", "deadbeef", "--epochs", "2"],
+            2,
+            ("specialist kind 'text' has no option 'epochs'", "options: c,"),
+        ),
+        Case(
+            ["train", "deadbeef", "--kind", "text-finetuned", "-o", "learning_rate=-1"],
+            2,
+            ("option learning_rate must be > 0.0, got -1",),
+        ),
+        Case(["train", "deadbeef", "--option", "epochs"], 2, ("--option 'epochs'", "KEY=VALUE")),
     ],
     ("evaluate",): [
         Case(["evaluate", "nosuch", "1"], 2, ("no task 'nosuch'",)),

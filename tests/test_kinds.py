@@ -101,10 +101,11 @@ def test_the_built_in_kinds_are_declared_as_entry_points() -> None:
     assert declared == {
         "remote": "niche.specialists.remote:RemoteKind",
         "text": "niche.specialists.text:TextKind",
+        "text-finetuned": "niche.specialists.finetuned:FineTunedKind",
         "text-two-stage": "niche.specialists.twostage:TwoStageKind",
         "zero-shot": "niche.specialists.zeroshot:ZeroShotKind",
     }
-    assert available_kinds() == ["remote", "text", "text-two-stage", "zero-shot"]
+    assert available_kinds() == ["remote", "text", "text-finetuned", "text-two-stage", "zero-shot"]
     text, zero_shot = get_kind("text"), get_kind("zero-shot")
     assert isinstance(text, TextKind) and isinstance(zero_shot, ZeroShotKind)
     assert (text.name, text.input_kind) == ("text", "text")
@@ -134,7 +135,9 @@ def test_no_entry_point_is_read_at_import_time() -> None:
 def test_an_unknown_kind_names_the_known_ones() -> None:
     with pytest.raises(ValidationError, match="unknown specialist kind 'lora'") as caught:
         get_kind("lora")
-    assert "known kinds: remote, text, text-two-stage, zero-shot" in str(caught.value)
+    assert "known kinds: remote, text, text-finetuned, text-two-stage, zero-shot" in str(
+        caught.value
+    )
     assert caught.value.param == "kind"
     assert caught.value.exit_code == 2
 
@@ -149,7 +152,14 @@ def test_a_third_party_kind_is_discovered_from_its_entry_point(
         {"niche_demo_kind": DEMO_MODULE},
     )
     assert "niche_demo_kind" not in sys.modules
-    assert available_kinds() == ["demo-keywords", "remote", "text", "text-two-stage", "zero-shot"]
+    assert available_kinds() == [
+        "demo-keywords",
+        "remote",
+        "text",
+        "text-finetuned",
+        "text-two-stage",
+        "zero-shot",
+    ]
     assert "niche_demo_kind" not in sys.modules  # listing kinds imports none of them
     kind = get_kind("demo-keywords")
     assert type(kind).__module__ == "niche_demo_kind"
@@ -196,7 +206,7 @@ def test_a_kind_declared_twice_is_refused(tmp_path: Path, monkeypatch: pytest.Mo
 def test_built_in_kinds_are_found_without_their_metadata(monkeypatch: pytest.MonkeyPatch) -> None:
     # An editable install made before the entry points existed declares none.
     monkeypatch.setattr(kinds_module.metadata, "entry_points", lambda **_: [])
-    assert available_kinds() == ["remote", "text", "text-two-stage", "zero-shot"]
+    assert available_kinds() == ["remote", "text", "text-finetuned", "text-two-stage", "zero-shot"]
     assert isinstance(get_kind("zero-shot"), ZeroShotKind)
 
 

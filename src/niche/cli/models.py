@@ -6,7 +6,7 @@ registry) and prints (rich or ``--json``).
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -64,11 +64,31 @@ def train(
         float,
         typer.Option(help="Train on this share of each label's rows (e.g. 0.05 for a baseline)."),
     ] = 1.0,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            help="Training epochs, for a kind that has them (text-finetuned: at most this "
+            "many, with early stopping).",
+        ),
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-o",
+            metavar="KEY=VALUE",
+            help="A fit option of the kind (repeatable), e.g. -o learning_rate=3e-5; "
+            "numbers and true/false are parsed.",
+        ),
+    ] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Train a specialist (default: text) on a curated dataset version and register it."""
     from niche.workflows import train_and_register
 
+    options = _fit_options(option or [])
+    if epochs is not None:
+        options["epochs"] = epochs
     with RichProgress(enabled=not json_out) as progress:
         record = train_and_register(
             dataset_version,
@@ -77,6 +97,7 @@ def train(
             kind=kind,
             seed=seed,
             fraction=fraction,
+            options=options,
             progress=progress,
         )
     if json_out:
@@ -86,6 +107,29 @@ def train(
         f"{record.task} v{record.version} registered (artifact {record.artifact_digest[:16]})"
     )
     typer.echo(f"next: niche evaluate {record.task} {record.version}")
+
+
+def _fit_options(pairs: list[str]) -> dict[str, Any]:
+    """``--option KEY=VALUE`` pairs as a dict: ints, floats and true/false parsed."""
+    from niche.errors import ValidationError
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValidationError(f"--option {pair!r}: expected KEY=VALUE", param="option")
+        value: Any = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            for parse in (int, float):
+                try:
+                    value = parse(raw)
+                    break
+                except ValueError:
+                    continue
+        options[key.strip()] = value
+    return options
 
 
 @app.command("evaluate")

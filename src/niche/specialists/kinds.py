@@ -15,7 +15,7 @@ kind from here (:func:`get_kind`) and load a stored model with :func:`load_predi
     >>> get_kind("text").input_kind
     'text'
     >>> available_kinds()
-    ['remote', 'text', 'text-two-stage', 'zero-shot']
+    ['remote', 'text', 'text-finetuned', 'text-two-stage', 'zero-shot']
     >>> predictor = load_predictor("text", artifact_dir, LoadContext(settings))
 """
 
@@ -40,6 +40,7 @@ ENTRY_POINT_GROUP = "niche.specialist_kinds"
 _BUILTIN = {
     "remote": "niche.specialists.remote:RemoteKind",
     "text": "niche.specialists.text:TextKind",
+    "text-finetuned": "niche.specialists.finetuned:FineTunedKind",
     "text-two-stage": "niche.specialists.twostage:TwoStageKind",
     "zero-shot": "niche.specialists.zeroshot:ZeroShotKind",
 }
@@ -63,7 +64,7 @@ def available_kinds() -> list[str]:
     """The names of every installed kind, sorted; none of them is imported.
 
     >>> available_kinds()
-    ['remote', 'text', 'text-two-stage', 'zero-shot']
+    ['remote', 'text', 'text-finetuned', 'text-two-stage', 'zero-shot']
     """
     return sorted(_declared())
 

@@ -85,7 +85,8 @@ def train_and_register(
     an unknown one is refused listing them). ``task`` defaults to a name derived from the
     dataset's source, created when missing (with ``label_descriptions`` for its zero-shot
     general model, and ``domain`` as its domain tag). ``fraction`` trains on that share of each label's rows (a deliberately
-    weak baseline). The specialist is fitted before anything is written, so data it refuses
+    weak baseline). ``options`` are the kind's fit options (e.g. ``{"epochs": 2}`` for
+    ``text-finetuned``), checked against the kind before any work. The specialist is fitted before anything is written, so data it refuses
     leaves no dataset version or task behind. A model version of ``task`` already trained
     from the same dataset version is said on ``progress``, and so is training that gives an
     existing version's very bytes (that version is returned; nothing new is registered).
@@ -101,7 +102,8 @@ def train_and_register(
 
     if not 0 < fraction <= 1:
         raise ValidationError(f"fraction must be in (0, 1], got {fraction}", param="fraction")
-    get_kind(kind)  # an unknown kind is refused before any work
+    # An unknown kind, or an option it does not take, is refused before any work.
+    get_kind(kind).resolve_options(options or {})
     settings, registry = resolve(settings, registry)
     version = (
         open_dataset(dataset, settings, registry=registry) if isinstance(dataset, str) else dataset
