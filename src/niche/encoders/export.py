@@ -21,7 +21,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ __all__ = [
     "OUTPUT_NAME",
     "PRECISIONS",
     "TOKENIZER_FILE",
+    "build_once",
     "check_precision",
     "encoder_id",
     "ensure_export",
@@ -111,25 +112,44 @@ def ensure_export(cache_dir: Path, precision: str) -> Path:
     """
     check_precision(precision)
     folder = Path(cache_dir) / "encoders" / _folder_name(precision)
+    return build_once(
+        folder,
+        lambda staging: export_model(staging, precision),
+        what="export",
+        again="niche exports the encoder again",
+    )
+
+
+def build_once(folder: Path, build: Callable[[Path], object], *, what: str, again: str) -> Path:
+    """``folder``, made by ``build(staging)`` unless it already holds a :data:`MANIFEST`.
+
+    ``build`` writes into a private temporary folder beside ``folder``, which is then renamed
+    into place: a reader never sees half of it, and of two processes building it at once the
+    second uses the first's copy. A ``folder`` without a manifest is refused, naming ``what``
+    it should have been and what deleting it does (``again``).
+
+        >>> build_once(folder, lambda staging: export_model(staging, "fp32"),
+        ...            what="export", again="niche exports the encoder again")
+    """
     if (folder / MANIFEST).is_file():
         return folder
     if folder.exists():
         raise EncoderError(
-            f"{folder} exists but has no {MANIFEST}: it is not a niche export; delete it and "
-            "niche exports the encoder again"
+            f"{folder} exists but has no {MANIFEST}: it is not a niche {what}; delete it and "
+            f"{again}"
         )
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        export_model(staging, precision)
+        build(staging)
         # mkdtemp makes the folder private; an export is shared like any cache entry.
         staging.chmod(0o755)
         try:
             os.rename(staging, folder)
         except OSError as exc:
-            # Another process finished the same export first; its copy is as good as ours.
+            # Another process finished the same folder first; its copy is as good as ours.
             if not (folder / MANIFEST).is_file():
-                raise EncoderError(f"cannot move the new export into {folder}: {exc}") from exc
+                raise EncoderError(f"cannot move the new {what} into {folder}: {exc}") from exc
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

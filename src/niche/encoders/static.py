@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
-import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -40,7 +38,14 @@ from typing import Any
 import numpy as np
 
 from niche.encoders.base import ProgressCallback, check_texts
-from niche.encoders.export import MANIFEST, MODEL_NAME, SOURCE_PACKAGE, read_manifest, read_verified
+from niche.encoders.export import (
+    MANIFEST,
+    MODEL_NAME,
+    SOURCE_PACKAGE,
+    build_once,
+    read_manifest,
+    read_verified,
+)
 from niche.errors import EncoderError
 
 __all__ = [
@@ -79,29 +84,9 @@ def ensure_static(cache_dir: Path) -> Path:
     >>> ensure_static(Path(".niche/cache")).name
     'all-MiniLM-L6-v2--model2vec-256'
     """
-    folder = _folder(cache_dir)
-    if (folder / MANIFEST).is_file():
-        return folder
-    if folder.exists():
-        raise EncoderError(
-            f"{folder} exists but has no {MANIFEST}: it is not a niche static model; delete it "
-            "and niche distils it again"
-        )
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        distil_static(staging)
-        staging.chmod(0o755)
-        try:
-            os.rename(staging, folder)
-        except OSError as exc:
-            # Another process finished the same distillation first: use its copy.
-            if not (folder / MANIFEST).is_file():
-                raise EncoderError(f"cannot move the static model into {folder}: {exc}") from exc
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return build_once(
+        _folder(cache_dir), distil_static, what="static model", again="niche distils it again"
+    )
 
 
 def distil_static(folder: Path) -> dict[str, Any]:

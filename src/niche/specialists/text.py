@@ -44,6 +44,7 @@ from niche.specialists.head_selection import (
     choose_head,
     one_blas_thread,
 )
+from niche.specialists.holdout import stratified_holdout
 from niche.specialists.saving import CONFIG_FILE, read_config, staged_directory, write_config
 
 __all__ = ["TextKind", "TextSpecialist", "fit_temperature", "softmax"]
@@ -208,16 +209,7 @@ class TextSpecialist:
 
     def _calibration_split(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Stratified hold-out: a ``calibration_size`` share of each label with ≥ 3 rows."""
-        rng = np.random.default_rng(self.seed)
-        fit_rows: list[np.ndarray] = []
-        calib_rows: list[np.ndarray] = []
-        for label in np.unique(targets):
-            rows = np.flatnonzero(targets == label)
-            rng.shuffle(rows)
-            n_calib = round(len(rows) * self.calibration_size) if len(rows) >= 3 else 0
-            calib_rows.append(rows[:n_calib])
-            fit_rows.append(rows[n_calib:])
-        return np.sort(np.concatenate(fit_rows)), np.sort(np.concatenate(calib_rows))
+        return stratified_holdout(targets, self.calibration_size, seed=self.seed)
 
     def _new_head(self, choice: HeadChoice) -> Any:
         from sklearn.linear_model import LogisticRegression

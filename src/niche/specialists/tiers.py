@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from niche.specialists.holdout import stratified_holdout
+
 __all__ = ["choose_threshold", "validation_split"]
 
 
@@ -71,13 +73,4 @@ def validation_split(targets: np.ndarray, share: float, seed: int) -> tuple[np.n
 
         >>> fit_rows, held_rows = validation_split(targets, 0.2, seed=0)
     """
-    rng = np.random.default_rng(seed)
-    fit_rows: list[np.ndarray] = []
-    held_rows: list[np.ndarray] = []
-    for label in np.unique(targets):
-        rows = np.flatnonzero(targets == label)
-        rng.shuffle(rows)
-        n_held = min(round(len(rows) * share), len(rows) - 2) if len(rows) >= 3 else 0
-        held_rows.append(rows[:n_held])
-        fit_rows.append(rows[n_held:])
-    return np.sort(np.concatenate(fit_rows)), np.sort(np.concatenate(held_rows))
+    return stratified_holdout(targets, share, seed=seed, min_kept=2)
