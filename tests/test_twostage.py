@@ -59,9 +59,11 @@ def fit_context(context: LoadContext, **options: object) -> FitContext:
 
 @pytest.fixture(scope="module")
 def fitted(context: LoadContext, rows, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A two-stage specialist with its threshold chosen on validation, saved."""
+    """A two-stage specialist with its threshold chosen on validation (48 rows), saved."""
     train_texts, train_labels, _, _ = rows
-    spec = get_kind(KIND).fit(train_texts, train_labels, fit_context(context))
+    spec = get_kind(KIND).fit(
+        train_texts, train_labels, fit_context(context, min_validation_rows=40)
+    )
     return spec.save(tmp_path_factory.mktemp("two-stage") / "model")
 
 
@@ -243,6 +245,19 @@ def test_the_chosen_threshold_keeps_within_half_a_point_of_minilm(
     assert validation["combined_accuracy"] >= validation["minilm_accuracy"] - 0.005
     assert 0 < validation["coverage"] <= 1
     assert lineage["static_model"]["id"] == "all-MiniLM-L6-v2/model2vec-256"
+
+
+@pytest.mark.slow
+def test_a_slice_too_small_to_weigh_half_a_point_keeps_the_static_tier_off(
+    context: LoadContext, rows
+) -> None:
+    """48 validation rows: one row is 2 points, so "loses at most 0.5 points" cannot be
+    told; by default (200 rows) MiniLM answers every text."""
+    train_texts, train_labels, _, _ = rows
+    spec = get_kind(KIND).fit(train_texts, train_labels, fit_context(context))
+    validation = get_kind(KIND).lineage(spec)["validation"]
+    assert (spec.threshold_, validation["source"], validation["rows"]) == (1.0, "validation", 48)
+    assert "fewer than min_validation_rows=200" in validation["reason"]
 
 
 def test_the_threshold_is_the_lowest_within_the_allowed_loss() -> None:

@@ -341,7 +341,9 @@ class TwoStageKind(SpecialistKind):
     """The ``text-two-stage`` kind: a static first tier, the MiniLM text specialist second.
 
     Options: ``threshold`` (None: chosen on a validation slice), ``validation_size`` (0.2),
-    ``max_loss`` (0.005 accuracy against MiniLM alone on that slice), ``c`` and
+    ``max_loss`` (0.005 accuracy against MiniLM alone on that slice), ``min_validation_rows``
+    (200: on a smaller slice one row weighs more than ``max_loss``, so the static tier stays
+    off and MiniLM answers every text), ``c`` and
     ``static_c`` (each tier's inverse regularisation; None, the default: chosen by
     cross-validation on the task's metric, like the text kind's), ``max_iter``,
     ``calibration_size``.
@@ -358,6 +360,7 @@ class TwoStageKind(SpecialistKind):
             "threshold": None,
             "validation_size": 0.2,
             "max_loss": 0.005,
+            "min_validation_rows": 200,
             "c": None,
             "static_c": None,
             "max_iter": 2000,
@@ -444,7 +447,7 @@ class TwoStageKind(SpecialistKind):
             fit_rows, held_rows = validation_split(
                 targets, float(options["validation_size"]), context.seed
             )
-            if len(held_rows):
+            if len(held_rows) >= int(options["min_validation_rows"]) and len(held_rows):
                 static, minilm = tiers(fit_rows)
                 validation = choose_threshold(
                     static.predict_proba_embeddings(static_x[held_rows]),
@@ -452,8 +455,16 @@ class TwoStageKind(SpecialistKind):
                     targets[held_rows],
                     max_loss=float(options["max_loss"]),
                 )
-            else:  # no label has 3 rows: nothing to choose on, so MiniLM answers everything
-                validation = {"threshold": 1.0, "rows": 0, "coverage": 0.0}
+            else:
+                # Too few rows to tell half a point apart (or no label with 3 rows): the
+                # static tier could lose far more on unseen texts, so MiniLM answers all.
+                validation = {
+                    "threshold": 1.0,
+                    "rows": len(held_rows),
+                    "coverage": 0.0,
+                    "reason": f"{len(held_rows)} validation rows, fewer than "
+                    f"min_validation_rows={options['min_validation_rows']}",
+                }
             validation["source"] = "validation"
         else:
             validation = {"threshold": float(threshold), "source": "option"}
@@ -463,7 +474,10 @@ class TwoStageKind(SpecialistKind):
             minilm,
             threshold=float(validation["threshold"]),
             static_fingerprint=static_encoder.fingerprint,
-            params={k: options[k] for k in ("validation_size", "max_loss", "threshold")},
+            params={
+                k: options[k]
+                for k in ("validation_size", "max_loss", "min_validation_rows", "threshold")
+            },
             validation=validation,
             clock=context.clock,
         )
