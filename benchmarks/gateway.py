@@ -470,7 +470,7 @@ def prepare_task(
     print(f"preparing task {task} in {home} (niche quickstart: curate, train, gate) …", flush=True)
     started = time.perf_counter()
     done = subprocess.run(
-        [str(niche_bin), "quickstart", "--dataset", task, "--json"],
+        [str(niche_bin), "quickstart", "--dataset", task, "--kind", "text", "--json"],
         env=dict(env),
         capture_output=True,
         text=True,

@@ -52,7 +52,14 @@ CASES: dict[tuple[str, ...], list[Case]] = {
         ),
         Case(["report", "--out", "/tmp"], 2, ("--out '/tmp' is a directory",)),
     ],
-    ("quickstart",): [Case(["quickstart", "--data", MISSING], 2, (MISSING, "no such file"))],
+    ("quickstart",): [
+        Case(["quickstart", "--data", MISSING], 2, (MISSING, "no such file")),
+        Case(
+            ["quickstart", "--kind", "nosuch"],
+            2,
+            ("unknown specialist kind 'nosuch'", "known kinds:", "text-two-stage"),
+        ),
+    ],
     ("settings",): [Case(["settings"], 2, ("NICHE_SEED='abc'", "int"), {"NICHE_SEED": "abc"})],
     ("train",): [
         Case(["train", "deadbeef"], 2, ("no dataset version 'deadbeef'",)),

@@ -101,6 +101,7 @@ PUBLIC: dict[str, frozenset[str] | None] = {
             "LoadContext",
             "Predictions",
             "Predictor",
+            "ProbabilityPredictor",
             "Specialist",
             "SpecialistKind",
             "TextInputs",

@@ -103,6 +103,33 @@ def test_the_loop_distils_trains_gates_and_promotes_a_first_champion(
     assert len(registry.models.all(TASK)) == 1
 
 
+@pytest.mark.slow
+def test_the_loop_retrains_the_kind_its_champion_is(
+    registry, encoder, banking_rows, loop_env
+) -> None:
+    from niche.data import Rows, curate
+    from niche.workflows import train_and_register
+
+    _task(registry, triggers=["new_rows"], new_rows=100)
+    seed_rows = banking_rows[:120]
+    version = curate(
+        Rows(texts=[t for t, _ in seed_rows], labels=[y for _, y in seed_rows], source="seed"),
+        seed=0,
+    )
+    first = train_and_register(
+        version, Settings(), task=TASK, kind="text-two-stage", encoder=encoder, registry=registry
+    )
+    registry.promotions.move(TASK, "champion", first.version, reason="test")
+    _capture(registry, banking_rows)
+
+    decision = _once(registry, encoder)
+
+    assert decision.trigger == "new_rows", decision.reason
+    assert decision.detail["kind"] == "text-two-stage"
+    retrained = registry.models.get(TASK, 2)
+    assert retrained.kind == "text-two-stage"  # not the text kind a first model gets
+
+
 def test_too_few_labelled_rows_is_audited_as_did_nothing_with_the_counts(
     registry, encoder, banking_rows, loop_env
 ) -> None:

@@ -317,3 +317,39 @@ def test_a_static_embedding_does_not_depend_on_its_batch(static_cache: Path, row
     assert np.allclose(np.linalg.norm(alone, axis=1), 1.0, atol=1e-6)
     assert not batch[-2:].any()  # a text of no known token: zeros, not NaN
     assert encoder.encode([]).shape == (0, 256)
+
+
+# -- the fit cache ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_second_training_on_the_same_rows_reuses_the_two_stage_fit(
+    static_cache: Path, context: LoadContext, rows, tmp_path: Path
+) -> None:
+    from niche.data import Rows, curate
+    from niche.training import train
+
+    # A cache of its own (the fits), sharing the run's encoders and static model.
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "encoders").symlink_to(static_cache / "encoders")
+    settings = Settings(cache_dir=str(tmp_path / "cache"))
+    texts, labels, test_texts, _ = rows
+    version = curate(Rows(texts=texts, labels=labels, source="banking77 four"), seed=0)
+
+    def fit(**options: object) -> FitContext:
+        return FitContext(settings, encoder=context.encoder, seed=0, options=options)
+
+    first = train(version, KIND, fit(min_validation_rows=40))
+    again = train(version, KIND, fit(min_validation_rows=40))
+    other = train(version, KIND, fit(min_validation_rows=41))
+
+    assert (first.lineage["head_cache"], again.lineage["head_cache"]) == ("miss", "hit")
+    assert other.lineage["head_cache"] == "miss"  # another option: another fit
+    assert again.specialist.kind == KIND
+    assert again.lineage["threshold"] == first.lineage["threshold"]
+    first_out, again_out = (
+        first.specialist.predict(test_texts),
+        again.specialist.predict(test_texts),
+    )
+    assert again_out.labels == first_out.labels
+    np.testing.assert_allclose(again_out.confidences, first_out.confidences, atol=1e-6)

@@ -85,6 +85,14 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object ins
 SeedOpt = Annotated[
     int | None, typer.Option("--seed", help="Seed for splits and resampling (NICHE_SEED).")
 ]
+KindOpt = Annotated[
+    str,
+    typer.Option(
+        "--kind",
+        help="Specialist kind: text (MiniLM + head), text-two-stage (a static first tier, "
+        "MiniLM for the rest), text-finetuned, zero-shot, or one a plug-in adds.",
+    ),
+]
 TaskArg = Annotated[str, typer.Argument(help="Task name.")]
 VersionArg = Annotated[str, typer.Argument(help="Model version number, or an alias (champion).")]
 
@@ -117,6 +125,7 @@ def quickstart(
     text_col: TextColOpt = "text",
     label_col: LabelColOpt = "label",
     no_header: NoHeaderOpt = False,
+    kind: KindOpt = "text",
     seed: SeedOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -128,7 +137,7 @@ def quickstart(
 
     spec = data_spec(dataset, data, text_col, label_col, no_header)
     with RichProgress(enabled=not json_out) as progress:
-        result = run_quickstart(spec, Settings(), seed=seed, progress=progress)
+        result = run_quickstart(spec, Settings(), kind=kind, seed=seed, progress=progress)
     if json_out:
         print_json(result.to_dict())
     else:

@@ -12,6 +12,7 @@ import typer
 
 from niche.cli.app import (
     JsonOpt,
+    KindOpt,
     SeedOpt,
     TaskArg,
     VersionArg,
@@ -53,12 +54,7 @@ def train(
         str | None,
         typer.Option(help="Register under this task (default: named after the dataset)."),
     ] = None,
-    kind: Annotated[
-        str,
-        typer.Option(
-            help="Specialist kind: text (encoder + head), zero-shot, or one a plug-in adds."
-        ),
-    ] = "text",
+    kind: KindOpt = "text",
     seed: SeedOpt = None,
     fraction: Annotated[
         float,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from niche.encoders.export import (
 )
 from niche.errors import ConfigurationError, EncoderError
 
-__all__ = ["OnnxEncoder"]
+__all__ = ["OnnxEncoder", "encode_tokenized", "open_session", "usable_cpus"]
 
 # BERT's learned position embeddings stop at 512.
 _MAX_POSITIONS = 512
@@ -122,7 +122,6 @@ class OnnxEncoder:
         model_bytes = read_verified(folder, manifest, MODEL_FILE)
         tokenizer_bytes = read_verified(folder, manifest, TOKENIZER_FILE)
 
-        import onnxruntime
         from tokenizers import Tokenizer
 
         try:
@@ -136,15 +135,8 @@ class OnnxEncoder:
         tokenizer.no_padding()
         tokenizer.enable_truncation(self.max_tokens)
 
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            session = onnxruntime.InferenceSession(
-                model_bytes, options, providers=["CPUExecutionProvider"]
-            )
+            session = open_session(model_bytes, threads)
         except Exception as exc:
             raise EncoderError(f"onnxruntime cannot load {folder / MODEL_FILE}: {exc}") from exc
 
@@ -180,7 +172,7 @@ class OnnxEncoder:
                 f"OnnxEncoder max_tokens={self.max_tokens} must be between 2 and {_MAX_POSITIONS}",
                 setting="NICHE_ENCODER_MAX_TOKENS",
             )
-        return self.threads or _usable_cpus()
+        return self.threads or usable_cpus()
 
     def _resolved_cache_dir(self) -> Path:
         if self.cache_dir is not None:
@@ -206,44 +198,15 @@ class OnnxEncoder:
             return np.empty((0, DIM), dtype=np.float32)
         if self.session_ is None:
             self.load()
-        if n == 1:
-            # The serving hot path: one text, no sorting, no padding.
-            ids = np.array([self.tokenizer_.encode(texts[0]).ids], dtype=np.int64)
-            out = self._run(ids, np.ones_like(ids))
-            if progress is not None:
-                progress(1)
-            return out
-
-        encodings = self.tokenizer_.encode_batch(list(texts))
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=n)
-        # Sorting by length makes each batch nearly uniform, so padding costs little.
-        order = np.argsort(lengths, kind="stable")
-        result = np.empty((n, DIM), dtype=np.float32)
-        for rows in self._batches(order, lengths):
-            width = int(lengths[rows[-1]])
-            input_ids = np.zeros((len(rows), width), dtype=np.int64)
-            attention_mask = np.zeros((len(rows), width), dtype=np.int64)
-            for r, i in enumerate(rows):
-                length = lengths[i]
-                input_ids[r, :length] = encodings[i].ids
-                attention_mask[r, :length] = 1
-            result[rows] = self._run(input_ids, attention_mask)
-            if progress is not None:
-                progress(len(rows))
-        return result
-
-    def _batches(self, order: np.ndarray, lengths: np.ndarray) -> list[np.ndarray]:
-        """Rows (indices in length order) of each batch: runs of one length, unless the
-        numerics depend on the batch anyway (dynamic int8: padded batches, as before)."""
-        size = self.batch_size
-        if self.precision == "int8":
-            return [order[start : start + size] for start in range(0, len(order), size)]
-        sorted_lengths = lengths[order]
-        cuts = np.flatnonzero(np.diff(sorted_lengths)) + 1
-        batches: list[np.ndarray] = []
-        for run in np.split(order, cuts):
-            batches.extend(run[start : start + size] for start in range(0, len(run), size))
-        return batches
+        return encode_tokenized(
+            self._run,
+            self.tokenizer_,
+            texts,
+            dim=DIM,
+            batch_size=self.batch_size,
+            same_length=self.precision != "int8",
+            progress=progress,
+        )
 
     def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         out = self.session_.run(
@@ -252,8 +215,81 @@ class OnnxEncoder:
         return np.asarray(out, dtype=np.float32)
 
 
-def _usable_cpus() -> int:
-    # Honours taskset/cgroup CPU affinity, unlike os.cpu_count().
+def encode_tokenized(
+    run: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    tokenizer: Any,
+    texts: Sequence[str],
+    *,
+    dim: int,
+    batch_size: int,
+    same_length: bool,
+    progress: ProgressCallback | None = None,
+) -> np.ndarray:
+    """``run(input_ids, attention_mask)`` over ``texts`` in batches; rows in input order.
+
+    The texts are tokenised without padding and sorted by length. With ``same_length`` a batch
+    holds texts of one token length only, so no text is padded and its vector does not depend
+    on its batch-mates; otherwise a batch of at most ``batch_size`` is padded to its longest
+    text. One text skips the sorting: the serving hot path.
+    """
+    n = len(texts)
+    if n == 0:
+        return np.empty((0, dim), dtype=np.float32)
+    if n == 1:
+        ids = np.array([tokenizer.encode(texts[0]).ids], dtype=np.int64)
+        out = np.asarray(run(ids, np.ones_like(ids)), dtype=np.float32)
+        if progress is not None:
+            progress(1)
+        return out
+    encodings = tokenizer.encode_batch(list(texts))
+    lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=n)
+    # Sorting by length makes each batch nearly uniform, so padding costs little.
+    order = np.argsort(lengths, kind="stable")
+    result = np.empty((n, dim), dtype=np.float32)
+    for rows in _batches(order, lengths, batch_size, same_length):
+        width = int(lengths[rows[-1]])
+        input_ids = np.zeros((len(rows), width), dtype=np.int64)
+        attention_mask = np.zeros((len(rows), width), dtype=np.int64)
+        for r, i in enumerate(rows):
+            length = lengths[i]
+            input_ids[r, :length] = encodings[i].ids
+            attention_mask[r, :length] = 1
+        result[rows] = run(input_ids, attention_mask)
+        if progress is not None:
+            progress(len(rows))
+    return result
+
+
+def _batches(
+    order: np.ndarray, lengths: np.ndarray, size: int, same_length: bool
+) -> list[np.ndarray]:
+    """Rows (indices in length order) of each batch: runs of one length with ``same_length``,
+    else padded batches of ``size``."""
+    if not same_length:
+        return [order[start : start + size] for start in range(0, len(order), size)]
+    sorted_lengths = lengths[order]
+    cuts = np.flatnonzero(np.diff(sorted_lengths)) + 1
+    batches: list[np.ndarray] = []
+    for run in np.split(order, cuts):
+        batches.extend(run[start : start + size] for start in range(0, len(run), size))
+    return batches
+
+
+def open_session(model: bytes, threads: int) -> Any:
+    """An onnxruntime CPU session on ``model`` with ``threads`` intra-op threads (0: one per
+    usable CPU), sequential, every graph optimisation on."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads or usable_cpus()
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: honours taskset/cgroup affinity, unlike os.cpu_count()."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:

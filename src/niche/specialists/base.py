@@ -14,7 +14,7 @@ kind: a sequence of ``str`` for ``text`` (:data:`TextInputs`); ``tabular`` and `
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -33,6 +33,7 @@ __all__ = [
     "InputKind",
     "Predictions",
     "Predictor",
+    "ProbabilityPredictor",
     "Specialist",
     "SpecialistKind",
     "TextInputs",
@@ -132,6 +133,34 @@ class Predictor(Protocol):
     def label_set(self) -> list[str]: ...
 
     def predict(self, inputs: TextInputs) -> Predictions: ...
+
+
+class ProbabilityPredictor:
+    """A text predictor's :meth:`predict` built on its ``predict_proba``.
+
+    A subclass gives ``kind``, ``clock`` (seconds, e.g. ``time.perf_counter``), ``label_set``
+    and ``predict_proba(texts) -> (n, len(label_set))`` calibrated probabilities; ``predict``
+    checks the inputs, times ``predict_proba`` with ``clock`` (the predictions' usage) and takes
+    each row's most probable label.
+    """
+
+    kind: str
+    clock: Callable[[], float]
+
+    @property
+    def label_set(self) -> list[str]:
+        raise NotImplementedError
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, inputs: TextInputs) -> Predictions:
+        """Labels and calibrated confidences for ``inputs`` (texts), with their compute time."""
+        texts = check_text_inputs(self.kind, inputs)
+        started = self.clock()
+        probabilities = self.predict_proba(texts)
+        usage = Usage(compute_s=self.clock() - started)
+        return Predictions.from_probabilities(probabilities, self.label_set, usage=usage)
 
 
 @runtime_checkable

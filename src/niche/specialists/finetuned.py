@@ -29,15 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from niche.encoders.onnx_encoder import encode_tokenized, open_session
 from niche.errors import ArtifactError, ChecksumMismatchError, NotFittedError, ValidationError
 from niche.specialists.base import (
-    Predictions,
     Predictor,
+    ProbabilityPredictor,
     SpecialistKind,
     TextInputs,
-    Usage,
     check_fit_arguments,
-    check_text_inputs,
 )
 from niche.specialists.context import Clock, FitContext, LoadContext
 from niche.specialists.finetuning import (
@@ -150,7 +149,7 @@ class FineTunedEncoder:
         return vectors
 
 
-class FineTunedSpecialist:
+class FineTunedSpecialist(ProbabilityPredictor):
     """A fine-tuned encoder (ONNX, int8) + a linear head + a temperature, served without torch.
 
     Built by :meth:`FineTunedKind.fit` or :meth:`load`; ``files_`` is the folder holding
@@ -169,7 +168,6 @@ class FineTunedSpecialist:
 
     def _open(self, folder: Path, config: dict[str, Any]) -> FineTunedSpecialist:
         """Verify the files of ``folder`` against ``config`` and start the session."""
-        import onnxruntime
         from safetensors import SafetensorError, safe_open
         from tokenizers import Tokenizer
 
@@ -197,15 +195,8 @@ class FineTunedSpecialist:
             raise ArtifactError(f"{path}: not a valid tokenizer ({exc})", path=path) from exc
         tokenizer.no_padding()
         tokenizer.enable_truncation(int(config["params"]["max_tokens"]))
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self.threads or _usable_cpus()
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            session = onnxruntime.InferenceSession(
-                data[MODEL_FILE], options, providers=["CPUExecutionProvider"]
-            )
+            session = open_session(data[MODEL_FILE], self.threads)
         except Exception as exc:
             path = folder / MODEL_FILE
             raise ArtifactError(f"{path}: onnxruntime cannot load it ({exc})", path=path) from exc
@@ -249,25 +240,18 @@ class FineTunedSpecialist:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """The fine-tuned encoder's L2-normalised embeddings (n, 384), in input order."""
         self._check_fitted()
-        n = len(texts)
-        dim = int(self.config_["dim"])
-        if n == 0:
-            return np.empty((0, dim), dtype=np.float32)
-        encodings = self.tokenizer_.encode_batch(list(texts))
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=n)
-        order = np.argsort(lengths, kind="stable")
-        result = np.empty((n, dim), dtype=np.float32)
-        for start in range(0, n, _INFERENCE_BATCH):
-            rows = order[start : start + _INFERENCE_BATCH]
-            width = int(lengths[rows[-1]])
-            input_ids = np.zeros((len(rows), width), dtype=np.int64)
-            mask = np.zeros((len(rows), width), dtype=np.int64)
-            for r, i in enumerate(rows):
-                input_ids[r, : lengths[i]] = encodings[i].ids
-                mask[r, : lengths[i]] = 1
-            out = self.session_.run(None, {"input_ids": input_ids, "attention_mask": mask})[0]
-            result[rows] = out
-        return result
+        return encode_tokenized(
+            self._run,
+            self.tokenizer_,
+            texts,
+            dim=int(self.config_["dim"]),
+            batch_size=_INFERENCE_BATCH,
+            same_length=True,
+        )
+
+    def _run(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feed = {"input_ids": input_ids, "attention_mask": attention_mask}
+        return np.asarray(self.session_.run(None, feed)[0], dtype=np.float32)
 
     @property
     def encoder(self) -> FineTunedEncoder:
@@ -290,15 +274,6 @@ class FineTunedSpecialist:
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Calibrated probabilities (n, n_labels) over :attr:`label_set`."""
         return self.predict_proba_embeddings(self.embed(texts))
-
-    def predict(self, inputs: TextInputs) -> Predictions:
-        """Labels and calibrated confidences for ``inputs`` (texts), with their compute time."""
-        texts = check_text_inputs(self.kind, inputs)
-        self._check_fitted()
-        started = self.clock()
-        probabilities = self.predict_proba(texts)
-        usage = Usage(compute_s=self.clock() - started)
-        return Predictions.from_probabilities(probabilities, self.label_set_, usage=usage)
 
     # -- artifacts -------------------------------------------------------------------------
 
@@ -445,12 +420,3 @@ class FineTunedKind(SpecialistKind):
 
 def _take(inputs: TextInputs, rows: np.ndarray) -> list[str]:
     return [inputs[int(i)] for i in rows]
-
-
-def _usable_cpus() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from niche.encoders.onnx_encoder import usable_cpus
 from niche.errors import ConfigurationError
 from niche.progress import NO_PROGRESS, Progress
 from niche.specialists.holdout import stratified_holdout
@@ -155,7 +156,7 @@ def fine_tune(
     token_ids = [encoding.ids for encoding in tokenizer.encode_batch(list(texts))]
 
     previous_threads = torch.get_num_threads()
-    torch_threads = threads or _usable_cpus()
+    torch_threads = threads or usable_cpus()
     torch.set_num_threads(torch_threads)
     try:
         torch.manual_seed(seed)
@@ -405,12 +406,3 @@ def quantize(
         tokenizer_json=tokenizer_json,
         calibration_texts=list(calibration_texts),
     )
-
-
-def _usable_cpus() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1

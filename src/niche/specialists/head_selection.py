@@ -35,6 +35,7 @@ __all__ = [
     "HeadChoice",
     "choose_head",
     "one_blas_thread",
+    "search_identity",
 ]
 
 C_GRID: tuple[float, ...] = (1.0, 4.0, 10.0, 16.0, 32.0)
@@ -47,6 +48,17 @@ DEFAULT_C = 10.0
 CV_FOLDS = 3
 CV_MAX_ROWS = 2000
 SKEW_RATIO = 3.0
+
+
+def search_identity() -> dict[str, Any]:
+    """What the head search tries, for a kind's fit identity: a change of the grid must not
+    reuse a head an older grid chose."""
+    return {
+        "grid": list(C_GRID),
+        "folds": CV_FOLDS,
+        "max_rows": CV_MAX_ROWS,
+        "skew_ratio": SKEW_RATIO,
+    }
 
 
 @dataclass(frozen=True)

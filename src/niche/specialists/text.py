@@ -26,23 +26,18 @@ from niche.encoders import Encoder
 from niche.errors import ArtifactError, ConfigurationError, NotFittedError, ValidationError
 from niche.progress import NO_PROGRESS, Progress
 from niche.specialists.base import (
-    Predictions,
     Predictor,
+    ProbabilityPredictor,
     SpecialistKind,
     TextInputs,
-    Usage,
     check_fit_arguments,
-    check_text_inputs,
 )
 from niche.specialists.context import Clock, FitContext, LoadContext
 from niche.specialists.head_selection import (
-    C_GRID,
-    CV_FOLDS,
-    CV_MAX_ROWS,
-    SKEW_RATIO,
     HeadChoice,
     choose_head,
     one_blas_thread,
+    search_identity,
 )
 from niche.specialists.holdout import stratified_holdout
 from niche.specialists.saving import CONFIG_FILE, read_config, staged_directory, write_config
@@ -91,7 +86,7 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     return float(np.exp(result.x))
 
 
-class TextSpecialist:
+class TextSpecialist(ProbabilityPredictor):
     """A text classifier: ``encoder`` embeddings → logistic regression → calibrated softmax.
 
     Parameters are stored as given; :meth:`fit` or :meth:`load` does the work. ``c`` is the
@@ -257,14 +252,6 @@ class TextSpecialist:
         self._check_fitted()
         return self.predict_proba_embeddings(self.encoder.encode(texts))
 
-    def predict(self, inputs: TextInputs) -> Predictions:
-        """Labels and calibrated confidences for ``inputs`` (texts), with their compute time."""
-        texts = check_text_inputs(self.kind, inputs)
-        started = self.clock()
-        probabilities = self.predict_proba(texts)
-        usage = Usage(compute_s=self.clock() - started)
-        return Predictions.from_probabilities(probabilities, self.label_set_, usage=usage)
-
     # -- artifacts -----------------------------------------------------------------------
 
     def config(self) -> dict[str, Any]:
@@ -406,13 +393,7 @@ class TextKind(SpecialistKind):
             "metric": context.metric,
             "encoder_id": context.encoder.id,
             "format_version": FORMAT_VERSION,
-            # What the search tries: a change of the grid must not reuse an older choice.
-            "head_selection": {
-                "grid": list(C_GRID),
-                "folds": CV_FOLDS,
-                "max_rows": CV_MAX_ROWS,
-                "skew_ratio": SKEW_RATIO,
-            },
+            "head_selection": search_identity(),
         }
 
     def load(self, directory: Path, context: LoadContext) -> TextSpecialist:

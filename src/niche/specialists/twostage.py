@@ -51,16 +51,14 @@ from niche.errors import (
 )
 from niche.progress import Progress
 from niche.specialists.base import (
-    Predictions,
     Predictor,
+    ProbabilityPredictor,
     SpecialistKind,
     TextInputs,
-    Usage,
     check_fit_arguments,
-    check_text_inputs,
 )
 from niche.specialists.context import Clock, FitContext, LoadContext
-from niche.specialists.head_selection import DEFAULT_C, HeadChoice
+from niche.specialists.head_selection import DEFAULT_C, HeadChoice, search_identity
 from niche.specialists.saving import CONFIG_FILE, read_config, staged_directory, write_config
 from niche.specialists.text import TextSpecialist
 from niche.specialists.tiers import choose_threshold, validation_split
@@ -80,7 +78,7 @@ STATIC_ARTIFACT_FILES = MappingProxyType(
 )
 
 
-class TwoStageSpecialist:
+class TwoStageSpecialist(ProbabilityPredictor):
     """Two :class:`TextSpecialist` tiers and the threshold between them.
 
     ``static`` runs on the static encoder, ``minilm`` on the shared MiniLM encoder; both are
@@ -130,14 +128,6 @@ class TwoStageSpecialist:
         if rest:
             probabilities[rest] = self.minilm.predict_proba([texts[i] for i in rest])
         return probabilities
-
-    def predict(self, inputs: TextInputs) -> Predictions:
-        """Labels and calibrated confidences, each from the tier that answered it."""
-        texts = check_text_inputs(self.kind, inputs)
-        started = self.clock()
-        probabilities = self.predict_proba(texts)
-        usage = Usage(compute_s=self.clock() - started)
-        return Predictions.from_probabilities(probabilities, self.label_set, usage=usage)
 
     # -- artifacts -----------------------------------------------------------------------
 
@@ -481,6 +471,20 @@ class TwoStageKind(SpecialistKind):
             validation=validation,
             clock=context.clock,
         )
+
+    def fit_identity(self, context: FitContext) -> dict[str, Any]:
+        """Everything but the rows that decides both tiers and the threshold: options, metric,
+        both encoders, format and the head search (a second quickstart reuses the fit)."""
+        from niche.encoders.static import STATIC_ID
+
+        return {
+            "options": self.resolve_options(context.options),
+            "metric": context.metric,
+            "encoder_id": context.encoder.id,
+            "static_id": STATIC_ID,
+            "format_version": FORMAT_VERSION,
+            "head_selection": search_identity(),
+        }
 
     def load(self, directory: Path, context: LoadContext) -> TwoStageSpecialist:
         """The :class:`TwoStageSpecialist` in ``directory``, with the static model saved in

@@ -22,7 +22,7 @@ from niche.data import DatasetVersion
 from niche.errors import ConfigurationError, ValidationError
 from niche.specialists import FitContext, Specialist, SpecialistKind, get_kind
 
-__all__ = ["TrainedModel", "code_version", "stratified_sample", "train"]
+__all__ = ["TrainedModel", "code_version", "stratified_sample", "train", "training_rows"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,24 @@ def stratified_sample(
         keep.extend(rng.choice(rows, size=n, replace=False).tolist())
     keep.sort()
     return [texts[i] for i in keep], [labels[i] for i in keep]
+
+
+def training_rows(
+    version: DatasetVersion, split: str = "train", fraction: float = 1.0, *, seed: int = 0
+) -> tuple[list[str], list[str]]:
+    """The texts and labels :func:`train` fits on: ``version``'s ``split``, sampled to
+    ``fraction`` of each label's rows (seeded) when below 1."""
+    if split not in version.splits:
+        raise ValidationError(
+            f"dataset version {version.fingerprint[:16]} has no split {split!r} "
+            f"(splits: {', '.join(version.splits)})",
+            param="split",
+        )
+    rows = version.splits[split]
+    texts, labels = list(rows.texts), list(rows.labels)
+    if fraction != 1.0:
+        texts, labels = stratified_sample(texts, labels, fraction, seed=seed)
+    return texts, labels
 
 
 @lru_cache(maxsize=1)
@@ -143,17 +161,8 @@ def train(
     1.0
     """
     context = FitContext() if context is None else context
+    texts, labels = training_rows(version, split, fraction, seed=context.seed)
     specialist_kind = get_kind(kind)
-    if split not in version.splits:
-        raise ValidationError(
-            f"dataset version {version.fingerprint[:16]} has no split {split!r} "
-            f"(splits: {', '.join(version.splits)})",
-            param="split",
-        )
-    rows = version.splits[split]
-    texts, labels = list(rows.texts), list(rows.labels)
-    if fraction != 1.0:
-        texts, labels = stratified_sample(texts, labels, fraction, seed=context.seed)
     started = clock()
     specialist, cached, original_seconds = _fit_or_reuse(
         specialist_kind, version, split, fraction, texts, labels, context

@@ -353,7 +353,7 @@ class _TaskRun:
         if decision.action == "skip":
             return self.audit("skip", decision.reason)
         self.audit("train", decision.reason)
-        return self._retrain(spec.loop, now)
+        return self._retrain(spec.loop, now, champion)
 
     def _monitor(self, now: datetime) -> tuple[str, ...]:
         from niche.workflows.monitor import monitor
@@ -422,7 +422,9 @@ class _TaskRun:
         last_id = origin.get("last_id") if isinstance(origin, dict) else None
         return last_id if isinstance(last_id, int) and not isinstance(last_id, bool) else None
 
-    def _retrain(self, spec: LoopSpec, now: datetime) -> LoopDecision:
+    def _retrain(
+        self, spec: LoopSpec, now: datetime, champion: ModelVersionRecord | None
+    ) -> LoopDecision:
         from niche.workflows.distil import distil
         from niche.workflows.retrain import train_evaluate_promote
 
@@ -439,10 +441,15 @@ class _TaskRun:
         )
         self.detail["dataset"] = _dataset(distilled)
 
+        # The champion's kind is retrained (a fine-tuned champion is fine-tuned again); with
+        # no champion yet, the text kind.
+        kind = champion.kind if champion is not None else "text"
+        self.detail["kind"] = kind
         retrained = train_evaluate_promote(
             distilled.version,
             self.settings,
             task=self.task,
+            kind=kind,
             encoder=self.encoder,
             seed=self.seed,
             registry=self.registry,

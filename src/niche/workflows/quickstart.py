@@ -18,6 +18,7 @@ from niche.data import DatasetVersion
 from niche.encoders import default_encoder
 from niche.progress import NO_PROGRESS, Progress
 from niche.settings import Settings
+from niche.specialists import get_kind
 from niche.workflows._context import resolve
 from niche.workflows.data import DEFAULT_DATASET, DataSpec, curate_data
 from niche.workflows.evaluate import EvaluationReport
@@ -102,12 +103,16 @@ def quickstart(
     settings: Settings | None = None,
     *,
     task: str | None = None,
+    kind: str = "text",
     domain: str | None = None,
     seed: int | None = None,
     registry: Registry | None = None,
     progress: Progress = NO_PROGRESS,
 ) -> QuickstartResult:
     """Curate, train, register, evaluate against the general model, and attempt promotion.
+
+    ``kind`` is the specialist kind (``text``, ``text-two-stage``, ``text-finetuned``…); an
+    unknown one is refused before any work.
 
     A refused promotion is part of the result (``result.promotion.refused``), not an error.
     ``domain`` is the domain tag of a task created here (an existing task keeps its own).
@@ -116,6 +121,7 @@ def quickstart(
     'tickets'
     """
     spec = spec or DataSpec(dataset=DEFAULT_DATASET)
+    get_kind(kind)  # an unknown kind is refused before anything is curated
     settings, registry = resolve(settings, registry)
     seed = settings.get("NICHE_SEED") if seed is None else seed
     timings: dict[str, float] = {}
@@ -129,6 +135,7 @@ def quickstart(
         curated.version,
         settings,
         task=task,
+        kind=kind,
         encoder=default_encoder(settings),
         seed=seed,
         registry=registry,

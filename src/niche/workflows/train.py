@@ -82,17 +82,21 @@ def train_and_register(
 
     ``dataset`` is a dataset version or the fingerprint (or a unique prefix) of a registered
     one. ``kind`` names an installed specialist kind (``niche.specialists.available_kinds()``;
-    an unknown one is refused listing them). ``task`` defaults to a name derived from the
-    dataset's source, created when missing (with ``label_descriptions`` for its zero-shot
-    general model, and ``domain`` as its domain tag). ``fraction`` trains on that share of each label's rows (a deliberately
-    weak baseline). ``options`` are the kind's fit options (e.g. ``{"epochs": 2}`` for
-    ``text-finetuned``), checked against the kind before any work. The specialist is fitted before anything is written, so data it refuses
-    leaves no dataset version or task behind. A model version of ``task`` already trained
-    from the same dataset version is said on ``progress``, and so is training that gives an
-    existing version's very bytes (that version is returned; nothing new is registered).
-    ``options`` are the kind's fit options (e.g. ``{"c": 10.0}`` for a fixed text head); a
-    kind that tunes itself tunes for the task's metric (an existing task's; accuracy for one
-    created here). A head fitted before on the same data is reused (``NICHE_HEAD_CACHE``).
+    an unknown one is refused listing them).
+    ``task`` defaults to a name derived from the dataset's source, created when missing (with
+    ``label_descriptions`` for its zero-shot general model, and ``domain`` as its domain tag).
+    ``fraction`` trains on that share of each label's rows (a deliberately weak baseline).
+
+    ``options`` are the kind's fit options (e.g. ``{"epochs": 2}`` for ``text-finetuned``,
+    ``{"c": 10.0}`` for a fixed text head), checked against the kind before anything is
+    fitted. A kind that tunes itself tunes for the task's metric (an existing task's;
+    accuracy for one created here). A head fitted before on the same data is reused
+    (``NICHE_HEAD_CACHE``).
+
+    The specialist is fitted before anything is written, so data it refuses leaves no dataset
+    version or task behind. A model version of ``task`` already trained from the same dataset
+    version is said on ``progress``, and so is training that gives an existing version's very
+    bytes (that version is returned; nothing new is registered).
 
     >>> train_and_register(version, task="tickets", fraction=0.05).version
     2
