@@ -5,20 +5,7 @@
 >>> trained = train_text_specialist(version, encoder)   # the same, for the text kind
 """
 
-from niche.training.fit import (
-    TrainedModel,
-    code_version,
-    stratified_sample,
-    train,
-    training_rows,
-)
+from niche.training.fit import TrainedModel, code_version, stratified_sample, train
 from niche.training.text import train_text_specialist
 
-__all__ = [
-    "TrainedModel",
-    "code_version",
-    "stratified_sample",
-    "train",
-    "train_text_specialist",
-    "training_rows",
-]
+__all__ = ["TrainedModel", "code_version", "stratified_sample", "train", "train_text_specialist"]

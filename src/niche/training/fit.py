@@ -22,7 +22,7 @@ from niche.data import DatasetVersion
 from niche.errors import ConfigurationError, ValidationError
 from niche.specialists import FitContext, Specialist, SpecialistKind, get_kind
 
-__all__ = ["TrainedModel", "code_version", "stratified_sample", "train", "training_rows"]
+__all__ = ["TrainedModel", "code_version", "stratified_sample", "train"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def stratified_sample(
     return [texts[i] for i in keep], [labels[i] for i in keep]
 
 
-def training_rows(
+def _training_rows(
     version: DatasetVersion, split: str = "train", fraction: float = 1.0, *, seed: int = 0
 ) -> tuple[list[str], list[str]]:
     """The texts and labels :func:`train` fits on: ``version``'s ``split``, sampled to
@@ -161,7 +161,7 @@ def train(
     1.0
     """
     context = FitContext() if context is None else context
-    texts, labels = training_rows(version, split, fraction, seed=context.seed)
+    texts, labels = _training_rows(version, split, fraction, seed=context.seed)
     specialist_kind = get_kind(kind)
     started = clock()
     specialist, cached, original_seconds = _fit_or_reuse(
